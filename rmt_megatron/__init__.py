@@ -1,0 +1,17 @@
+"""rmt_megatron: Reinforcement Mid-Training (RMT) for megatron-core.
+
+The method, one module per idea, each usable without a model or a process group:
+`budget` (B_t schedule, length and combined reward), `rewards` (prediction extraction, match
+rewards, reasoning length), `advantages` (GRPO), `curriculum` (entropy tiers, p_t, sampler),
+`loss` (the dual RL + NTP objective). Configuration: `config`, `presets`, `arguments`.
+Vocabulary kernels: `rmt_megatron.kernels`.
+
+Importing this package imports neither megatron-core, Transformer Engine nor apex.
+"""
+
+from rmt_megatron.config import ConfigError, RMTConfig
+from rmt_megatron.presets import PRESETS, apply_method, get_preset
+
+__version__ = "0.1.0"
+
+__all__ = ["PRESETS", "ConfigError", "RMTConfig", "__version__", "apply_method", "get_preset"]

@@ -1,0 +1,148 @@
+"""Command-line flags, in Megatron-LM's spelling, and the `RMTConfig` they build.
+
+Two groups:
+- `add_rmt_args(parser)`: the RMT flags only, all prefixed `--rmt-` so that the function can be
+  Megatron-LM's `extra_args_provider` without clashing with its own flags (`--grpo-*` among them).
+- `add_megatron_args(parser)`: the subset of Megatron-LM's own flags (`--num-layers`, `--lr`,
+  `--tensor-model-parallel-size`, ...) that `pretrain_rmt.py` honours when it runs standalone.
+
+Every flag defaults to None ("not given"); `config_from_args` starts from a preset and overlays
+the flags that were given, so a preset's values hold unless overridden. Help texts are the config
+fields' docstrings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from dataclasses import dataclass, replace
+from typing import Any
+
+from rmt_megatron.config import SECTIONS, ConfigError, RMTConfig, field_docs
+from rmt_megatron.presets import METHODS, PRESETS, apply_method, get_preset
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One command-line flag that sets `<section>.<field>` of `RMTConfig`."""
+
+    flag: str
+    section: str
+    field: str
+    const: Any = None
+    """For a flag that takes no value: what it sets the field to (booleans default to True)."""
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+RMT_FLAGS = (
+    Flag("--rmt-no-budget", "budget", "enabled", const=False),
+    Flag("--rmt-budget-initial", "budget", "initial"),
+    Flag("--rmt-budget-min", "budget", "minimum"),
+    Flag("--rmt-budget-decay", "budget", "decay"),
+    Flag("--rmt-budget-exponent-power", "budget", "exponent_power"),
+    Flag("--rmt-match-rule", "reward", "match_rule"),
+    Flag("--rmt-length-reward-weight", "reward", "length_weight"),
+    Flag("--rmt-length-reward-max", "reward", "length_reward_max"),
+    Flag("--rmt-no-curriculum", "curriculum", "enabled", const=False),
+    Flag("--rmt-tier-thresholds", "curriculum", "tier_thresholds"),
+    Flag("--rmt-tier-probs-start", "curriculum", "start_probs"),
+    Flag("--rmt-tier-probs-end", "curriculum", "end_probs"),
+    Flag("--rmt-curriculum-transition-start", "curriculum", "transition_start"),
+    Flag("--rmt-curriculum-transition-end", "curriculum", "transition_end"),
+    Flag("--rmt-min-context", "curriculum", "min_context"),
+    Flag("--rmt-entropy-top-k", "curriculum", "entropy_top_k"),
+    Flag("--rmt-ntp-weight", "loss", "ntp_weight"),
+    Flag("--rmt-rl-weight", "loss", "rl_weight"),
+    Flag("--rmt-kl-beta", "loss", "kl_beta"),
+    Flag("--rmt-clip-eps", "loss", "clip_eps"),
+    Flag("--rmt-entropy-coeff", "loss", "entropy_coeff"),
+    Flag("--rmt-advantage-eps", "loss", "advantage_eps"),
+    Flag("--rmt-filter-zero-variance-groups", "loss", "filter_zero_variance_groups"),
+    Flag("--rmt-prompts-per-step", "rollout", "prompts_per_step"),
+    Flag("--rmt-group-size", "rollout", "group_size"),
+    Flag("--rmt-temperature", "rollout", "temperature"),
+    Flag("--rmt-top-p", "rollout", "top_p"),
+    Flag("--rmt-max-response-length", "rollout", "max_response_length"),
+    Flag("--rmt-max-prompt-length", "rollout", "max_prompt_length"),
+)
+"""Flags added by `add_rmt_args`."""
+
+MEGATRON_FLAGS = (
+    *(Flag("--" + name.replace("_", "-"), section, name)
+      for section in ("model", "train")
+      for name in (f.name for f in dataclasses.fields(SECTIONS[section]))
+      if name != "params_dtype"),
+    Flag("--bf16", "model", "params_dtype", const="bfloat16"),
+    Flag("--fp16", "model", "params_dtype", const="float16"),
+)
+"""Flags added by `add_megatron_args`: each model/train field under its Megatron-LM name."""
+
+
+def _add_flag(group: argparse._ArgumentGroup, spec: Flag) -> None:
+    section_cls = SECTIONS[spec.section]
+    hint = typing.get_type_hints(section_cls)[spec.field]
+    default = next(f.default for f in dataclasses.fields(section_cls) if f.name == spec.field)
+    help_text = field_docs(section_cls)[spec.field]
+    if spec.const is not None or hint is bool:
+        const = True if spec.const is None else spec.const
+        group.add_argument(spec.flag, dest=spec.dest, action="store_const", const=const,
+                           default=None, help=f"{help_text} (sets {spec.section}.{spec.field}"
+                           f" to {const!r})")
+        return
+    kwargs: dict[str, Any] = {"dest": spec.dest, "default": None}
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is tuple:
+        kwargs.update(nargs=len(args), type=args[0], metavar=spec.field.upper())
+    elif typing.get_origin(hint) is typing.Literal:
+        kwargs.update(choices=args, type=str)
+    else:
+        kwargs["type"] = next(a for a in (*args, hint) if a in (int, float, str))
+    group.add_argument(spec.flag, help=f"{help_text} (default: {default!r})", **kwargs)
+
+
+def add_rmt_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the `--rmt-*` flags; usable as Megatron-LM's `extra_args_provider`."""
+    group = parser.add_argument_group("RMT", "Reinforcement Mid-Training")
+    group.add_argument("--rmt-preset", default=None, choices=sorted(PRESETS),
+                       help="Start from this named config (default: the spec's defaults, or "
+                       "tiny_cpu when pretrain_rmt.py runs standalone).")
+    group.add_argument("--rmt-method", default=None, choices=METHODS,
+                       help="rmt (default), rpt (no budget, curriculum or NTP term), or ntp "
+                       "(no RL: continued pre-training).")
+    for spec in RMT_FLAGS:
+        _add_flag(group, spec)
+    return parser
+
+
+def add_megatron_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the Megatron-LM flags that `pretrain_rmt.py` honours when it runs standalone."""
+    group = parser.add_argument_group("Megatron", "Megatron-LM model and training flags")
+    for spec in MEGATRON_FLAGS:
+        _add_flag(group, spec)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, default_preset: str | None = None) -> RMTConfig:
+    """Build the run's `RMTConfig`: the preset (`--rmt-preset`, else `default_preset`, else the
+    spec defaults), then `--rmt-method`, then every flag that was given. Flags missing from
+    `args` (e.g. Megatron-LM owns the model flags) are skipped. Bad values raise `ConfigError`."""
+    preset = getattr(args, "rmt_preset", None) or default_preset
+    config = get_preset(preset) if preset else RMTConfig()
+    config = apply_method(config, getattr(args, "rmt_method", None) or "rmt")
+    overrides: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    for spec in RMT_FLAGS + MEGATRON_FLAGS:
+        value = getattr(args, spec.dest, None)
+        if value is not None:
+            overrides[spec.section][spec.field] = tuple(value) if isinstance(value, list) else value
+    try:
+        return replace(config, **{name: replace(getattr(config, name), **values)
+                                  for name, values in overrides.items() if values})
+    except ConfigError as error:
+        field_name = str(error).split("=", 1)[0]
+        flags = [s.flag for s in RMT_FLAGS + MEGATRON_FLAGS
+                 if f"{s.section}.{s.field}" == field_name]
+        raise ConfigError(f"{error} (flag {flags[0]})" if flags else str(error)) from None

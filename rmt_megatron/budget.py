@@ -1,0 +1,54 @@
+"""Dynamic token budget (spec §3) and the rewards built on it (spec §2.2, §2.3).
+
+    B_t     = max(B_min, floor(B_0 * γ^((t/T)^k)))                   k = 1 by default
+    r_len   = r_max * ℓ / B          for 0 <= ℓ <= B
+            = r_max * (2B - ℓ) / B   for B < ℓ <= 2B
+            = 0                      for ℓ > 2B
+    r       = (1 - w) * r_match + w * r_len
+
+ℓ is the reasoning length in tokens (see `rmt_megatron.rewards.reasoning_length`). Nothing can
+earn a length reward past 2·B_t, which is why rollouts may stop there (`rollout_token_cap`).
+"""
+
+from __future__ import annotations
+
+import math
+
+from rmt_megatron.config import BudgetConfig, RewardConfig
+
+
+def budget_at(step: int, total_steps: int, config: BudgetConfig) -> int:
+    """B_t at training step `step` of `total_steps` (steps past the end keep B_T)."""
+    if total_steps < 1 or step < 0:
+        raise ValueError(f"budget_at needs step >= 0 and total_steps >= 1, "
+                         f"got step={step}, total_steps={total_steps}")
+    progress = min(step / total_steps, 1.0)
+    # The tiny epsilon keeps exact products such as 800 * 0.2 = 160 from flooring to 159.
+    raw = config.initial * config.decay ** (progress ** config.exponent_power)
+    return max(config.minimum, math.floor(raw * (1 + 1e-12)))
+
+
+def length_reward(length: int, budget: int, max_reward: float = 1.0) -> float:
+    """Triangular r_len(ℓ; B): 0 at ℓ = 0, `max_reward` at ℓ = B, 0 at ℓ >= 2B."""
+    if budget < 1:
+        raise ValueError(f"budget must be >= 1 token, got {budget}")
+    if length < 0:
+        raise ValueError(f"reasoning length must be >= 0, got {length}")
+    if length <= budget:
+        return max_reward * length / budget
+    if length <= 2 * budget:
+        return max_reward * (2 * budget - length) / budget
+    return 0.0
+
+
+def combined_reward(match: float, length: float, config: RewardConfig) -> float:
+    """r = (1 - w) * r_match + w * r_len, with w = `config.length_weight`."""
+    w = config.length_weight
+    return (1.0 - w) * match + w * length
+
+
+def rollout_token_cap(budget: int, max_response_length: int, answer_allowance: int) -> int:
+    """Tokens worth generating for one rollout: reasoning past 2·B earns no length reward, so
+    stop at 2·B plus `answer_allowance` tokens for `</think>` and the boxed answer, and never past
+    `max_response_length`."""
+    return min(max_response_length, 2 * budget + answer_allowance)

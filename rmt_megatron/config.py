@@ -1,0 +1,458 @@
+"""Typed configuration for an RMT run.
+
+One dataclass per concern (budget, reward, curriculum, loss, rollout, model, train), gathered in
+`RMTConfig`. Every field has a type, a default and a docstring (the docstring is also the
+command-line help, see `rmt_megatron.arguments`). Defaults are the spec's recommendations
+(`spec/RMT.md` §11) unless the field says otherwise. `__post_init__` rejects bad values with a
+`ConfigError` that names the field, the value seen and the fix; `dataclasses.replace` re-runs it.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import itertools
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any, Literal
+
+TIER_NAMES = ("easy", "medium", "hard")
+"""Curriculum difficulty tiers, from low to high proxy-model entropy."""
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range or inconsistent with another one."""
+
+
+def require(ok: bool, name: str, value: Any, fix: str) -> None:
+    """Raise `ConfigError("<name>=<value> ...: <fix>")` unless `ok`."""
+    if not ok:
+        raise ConfigError(f"{name}={value!r} is invalid: {fix}")
+
+
+def _require_probabilities(name: str, probs: tuple[float, ...]) -> None:
+    require(len(probs) == len(TIER_NAMES), name, probs,
+            f"give one probability per tier {TIER_NAMES}")
+    require(all(math.isfinite(p) and p >= 0 for p in probs), name, probs,
+            "probabilities must be finite and >= 0")
+    require(abs(sum(probs) - 1.0) <= 1e-6, name, probs,
+            f"probabilities must sum to 1 (they sum to {sum(probs):.6g})")
+
+
+@dataclass
+class BudgetConfig:
+    """Dynamic token budget (spec §3): B_t = max(B_min, floor(B_0 * γ^((t/T)^k)))."""
+
+    enabled: bool = True
+    """Use the budget: the budget clause in the prompt, the length reward and the rollout cut at
+    2*B_t. Off gives plain RPT rollouts (no length reward, no budget clause)."""
+
+    initial: int = 800
+    """B_0: the reasoning budget in tokens at step 0."""
+
+    minimum: int = 1
+    """B_min: the budget never falls below this many tokens."""
+
+    decay: float = 0.2
+    """γ: the budget at the end of training is B_0 * γ (before the floor at B_min)."""
+
+    exponent_power: float = 1.0
+    """k in γ^((t/T)^k); 1 gives the spec's default γ^(t/T) form."""
+
+    def __post_init__(self) -> None:
+        require(self.initial >= 1, "budget.initial", self.initial, "B_0 must be >= 1 token")
+        require(self.minimum >= 1, "budget.minimum", self.minimum, "B_min must be >= 1 token")
+        require(self.minimum <= self.initial, "budget.minimum", self.minimum,
+                f"B_min must be <= B_0 ({self.initial}); lower B_min or raise B_0")
+        require(0.0 < self.decay < 1.0, "budget.decay", self.decay,
+                "γ must lie strictly between 0 and 1 (the spec uses 0.2)")
+        require(math.isfinite(self.exponent_power) and self.exponent_power > 0,
+                "budget.exponent_power", self.exponent_power, "k must be > 0 (1 = default form)")
+
+
+@dataclass
+class RewardConfig:
+    """Rewards (spec §2): r = (1 - w) * r_match + w * r_len."""
+
+    match_rule: Literal["exact", "prefix"] = "exact"
+    """"exact": the boxed prediction equals the next token's bytes (RMT). "prefix": RPT's
+    byte-prefix rule, which also accepts multi-token predictions ending on a token boundary."""
+
+    length_weight: float = 0.2
+    """w: weight of the triangular length reward in the convex mix with the match reward."""
+
+    length_reward_max: float = 1.0
+    """r_max: the length reward at ℓ = B_t, its peak."""
+
+    def __post_init__(self) -> None:
+        require(self.match_rule in ("exact", "prefix"), "reward.match_rule", self.match_rule,
+                "use 'exact' or 'prefix'")
+        require(0.0 <= self.length_weight <= 1.0, "reward.length_weight", self.length_weight,
+                "w mixes two rewards convexly and must lie in [0, 1]")
+        require(math.isfinite(self.length_reward_max) and self.length_reward_max > 0,
+                "reward.length_reward_max", self.length_reward_max, "r_max must be > 0")
+
+
+@dataclass
+class CurriculumConfig:
+    """Curriculum adaptive sampling (spec §4): entropy tiers and tier probabilities over time."""
+
+    enabled: bool = True
+    """Draw RL positions tier by tier with the scheduled probabilities p_t. Off draws uniformly
+    from all positions at or above the lowest threshold (RPT's entropy filter)."""
+
+    tier_thresholds: tuple[float, float, float] = (0.5, 1.0, 1.5)
+    """Entropy (nats) where the easy, medium and hard tiers start; below the first one a position
+    is used for NTP only."""
+
+    start_probs: tuple[float, float, float] = (0.6, 0.3, 0.1)
+    """p_{t1}: (easy, medium, hard) probabilities before the transition starts."""
+
+    end_probs: tuple[float, float, float] = (0.1, 0.3, 0.6)
+    """p_{t2}: (easy, medium, hard) probabilities after the transition ends."""
+
+    transition_start: float = 0.3
+    """t_1 / T: the fraction of training where p_t starts moving from p_{t1} to p_{t2}."""
+
+    transition_end: float = 0.7
+    """t_2 / T: the fraction of training where p_t reaches p_{t2}."""
+
+    min_context: int = 16
+    """Positions with fewer context tokens than this are never drawn for RL."""
+
+    entropy_top_k: int = 16
+    """Difficulty is the entropy of the proxy model's top-k distribution renormalised over those
+    k tokens (RPT); 0 uses the full-vocabulary entropy."""
+
+    def __post_init__(self) -> None:
+        th = tuple(self.tier_thresholds)
+        require(len(th) == len(TIER_NAMES), "curriculum.tier_thresholds", th,
+                f"give one threshold per tier {TIER_NAMES}")
+        require(all(math.isfinite(x) and x >= 0 for x in th), "curriculum.tier_thresholds", th,
+                "thresholds are entropies in nats and must be finite and >= 0")
+        require(all(a < b for a, b in itertools.pairwise(th)),
+                "curriculum.tier_thresholds", th, "thresholds must be strictly increasing")
+        _require_probabilities("curriculum.start_probs", tuple(self.start_probs))
+        _require_probabilities("curriculum.end_probs", tuple(self.end_probs))
+        require(0.0 < self.transition_start < 1.0, "curriculum.transition_start",
+                self.transition_start, "t_1/T must lie strictly between 0 and 1")
+        require(0.0 < self.transition_end < 1.0, "curriculum.transition_end",
+                self.transition_end, "t_2/T must lie strictly between 0 and 1")
+        require(self.transition_start < self.transition_end, "curriculum.transition_start",
+                self.transition_start,
+                f"t_1 must come before t_2 (t_2/T = {self.transition_end}); "
+                "swap them or lower t_1")
+        require(self.min_context >= 1, "curriculum.min_context", self.min_context,
+                "a position needs at least one context token")
+        require(self.entropy_top_k == 0 or self.entropy_top_k >= 2, "curriculum.entropy_top_k",
+                self.entropy_top_k, "use 0 (full vocabulary) or k >= 2 (top-1 entropy is always 0)")
+        self.tier_thresholds = tuple(float(x) for x in th)
+        self.start_probs = tuple(float(x) for x in self.start_probs)
+        self.end_probs = tuple(float(x) for x in self.end_probs)
+
+
+@dataclass
+class LossConfig:
+    """Dual objective (spec §5): L = rl_weight * L_RL + λ * L_NTP."""
+
+    ntp_weight: float = 0.1
+    """λ: weight of the next-token-prediction loss on the non-RL positions; 0 turns NTP off."""
+
+    rl_weight: float = 1.0
+    """Weight of the GRPO loss; 0 turns RL off (plain continued pre-training)."""
+
+    kl_beta: float = 0.0
+    """β: weight of the KL(π_θ ‖ π_ref) penalty on RL tokens (k3 estimator); 0 needs no
+    reference model."""
+
+    clip_eps: float = 0.2
+    """ε of the clipped surrogate min(ρA, clip(ρ, 1-ε, 1+ε)A); inert while updates are exactly
+    on-policy (ρ = 1)."""
+
+    entropy_coeff: float = 0.0
+    """Weight of an entropy bonus on RL tokens (subtracted from the loss)."""
+
+    advantage_eps: float = 1e-6
+    """δ in A_i = (r_i - mean r) / (std r + δ)."""
+
+    filter_zero_variance_groups: bool = False
+    """Dynamic sampling: drop groups whose G rewards are all equal (they carry no signal)."""
+
+    def __post_init__(self) -> None:
+        for name in ("ntp_weight", "rl_weight", "kl_beta", "entropy_coeff"):
+            value = getattr(self, name)
+            require(math.isfinite(value) and value >= 0, f"loss.{name}", value,
+                    "loss weights must be finite and >= 0")
+        require(self.ntp_weight > 0 or self.rl_weight > 0, "loss.rl_weight", self.rl_weight,
+                "both loss.rl_weight and loss.ntp_weight are 0: nothing would be trained")
+        require(0.0 < self.clip_eps < 1.0, "loss.clip_eps", self.clip_eps,
+                "ε must lie strictly between 0 and 1 (the spec uses 0.2)")
+        require(self.advantage_eps > 0, "loss.advantage_eps", self.advantage_eps,
+                "δ must be > 0 so a zero-variance group does not divide by zero")
+
+
+@dataclass
+class RolloutConfig:
+    """Sampling of reasoning rollouts (spec §1, §6)."""
+
+    prompts_per_step: int = 128
+    """RL positions (prompts) drawn per training step; each gets `group_size` rollouts."""
+
+    group_size: int = 8
+    """G: rollouts per prompt; GRPO normalises rewards within these G."""
+
+    temperature: float = 0.8
+    """Sampling temperature of the rollouts."""
+
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1 samples from the full distribution."""
+
+    max_response_length: int = 2048
+    """Hard cap on generated tokens per rollout (the budget cut at 2*B_t may stop it earlier)."""
+
+    max_prompt_length: int = 4096
+    """Prompts are left-truncated to this many tokens (the most recent context is kept)."""
+
+    def __post_init__(self) -> None:
+        require(self.prompts_per_step >= 1, "rollout.prompts_per_step", self.prompts_per_step,
+                "draw at least one RL position per step")
+        require(self.group_size >= 2, "rollout.group_size", self.group_size,
+                "GRPO compares rollouts within a group: G must be >= 2 (the spec uses 8)")
+        require(math.isfinite(self.temperature) and self.temperature > 0,
+                "rollout.temperature", self.temperature, "temperature must be > 0")
+        require(0.0 < self.top_p <= 1.0, "rollout.top_p", self.top_p, "top_p must be in (0, 1]")
+        require(self.max_response_length >= 1, "rollout.max_response_length",
+                self.max_response_length, "allow at least one generated token")
+        require(self.max_prompt_length >= 1, "rollout.max_prompt_length",
+                self.max_prompt_length, "allow at least one prompt token")
+
+
+@dataclass
+class ModelConfig:
+    """A Llama-style megatron-core GPTModel (RMSNorm, SwiGLU, RoPE, GQA); Megatron-LM names."""
+
+    num_layers: int = 2
+    """Transformer layers."""
+
+    hidden_size: int = 64
+    """Model width."""
+
+    ffn_hidden_size: int = 256
+    """Width of the MLP's hidden layer (per gate/up branch with SwiGLU)."""
+
+    num_attention_heads: int = 4
+    """Query heads."""
+
+    num_query_groups: int | None = None
+    """Key/value heads for grouped-query attention; None means one per query head."""
+
+    kv_channels: int | None = None
+    """Width of one head; None means hidden_size / num_attention_heads."""
+
+    seq_length: int = 256
+    """Training sequence length in tokens."""
+
+    max_position_embeddings: int = 4096
+    """Longest sequence RoPE is set up for (prompt + response during rollouts)."""
+
+    vocab_size: int | None = None
+    """Vocabulary size; None takes the tokenizer's. Padded for TP as Megatron does."""
+
+    make_vocab_size_divisible_by: int = 128
+    """Pad the vocabulary to a multiple of this times the tensor-parallel size."""
+
+    norm_epsilon: float = 1e-5
+    """ε of RMSNorm."""
+
+    rotary_base: int = 10000
+    """RoPE base frequency θ."""
+
+    qk_layernorm: bool = False
+    """Per-head RMSNorm on queries and keys (Qwen3)."""
+
+    add_qkv_bias: bool = False
+    """Bias on the QKV projection (Qwen2)."""
+
+    untie_embeddings_and_output_weights: bool = False
+    """Separate input embedding and output layer weights."""
+
+    params_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype (Megatron-LM's --bf16 / --fp16)."""
+
+    tensor_model_parallel_size: int = 1
+    """Tensor-parallel ranks per model replica."""
+
+    pipeline_model_parallel_size: int = 1
+    """Pipeline stages per model replica."""
+
+    def __post_init__(self) -> None:
+        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
+                     "seq_length", "max_position_embeddings", "make_vocab_size_divisible_by",
+                     "rotary_base", "tensor_model_parallel_size",
+                     "pipeline_model_parallel_size"):
+            value = getattr(self, name)
+            require(value >= 1, f"model.{name}", value, "must be a positive integer")
+        groups = self.query_groups
+        heads, tp = self.num_attention_heads, self.tensor_model_parallel_size
+        require(self.kv_channels is not None or self.hidden_size % heads == 0,
+                "model.hidden_size", self.hidden_size,
+                f"must be divisible by num_attention_heads={heads}, or set kv_channels")
+        require(groups >= 1 and heads % groups == 0, "model.num_query_groups", groups,
+                f"must divide num_attention_heads={heads}")
+        require(heads % tp == 0 and groups % tp == 0, "model.tensor_model_parallel_size", tp,
+                f"must divide num_attention_heads={heads} and num_query_groups={groups}")
+        require(self.num_layers % self.pipeline_model_parallel_size == 0,
+                "model.pipeline_model_parallel_size", self.pipeline_model_parallel_size,
+                f"must divide num_layers={self.num_layers}")
+        require(self.seq_length <= self.max_position_embeddings, "model.seq_length",
+                self.seq_length,
+                f"must be <= max_position_embeddings={self.max_position_embeddings}")
+        require(self.vocab_size is None or self.vocab_size >= 2, "model.vocab_size",
+                self.vocab_size, "a vocabulary needs at least 2 tokens (or None: tokenizer's)")
+        require(self.norm_epsilon > 0, "model.norm_epsilon", self.norm_epsilon, "must be > 0")
+        require(self.params_dtype in ("float32", "bfloat16", "float16"), "model.params_dtype",
+                self.params_dtype, "use 'float32', 'bfloat16' or 'float16'")
+
+    @property
+    def query_groups(self) -> int:
+        """Key/value heads, with None resolved to one per query head."""
+        return self.num_query_groups or self.num_attention_heads
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop (Megatron-LM names)."""
+
+    train_iters: int = 1000
+    """T: total training steps; drives the budget and curriculum schedules."""
+
+    micro_batch_size: int = 1
+    """Sequences per micro-batch in the forward/backward schedule."""
+
+    lr: float = 1e-6
+    """Learning rate (constant unless lr_warmup_iters > 0)."""
+
+    lr_warmup_iters: int = 0
+    """Linear warm-up steps before the constant learning rate."""
+
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+
+    adam_beta1: float = 0.9
+    """AdamW β1, decay of the first-moment estimate."""
+
+    adam_beta2: float = 0.999
+    """AdamW β2, decay of the second-moment estimate."""
+
+    adam_eps: float = 1e-8
+    """AdamW ε, added to the second-moment root."""
+
+    clip_grad: float = 1.0
+    """Gradient-norm clipping threshold; 0 disables clipping."""
+
+    seed: int = 1234
+    """Seed for weights, sampling and the curriculum."""
+
+    save: str | None = None
+    """Directory for checkpoints; None saves nothing."""
+
+    load: str | None = None
+    """Directory to resume from."""
+
+    save_interval: int | None = None
+    """Steps between checkpoints (a checkpoint is also written at exit)."""
+
+    log_interval: int = 1
+    """Steps between console progress lines."""
+
+    eval_interval: int | None = None
+    """Steps between held-out evaluations; None evaluates only at the end."""
+
+    tensorboard_dir: str | None = None
+    """Directory for TensorBoard event files; None disables TensorBoard."""
+
+    def __post_init__(self) -> None:
+        for name in ("train_iters", "micro_batch_size", "log_interval"):
+            value = getattr(self, name)
+            require(value >= 1, f"train.{name}", value, "must be a positive integer")
+        for name in ("save_interval", "eval_interval"):
+            value = getattr(self, name)
+            require(value is None or value >= 1, f"train.{name}", value,
+                    "must be a positive integer, or None")
+        require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "must be > 0")
+        require(0 <= self.lr_warmup_iters < self.train_iters, "train.lr_warmup_iters",
+                self.lr_warmup_iters, f"must be in [0, train_iters={self.train_iters})")
+        require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0")
+        for name in ("adam_beta1", "adam_beta2"):
+            value = getattr(self, name)
+            require(0.0 <= value < 1.0, f"train.{name}", value, "must lie in [0, 1)")
+        require(self.adam_eps > 0, "train.adam_eps", self.adam_eps, "must be > 0")
+        require(self.clip_grad >= 0, "train.clip_grad", self.clip_grad,
+                "must be >= 0 (0 disables clipping)")
+
+
+SECTIONS: dict[str, type] = {
+    "budget": BudgetConfig,
+    "reward": RewardConfig,
+    "curriculum": CurriculumConfig,
+    "loss": LossConfig,
+    "rollout": RolloutConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+}
+"""The sections of `RMTConfig`, by attribute name."""
+
+
+@dataclass
+class RMTConfig:
+    """Everything one RMT run needs; sections as in `SECTIONS`."""
+
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():
+            require(isinstance(getattr(self, name), cls), name, type(getattr(self, name)),
+                    f"must be a {cls.__name__}")
+        if self.budget.enabled and self.loss.rl_weight > 0:
+            require(self.rollout.max_response_length >= self.budget.minimum,
+                    "rollout.max_response_length", self.rollout.max_response_length,
+                    f"must allow at least budget.minimum={self.budget.minimum} tokens")
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict (JSON-serialisable), e.g. for checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, dict[str, Any]]) -> RMTConfig:
+        """Inverse of `to_dict`; unknown sections or fields raise `ConfigError`."""
+        unknown = set(data) - set(SECTIONS)
+        require(not unknown, "config", sorted(unknown), f"known sections are {list(SECTIONS)}")
+        sections = {}
+        for name, values in data.items():
+            section_cls = SECTIONS[name]
+            known = {f.name for f in dataclasses.fields(section_cls)}
+            extra = set(values) - known
+            require(not extra, name, sorted(extra), f"known fields are {sorted(known)}")
+            sections[name] = section_cls(**values)
+        return cls(**sections)
+
+
+@cache
+def field_docs(section_cls: type) -> dict[str, str]:
+    """The docstrings written under each field of a config dataclass, joined into one line."""
+    tree = ast.parse(inspect.getsource(section_cls))
+    body = tree.body[0].body
+    docs = {}
+    for node, following in itertools.pairwise(body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)):
+            docs[node.target.id] = " ".join(str(following.value.value).split())
+    return docs

@@ -1,0 +1,102 @@
+"""The dual RMT objective (spec §5): GRPO on rollout tokens plus NTP on document tokens.
+
+All inputs are flat per-token tensors `[N]` (Megatron's `[s, b]` flattened; rollout tokens and
+document tokens may share one packed batch). Per token n:
+
+    ρ_n      = exp(logprob_n - old_logprob_n)              (1 on-policy: old = logprob.detach())
+    s_n      = -min(ρ_n A_n, clip(ρ_n, 1 - ε, 1 + ε) A_n)  clipped surrogate
+    k_n      = exp(r_n) - r_n - 1,  r_n = ref_logprob_n - logprob_n     (k3 estimator of KL)
+    L_RL     = Σ_{n ∈ RL}  (s_n + β k_n - c H_n) / |RL|    token-mean over rollout tokens
+    L_NTP    = Σ_{n ∈ NTP} (-logprob_n) / |NTP|            token-mean over document tokens
+    L        = w_RL · L_RL + λ · L_NTP
+
+RL = response tokens of all rollouts (A_n is its rollout's advantage); NTP = document positions
+that were not drawn for RL (spec §5.3 mask). The two sets must not overlap. An empty set
+contributes 0. On-policy (ρ = 1) the surrogate's value is -mean(A), and its gradient is that of
+the spec's -(1/G) Σ A log π (spec §5.2): ∂L/∂logprob_n = -A_n/|RL| on RL tokens and -λ/|NTP| on
+NTP tokens, so the gradient reaching the logits is one coefficient per token times
+(one_hot - softmax).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rmt_megatron.config import LossConfig
+
+
+@dataclass(frozen=True)
+class DualLossTerms:
+    """The scalar loss and its detached parts, for logging."""
+
+    loss: torch.Tensor
+    """w_RL · L_RL + λ · L_NTP (differentiable, fp32 scalar)."""
+    rl: torch.Tensor
+    """L_RL, detached."""
+    ntp: torch.Tensor
+    """L_NTP, detached."""
+    kl: torch.Tensor
+    """Token-mean k3 KL over RL tokens, detached (0 without ref_logprob)."""
+    clip_fraction: torch.Tensor
+    """Share of RL tokens whose ratio was clipped, detached."""
+    rl_tokens: int
+    ntp_tokens: int
+
+
+def dual_loss(logprob: torch.Tensor, *, rl_mask: torch.Tensor, ntp_mask: torch.Tensor,
+              advantages: torch.Tensor, config: LossConfig,
+              old_logprob: torch.Tensor | None = None,
+              ref_logprob: torch.Tensor | None = None,
+              entropy: torch.Tensor | None = None) -> DualLossTerms:
+    """L = w_RL · L_RL + λ · L_NTP over flat `[N]` tensors.
+
+    logprob: log π_θ of each token (differentiable). rl_mask, ntp_mask: bool, disjoint.
+    advantages: A of the rollout each RL token belongs to (ignored elsewhere).
+    old_logprob: behaviour-policy log-probs (None: on-policy, ratio 1).
+    ref_logprob: reference-policy log-probs, required when config.kl_beta > 0.
+    entropy: per-token entropy, required when config.entropy_coeff > 0."""
+    n = logprob.shape
+    for name, tensor in (("rl_mask", rl_mask), ("ntp_mask", ntp_mask),
+                         ("advantages", advantages), ("old_logprob", old_logprob),
+                         ("ref_logprob", ref_logprob), ("entropy", entropy)):
+        if tensor is not None and tensor.shape != n:
+            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, logprob has {tuple(n)}: "
+                             "every per-token input must be flat [N]")
+    rl_mask, ntp_mask = rl_mask.bool(), ntp_mask.bool()
+    if (rl_mask & ntp_mask).any():
+        raise ValueError("rl_mask and ntp_mask overlap: a token is either an RL token or an "
+                         "NTP token (spec §5.1)")
+    if config.kl_beta > 0 and ref_logprob is None:
+        raise ValueError("loss.kl_beta > 0 needs ref_logprob (the reference policy's log-probs)")
+    if config.entropy_coeff > 0 and entropy is None:
+        raise ValueError("loss.entropy_coeff > 0 needs the per-token entropy")
+
+    logprob = logprob.float()
+    rl_weight = rl_mask.float()
+    n_rl = int(rl_mask.sum())
+    n_ntp = int(ntp_mask.sum())
+
+    old = logprob.detach() if old_logprob is None else old_logprob.float()
+    ratio = torch.exp(logprob - old)
+    adv = advantages.float()
+    clipped_ratio = ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps)
+    per_token = -torch.minimum(ratio * adv, clipped_ratio * adv)
+    kl = torch.zeros_like(logprob)
+    if ref_logprob is not None:
+        log_ratio_ref = ref_logprob.float() - logprob
+        kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1
+        per_token = per_token + config.kl_beta * kl
+    if config.entropy_coeff > 0:
+        per_token = per_token - config.entropy_coeff * entropy.float()
+
+    rl = (per_token * rl_weight).sum() / max(n_rl, 1)
+    ntp = -(logprob * ntp_mask.float()).sum() / max(n_ntp, 1)
+    loss = config.rl_weight * rl + config.ntp_weight * ntp
+    was_clipped = (ratio.detach() != clipped_ratio.detach()) & rl_mask
+    return DualLossTerms(
+        loss=loss, rl=rl.detach(), ntp=ntp.detach(),
+        kl=(kl.detach() * rl_weight).sum() / max(n_rl, 1),
+        clip_fraction=was_clipped.float().sum() / max(n_rl, 1),
+        rl_tokens=n_rl, ntp_tokens=n_ntp)

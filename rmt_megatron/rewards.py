@@ -1,0 +1,143 @@
+"""Verifiable next-token rewards (spec §1.3, §2.1, §11 #2–#4).
+
+A response is `<think> reasoning </think> ... \\boxed{prediction}`. Everything here works on
+token *bytes*, the tokenizer-independent truth: byte-level BPE tokens need not be valid UTF-8 on
+their own, and a leading space is part of a token. Text is decoded with `surrogateescape`, so a
+prediction re-encodes to exactly the bytes the model produced.
+
+- prediction: the content of the last `\\boxed{...}` after the first `</think>` (braces may nest);
+  no `</think>` or no box after it -> invalid (None), which earns no match reward.
+- exact match (RMT): prediction bytes == the next token's bytes.
+- prefix match (RPT Eq. 3): prediction bytes == the first l bytes of the true continuation, and l
+  is a token boundary of that continuation (so multi-token predictions count).
+- reasoning length ℓ: tokens strictly inside `<think>...</think>`; the whole response when
+  `</think>` is missing (spec §11 #2). A response that starts inside the think block (the chat
+  template opened it) counts from its first token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import accumulate
+
+from rmt_megatron.budget import combined_reward, length_reward
+from rmt_megatron.config import RewardConfig
+
+THINK_OPEN = "<think>"
+THINK_CLOSE = "</think>"
+BOXED = "\\boxed{"
+
+
+def decode_bytes(data: bytes) -> str:
+    """Bytes -> str, losslessly (undecodable bytes become surrogates and re-encode exactly)."""
+    return data.decode("utf-8", errors="surrogateescape")
+
+
+def encode_text(text: str) -> bytes:
+    """Inverse of `decode_bytes`."""
+    return text.encode("utf-8", errors="surrogateescape")
+
+
+def extract_prediction(response: str) -> str | None:
+    """Content of the last complete `\\boxed{...}` after `</think>`, or None if there is none."""
+    close = response.find(THINK_CLOSE)
+    if close < 0:
+        return None
+    answer = response[close + len(THINK_CLOSE):]
+    start = answer.rfind(BOXED)
+    while start >= 0:
+        content = _balanced_content(answer, start + len(BOXED))
+        if content is not None:
+            return content
+        start = answer.rfind(BOXED, 0, start)
+    return None
+
+
+def _balanced_content(text: str, begin: int) -> str | None:
+    """`text[begin:end]` where `text[end]` is the `}` that closes an already-open brace."""
+    depth = 1
+    for index in range(begin, len(text)):
+        if text[index] == "{":
+            depth += 1
+        elif text[index] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[begin:index]
+    return None
+
+
+def exact_match_reward(prediction: bytes | None, next_token: bytes) -> float:
+    """1 if the prediction is exactly the next token's bytes, else 0 (None scores 0)."""
+    return float(prediction is not None and len(prediction) > 0 and prediction == next_token)
+
+
+def prefix_match_reward(prediction: bytes | None, continuation: Sequence[bytes]) -> float:
+    """RPT's reward: 1 if `prediction` equals the continuation's first l bytes and l ends on one
+    of its token boundaries; `continuation` is the true tokens from the position on, as bytes."""
+    if not prediction:
+        return 0.0
+    boundaries = set(accumulate(len(token) for token in continuation))
+    return float(len(prediction) in boundaries
+                 and b"".join(continuation).startswith(prediction))
+
+
+def reasoning_length(response_tokens: Sequence[bytes]) -> int:
+    """ℓ: how many response tokens hold reasoning text between `<think>` and `</think>`.
+
+    A token counts if any of its bytes lie strictly between the end of the first `<think>` (or
+    the response start) and the start of the first `</think>` after it. Without `</think>` the
+    whole response counts."""
+    text = b"".join(response_tokens)
+    open_at = text.find(THINK_OPEN.encode())
+    inner_start = 0 if open_at < 0 else open_at + len(THINK_OPEN)
+    close_at = text.find(THINK_CLOSE.encode(), inner_start)
+    if close_at < 0:
+        return len(response_tokens)
+    count, offset = 0, 0
+    for token in response_tokens:
+        end = offset + len(token)
+        if end > inner_start and offset < close_at:
+            count += 1
+        offset = end
+    return count
+
+
+@dataclass(frozen=True)
+class RewardBreakdown:
+    """The reward of one rollout and its parts."""
+
+    total: float
+    """r = (1 - w) * match + w * length (w = 0 when the budget is off)."""
+    match: float
+    """Match reward, 0 or 1."""
+    length: float
+    """Triangular length reward (0 when the budget is off)."""
+    reasoning_tokens: int
+    """ℓ, see `reasoning_length`."""
+    valid_format: bool
+    """Whether a boxed prediction followed `</think>`."""
+
+
+def score_rollout(response_tokens: Sequence[bytes], continuation: Sequence[bytes],
+                  budget: int | None, config: RewardConfig) -> RewardBreakdown:
+    """Reward one rollout.
+
+    response_tokens: the generated tokens, as bytes. continuation: the true tokens from the
+    predicted position on, as bytes (its first entry is the next token; "exact" uses only that).
+    budget: B_t, or None when the dynamic budget is off (the reward is then the match alone)."""
+    if not continuation:
+        raise ValueError("continuation is empty: the true next token is needed to score")
+    text = decode_bytes(b"".join(response_tokens))
+    predicted = extract_prediction(text)
+    prediction = None if predicted is None else encode_text(predicted)
+    if config.match_rule == "exact":
+        match = exact_match_reward(prediction, continuation[0])
+    else:
+        match = prefix_match_reward(prediction, continuation)
+    ell = reasoning_length(response_tokens)
+    if budget is None:
+        return RewardBreakdown(match, match, 0.0, ell, prediction is not None)
+    r_len = length_reward(ell, budget, config.length_reward_max)
+    return RewardBreakdown(combined_reward(match, r_len, config), match, r_len, ell,
+                           prediction is not None)

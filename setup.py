@@ -1,0 +1,42 @@
+"""Install rmt_megatron.
+
+`kernels/` sits at the top of the repository but installs as `rmt_megatron.kernels` (never as a
+top-level `kernels`, which is another project's name on PyPI).
+"""
+
+from pathlib import Path
+
+from setuptools import setup
+
+RMT_PACKAGES = ["rmt_megatron"]
+KERNEL_PACKAGES = ["rmt_megatron.kernels"]
+
+setup(
+    name="rmt_megatron",
+    version="0.1.0",
+    description="Reinforcement Mid-Training (RMT) for megatron-core: dynamic token budget, "
+    "curriculum sampling and a dual RL/NTP objective.",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=RMT_PACKAGES + KERNEL_PACKAGES,
+    package_dir={"rmt_megatron.kernels": "kernels"},
+    install_requires=[
+        "torch>=2.6",
+        # 0.16.x is the newest release that installs on Python 3.11; 3.12+ may take newer ones.
+        "megatron-core>=0.16.1,<0.17; python_version < '3.12'",
+        "megatron-core>=0.16.1; python_version >= '3.12'",
+        "numpy",
+        "sentencepiece",
+        "tensorboard",
+        "tqdm",
+        "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
+    ],
+    extras_require={
+        # NVIDIA apex is built from its own source tree (the PyPI name "apex" is another
+        # project): see CONTRIBUTING.md.
+        "gpu": ["transformer-engine[pytorch]"],
+        "dev": ["pytest", "pytest-benchmark", "ruff"],
+    },
+)

@@ -1,0 +1,76 @@
+"""Command-line flags: Megatron-LM spelling, presets, overrides and error messages."""
+
+import argparse
+
+import pytest
+
+import pretrain_rmt
+from rmt_megatron.arguments import add_megatron_args, add_rmt_args, config_from_args
+from rmt_megatron.config import ConfigError, RMTConfig
+from rmt_megatron.presets import tiny_cpu
+
+
+def _megatron_lm_like_parser() -> argparse.ArgumentParser:
+    """Megatron-LM's own flags, including its GRPO ones, which ours must not clash with."""
+    parser = argparse.ArgumentParser(allow_abbrev=False)
+    add_megatron_args(parser)
+    for flag in ("--grpo-group-size", "--grpo-kl-beta", "--grpo-clamp-eps-lower",
+                 "--grpo-entropy-term-weight", "--grpo-prompts-per-step"):
+        parser.add_argument(flag)
+    return parser
+
+
+def test_add_rmt_args_works_as_an_extra_args_provider_without_clashes():
+    parser = add_rmt_args(_megatron_lm_like_parser())
+    args = parser.parse_args(["--num-layers", "4", "--rmt-group-size", "16",
+                              "--rmt-budget-decay", "0.3", "--rmt-tier-probs-start",
+                              "0.5", "0.4", "0.1", "--grpo-group-size", "2"])
+    config = config_from_args(args)
+    assert config.model.num_layers == 4
+    assert config.rollout.group_size == 16
+    assert config.budget.decay == 0.3
+    assert config.curriculum.start_probs == (0.5, 0.4, 0.1)
+    assert config.budget.initial == RMTConfig().budget.initial  # spec default kept
+
+
+def test_flags_not_given_keep_the_preset_values():
+    args = pretrain_rmt.build_parser().parse_args(["--lr", "0.01", "--bf16", "--rmt-no-budget"])
+    config = config_from_args(args, default_preset="tiny_cpu")
+    expected = tiny_cpu()
+    assert config.train.lr == 0.01 and config.model.params_dtype == "bfloat16"
+    assert not config.budget.enabled
+    assert config.model.hidden_size == expected.model.hidden_size
+    assert config.rollout == expected.rollout
+
+
+def test_method_and_preset_flags():
+    args = pretrain_rmt.build_parser().parse_args(["--rmt-preset", "qwen3_14b",
+                                                   "--rmt-method", "rpt"])
+    config = config_from_args(args, default_preset="tiny_cpu")
+    assert config.model.num_layers == 40
+    assert not config.curriculum.enabled and config.loss.ntp_weight == 0.0
+
+
+def test_a_bad_flag_value_names_the_field_and_the_flag():
+    args = pretrain_rmt.build_parser().parse_args(["--rmt-curriculum-transition-start", "0.9"])
+    with pytest.raises(ConfigError, match=r"curriculum.transition_start=0.9.*"
+                                          r"flag --rmt-curriculum-transition-start"):
+        config_from_args(args, default_preset="tiny_cpu")
+
+
+def test_a_namespace_without_our_flags_gives_the_spec_defaults():
+    assert config_from_args(argparse.Namespace()) == RMTConfig()
+
+
+def test_pretrain_rmt_without_arguments_validates_and_prints_the_schedule(capsys):
+    assert pretrain_rmt.main([]) == 0
+    out = capsys.readouterr().out
+    assert "configuration valid (preset tiny_cpu" in out
+    assert "  0.00     48  0.60, 0.30, 0.10" in out
+
+
+def test_pretrain_rmt_rejects_a_bad_value_with_exit_code_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        pretrain_rmt.main(["--rmt-budget-min", "900"])
+    assert exit_info.value.code == 2
+    assert "budget.minimum=900" in capsys.readouterr().err

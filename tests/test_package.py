@@ -1,0 +1,32 @@
+"""Packaging: what importing costs, where the kernels live, how the install pins torch."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_needs_no_megatron_transformer_engine_or_apex():
+    code = ("import sys, rmt_megatron, rmt_megatron.kernels, rmt_megatron.loss, "
+            "rmt_megatron.curriculum, rmt_megatron.rewards, rmt_megatron.arguments; "
+            "heavy = [m for m in ('megatron', 'transformer_engine', 'apex') if m in sys.modules];"
+            "print(heavy)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd="/")
+    assert result.stdout.strip() == "[]"
+
+
+def test_kernels_install_inside_the_package_not_as_a_top_level_module():
+    code = ("import importlib.util, rmt_megatron.kernels as k; "
+            "print(k.__name__, importlib.util.find_spec('kernels') is None)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True, cwd="/")
+    assert result.stdout.split() == ["rmt_megatron.kernels", "True"]
+
+
+def test_the_install_path_pins_the_cpu_torch_and_setup_keeps_a_range():
+    constraints = (ROOT / "constraints.txt").read_text().splitlines()
+    assert "torch==2.13.0" in constraints
+    setup = (ROOT / "setup.py").read_text()
+    assert '"torch>=2.6"' in setup and "torch==" not in setup

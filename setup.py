@@ -28,6 +28,7 @@ setup(
         "megatron-core>=0.16.1,<0.17; python_version < '3.12'",
         "megatron-core>=0.16.1; python_version >= '3.12'",
         "numpy",
+        "psutil",  # megatron-core's distributed checkpointing needs it
         "sentencepiece",
         "tensorboard",
         "tqdm",

@@ -45,6 +45,33 @@ class DualLossTerms:
     ntp_tokens: int
 
 
+def rl_token_losses(logprob: torch.Tensor, advantages: torch.Tensor, config: LossConfig,
+                    old_logprob: torch.Tensor | None = None,
+                    ref_logprob: torch.Tensor | None = None,
+                    entropy: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-token RL loss s_n + β k_n - c H_n, the k3 KL k_n (detached) and whether ρ_n was
+    clipped; all `[N]`, for every token (the caller masks). Shapes as in `dual_loss`."""
+    if config.kl_beta > 0 and ref_logprob is None:
+        raise ValueError("loss.kl_beta > 0 needs ref_logprob (the reference policy's log-probs)")
+    if config.entropy_coeff > 0 and entropy is None:
+        raise ValueError("loss.entropy_coeff > 0 needs the per-token entropy")
+    logprob = logprob.float()
+    old = logprob.detach() if old_logprob is None else old_logprob.float()
+    ratio = torch.exp(logprob - old)
+    adv = advantages.float()
+    clipped_ratio = ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps)
+    per_token = -torch.minimum(ratio * adv, clipped_ratio * adv)
+    kl = torch.zeros_like(logprob)
+    if ref_logprob is not None:
+        log_ratio_ref = ref_logprob.float() - logprob
+        kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1
+        per_token = per_token + config.kl_beta * kl
+    if config.entropy_coeff > 0:
+        per_token = per_token - config.entropy_coeff * entropy.float()
+    return per_token, kl.detach(), ratio.detach() != clipped_ratio.detach()
+
+
 def dual_loss(logprob: torch.Tensor, *, rl_mask: torch.Tensor, ntp_mask: torch.Tensor,
               advantages: torch.Tensor, config: LossConfig,
               old_logprob: torch.Tensor | None = None,
@@ -68,35 +95,14 @@ def dual_loss(logprob: torch.Tensor, *, rl_mask: torch.Tensor, ntp_mask: torch.T
     if (rl_mask & ntp_mask).any():
         raise ValueError("rl_mask and ntp_mask overlap: a token is either an RL token or an "
                          "NTP token (spec §5.1)")
-    if config.kl_beta > 0 and ref_logprob is None:
-        raise ValueError("loss.kl_beta > 0 needs ref_logprob (the reference policy's log-probs)")
-    if config.entropy_coeff > 0 and entropy is None:
-        raise ValueError("loss.entropy_coeff > 0 needs the per-token entropy")
-
-    logprob = logprob.float()
+    per_token, kl, was_clipped = rl_token_losses(logprob, advantages, config, old_logprob,
+                                                 ref_logprob, entropy)
+    n_rl, n_ntp = int(rl_mask.sum()), int(ntp_mask.sum())
     rl_weight = rl_mask.float()
-    n_rl = int(rl_mask.sum())
-    n_ntp = int(ntp_mask.sum())
-
-    old = logprob.detach() if old_logprob is None else old_logprob.float()
-    ratio = torch.exp(logprob - old)
-    adv = advantages.float()
-    clipped_ratio = ratio.clamp(1 - config.clip_eps, 1 + config.clip_eps)
-    per_token = -torch.minimum(ratio * adv, clipped_ratio * adv)
-    kl = torch.zeros_like(logprob)
-    if ref_logprob is not None:
-        log_ratio_ref = ref_logprob.float() - logprob
-        kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1
-        per_token = per_token + config.kl_beta * kl
-    if config.entropy_coeff > 0:
-        per_token = per_token - config.entropy_coeff * entropy.float()
-
     rl = (per_token * rl_weight).sum() / max(n_rl, 1)
-    ntp = -(logprob * ntp_mask.float()).sum() / max(n_ntp, 1)
-    loss = config.rl_weight * rl + config.ntp_weight * ntp
-    was_clipped = (ratio.detach() != clipped_ratio.detach()) & rl_mask
+    ntp = -(logprob.float() * ntp_mask.float()).sum() / max(n_ntp, 1)
     return DualLossTerms(
-        loss=loss, rl=rl.detach(), ntp=ntp.detach(),
-        kl=(kl.detach() * rl_weight).sum() / max(n_rl, 1),
-        clip_fraction=was_clipped.float().sum() / max(n_rl, 1),
+        loss=config.rl_weight * rl + config.ntp_weight * ntp, rl=rl.detach(), ntp=ntp.detach(),
+        kl=(kl * rl_weight).sum() / max(n_rl, 1),
+        clip_fraction=(was_clipped & rl_mask).float().sum() / max(n_rl, 1),
         rl_tokens=n_rl, ntp_tokens=n_ntp)

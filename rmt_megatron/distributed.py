@@ -1,0 +1,77 @@
+"""Process groups: torch.distributed from torchrun's environment, then Megatron's parallel state.
+
+One process per device. `torchrun` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
+a plain `python pretrain_rmt.py` runs as a world of one. NCCL on GPUs, gloo on CPU. Ranks split
+into tensor-parallel × pipeline-parallel × data-parallel groups (DP = world / (TP·PP)). Seeds
+follow Megatron-LM: seed + 100·pp_rank for the global generators, plus megatron's model-parallel
+RNG tracker (its CPU stand-in without a GPU).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
+
+from rmt_megatron.config import ConfigError, ModelConfig
+from rmt_megatron.megatron_cpu import apply_cpu_patches, cpu_model_parallel_seed, cpu_only
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def initialize(config: ModelConfig, seed: int) -> None:
+    """Start torch.distributed (if needed) and Megatron's model-parallel groups, then seed."""
+    apply_cpu_patches()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    model_parallel = config.tensor_model_parallel_size * config.pipeline_model_parallel_size
+    if world_size % model_parallel:
+        raise ConfigError(
+            f"world size {world_size} is not divisible by tensor_model_parallel_size × "
+            f"pipeline_model_parallel_size = {model_parallel}: launch a multiple of "
+            f"{model_parallel} processes (torchrun --nproc_per_node)")
+    if not dist.is_initialized():
+        if world_size == 1:
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+        if not cpu_only():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("gloo" if cpu_only() else "nccl",
+                                rank=int(os.environ.get("RANK", "0")), world_size=world_size)
+    parallel_state.initialize_model_parallel(
+        tensor_model_parallel_size=config.tensor_model_parallel_size,
+        pipeline_model_parallel_size=config.pipeline_model_parallel_size)
+    set_seed(seed)
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch as Megatron-LM does (offset per pipeline stage)."""
+    stage_seed = seed + 100 * parallel_state.get_pipeline_model_parallel_rank()
+    random.seed(stage_seed)
+    np.random.seed(stage_seed)
+    torch.manual_seed(stage_seed)
+    if cpu_only():
+        cpu_model_parallel_seed(stage_seed)
+    else:
+        model_parallel_cuda_manual_seed(stage_seed)
+
+
+def shutdown() -> None:
+    """Tear down the parallel state and the process group."""
+    parallel_state.destroy_model_parallel()
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def is_main_rank() -> bool:
+    """Rank 0 of the world (the one that prints and writes shared files)."""
+    return not dist.is_initialized() or dist.get_rank() == 0

@@ -1,0 +1,113 @@
+"""Every workaround that lets megatron-core 0.16 run on a machine without a GPU, in one place.
+
+megatron-core assumes CUDA in a handful of spots (see `shared/notes/megatron-core-on-cpu.md`):
+
+1. tensors created with `device="cuda"` or `device=torch.cuda.current_device()` (schedules'
+   token counter, optimizer scalars, clip-grad buffers, the default causal mask, TP and p2p
+   buffers), and `tensor.cuda()` moves (tied embeddings under PP, optimizer state loading);
+2. `param.grad.type() == "torch.cuda.FloatTensor"` checks (grad clipping, fp16/bf16 optimizer);
+3. `torch.cuda.synchronize()` around p2p communication;
+4. the model-parallel RNG tracker, which stores and swaps CUDA generator states.
+
+`device_mode()` covers 1 and 2 while megatron code runs: a `TorchFunctionMode` that rewrites CUDA
+devices to CPU, makes `.cuda()` a no-op and reports CPU float tensors under their CUDA type names.
+`apply_cpu_patches()` covers 3 and the `current_device()` lookups. `cpu_model_parallel_seed()`
+covers 4 with a tracker that forks the CPU generator instead, seeded exactly as megatron seeds
+its CUDA states. All of it is applied only when no GPU is present (`cpu_only()`); on a GPU the
+functions return without touching anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+from megatron.core import parallel_state
+from megatron.core.tensor_parallel import random as mp_random
+from torch.overrides import TorchFunctionMode
+
+_CPU_TYPE_TO_CUDA = {
+    "torch.FloatTensor": "torch.cuda.FloatTensor",
+    "torch.HalfTensor": "torch.cuda.HalfTensor",
+    "torch.BFloat16Tensor": "torch.cuda.BFloat16Tensor",
+}
+
+
+def cpu_only() -> bool:
+    """True when megatron-core must run on the CPU (no usable CUDA device)."""
+    return not torch.cuda.is_available()
+
+
+def _is_cuda(device: object) -> bool:
+    return device is not None and torch.device(device).type == "cuda"
+
+
+class _CudaAsCpuMode(TorchFunctionMode):
+    """Run megatron's CUDA-flavoured tensor code on CPU tensors."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.Tensor.cuda:
+            return args[0]
+        if func is torch.Tensor.type and len(args) == 1 and not kwargs:
+            name = func(*args)
+            return _CPU_TYPE_TO_CUDA.get(name, name)
+        if _is_cuda(kwargs.get("device")):
+            kwargs["device"] = "cpu"
+        return func(*args, **kwargs)
+
+
+def device_mode() -> contextlib.AbstractContextManager:
+    """Context in which megatron-core code runs on CPU; a no-op context on a GPU machine."""
+    return _CudaAsCpuMode() if cpu_only() else contextlib.nullcontext()
+
+
+def apply_cpu_patches() -> None:
+    """Patch `torch.cuda.current_device` and `torch.cuda.synchronize` for CPU runs (idempotent;
+    nothing happens on a GPU machine)."""
+    if not cpu_only():
+        return
+    torch.cuda.current_device = lambda: torch.device("cpu")
+    torch.cuda.synchronize = lambda *args, **kwargs: None
+
+
+def cpu_model_parallel_seed(seed: int) -> None:
+    """CPU stand-in for megatron's `model_parallel_cuda_manual_seed(seed)`.
+
+    Seeds the global generator with `seed` and registers the data-parallel, model-parallel
+    (seed + 2718 + tp_rank) and expert (seed + 1024 + 100·ep_rank + etp_rank) states in a tracker
+    whose `fork()` swaps the CPU generator's state, as megatron's does for the CUDA one."""
+    torch.manual_seed(seed)
+    tracker = CpuRNGStatesTracker()
+    tracker.add(mp_random._DATA_PARALLEL_RNG_TRACKER_NAME, seed)
+    tracker.add(mp_random._MODEL_PARALLEL_RNG_TRACKER_NAME,
+                seed + 2718 + parallel_state.get_tensor_model_parallel_rank())
+    tracker.add(mp_random._EXPERT_PARALLEL_RNG_TRACKER_NAME,
+                seed + 1024 + 100 * parallel_state.get_expert_model_parallel_rank()
+                + parallel_state.get_expert_tensor_parallel_rank())
+    mp_random._CUDA_RNG_STATE_TRACKER = tracker
+    mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
+
+
+class CpuRNGStatesTracker(mp_random.CudaRNGStatesTracker):
+    """Named generator states like megatron's tracker, kept for the CPU generator."""
+
+    def add(self, name: str, seed: int) -> None:
+        if seed in self.seeds_ or name in self.states_:
+            raise ValueError(f"RNG state {name!r} or seed {seed} already registered")
+        self._is_initialized = True
+        self.seeds_.add(seed)
+        self.states_[name] = torch.Generator().manual_seed(seed).get_state()
+
+    @contextlib.contextmanager
+    def fork(self, name: str = mp_random._MODEL_PARALLEL_RNG_TRACKER_NAME) -> Iterator[None]:
+        if name not in self.states_:
+            raise KeyError(f"RNG state {name!r} was never added")
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self.states_[name])
+        try:
+            yield
+        finally:
+            self.states_[name] = torch.get_rng_state()
+            torch.set_rng_state(outer)

@@ -1,0 +1,44 @@
+"""The next-token-reasoning prompt (spec §1.2): RPT's v0 elements plus RMT's budget clause.
+
+Layout of a prompt, as token ids:
+
+    header(B_t) + context tokens τ_<pos (left-truncated) + "\\n<think>"
+
+The header asks to continue the text under "### Context" by predicting the next token, to reason
+step by step and box the single most probable next token, notes that a token may start with a
+space and that \\text{} is not allowed, and (with the budget on) asks for exactly B_t thinking
+tokens. The context is the document's own token ids, so the boundary token is exact. The prompt
+ends by opening the think block, as a reasoning chat template does; the response continues it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rmt_megatron.tokenizer import SentencePieceTokenizer
+
+INSTRUCTION = ("Continue the text under ### Context by predicting its next token. Reason step by "
+               "step inside <think></think>, then put the single most probable next token in "
+               "\\boxed{}. A token may start with a space, e.g. \\boxed{ the}; do not use "
+               "\\text{}.")
+BUDGET_CLAUSE = " Think for exactly {budget} tokens inside <think></think>, then give the answer."
+CONTEXT_HEADING = "\n### Context\n"
+THINK_START = "\n<think>"
+
+
+def prompt_header(budget: int | None) -> str:
+    """Instruction text (with the budget clause when `budget` is given) and the context heading."""
+    clause = "" if budget is None else BUDGET_CLAUSE.format(budget=budget)
+    return INSTRUCTION + clause + CONTEXT_HEADING
+
+
+def build_prompt(tokenizer: SentencePieceTokenizer, context: Sequence[int], budget: int | None,
+                 max_prompt_length: int) -> list[int]:
+    """Token ids of the prompt for predicting the token after `context`."""
+    header = tokenizer.encode(prompt_header(budget))
+    tail = tokenizer.encode(THINK_START)
+    room = max_prompt_length - len(header) - len(tail)
+    if room < 1:
+        raise ValueError(f"max_prompt_length={max_prompt_length} leaves no room for context "
+                         f"after the {len(header) + len(tail)}-token instruction")
+    return header + list(context[-room:]) + tail

@@ -1,8 +1,9 @@
 """RMT mid-training entry point: `torchrun pretrain_rmt.py [Megatron-LM flags] [--rmt-* flags]`.
 
-With no arguments it uses the built-in `tiny_cpu` preset. For now it parses and validates the
-configuration and prints the run's budget and curriculum schedule; the training loop lands with
-the trainer (see README, "Status").
+With no arguments it runs the built-in CPU default: the `tiny_cpu` preset on the built-in
+arithmetic corpus, starting from the shipped warm-started base model. It prints the schedule,
+progress lines and evaluations, and writes checkpoints, TensorBoard events and eval JSON under
+`runs/tiny_cpu/`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,12 @@ import sys
 
 from rmt_megatron.arguments import add_megatron_args, add_rmt_args, config_from_args
 from rmt_megatron.budget import budget_at
+from rmt_megatron.checkpointing import CheckpointError
 from rmt_megatron.config import ConfigError, RMTConfig
 from rmt_megatron.curriculum import tier_probabilities
+from rmt_megatron.data import DatasetError
+from rmt_megatron.distributed import is_main_rank
+from rmt_megatron.trainer import TrainingError, run_training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,13 +53,22 @@ def main(argv: list[str] | None = None) -> int:
         config = config_from_args(args, default_preset="tiny_cpu")
     except ConfigError as error:
         parser.error(str(error))
-    preset = args.rmt_preset or "tiny_cpu"
-    print(f"rmt_megatron: configuration valid (preset {preset}, method "
-          f"{args.rmt_method or 'rmt'}, T={config.train.train_iters}, "
-          f"G={config.rollout.group_size}, λ={config.loss.ntp_weight}).")
-    print(schedule_table(config))
-    print("Training is not implemented yet: this entry point only validates the configuration "
-          "and prints the schedule (the trainer is the next piece of work).")
+    if is_main_rank():
+        print(f"rmt_megatron: preset {args.rmt_preset or 'tiny_cpu'}, method "
+              f"{args.rmt_method or 'rmt'}, T={config.train.train_iters}, "
+              f"G={config.rollout.group_size}, λ={config.loss.ntp_weight}", flush=True)
+        print(schedule_table(config), flush=True)
+    try:
+        result = run_training(config)
+    except (ConfigError, DatasetError, CheckpointError, TrainingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    if is_main_rank():
+        first, final = result["first"]["average"], result["final"]["average"]
+        print(f"done: held-out reasoning accuracy {first['reasoning_accuracy']:.3f} -> "
+              f"{final['reasoning_accuracy']:.3f}, mean reasoning length "
+              f"{result['first']['mean_reasoning_length']:.1f} -> "
+              f"{result['final']['mean_reasoning_length']:.1f}", flush=True)
     return 0
 
 

@@ -73,7 +73,7 @@ RMT_FLAGS = (
 
 MEGATRON_FLAGS = (
     *(Flag("--" + name.replace("_", "-"), section, name)
-      for section in ("model", "train")
+      for section in ("model", "train", "data")
       for name in (f.name for f in dataclasses.fields(SECTIONS[section]))
       if name != "params_dtype"),
     Flag("--bf16", "model", "params_dtype", const="bfloat16"),

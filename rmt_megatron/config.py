@@ -393,6 +393,41 @@ class TrainConfig:
                 "must be >= 0 (0 disables clipping)")
 
 
+@dataclass
+class DataConfig:
+    """Where the run's data, tokenizer and starting weights come from (Megatron-LM names)."""
+
+    train_data_path: str | None = None
+    """Prefix of the training indexed dataset (PREFIX.bin/.idx); None: the built-in corpus."""
+
+    valid_data_path: str | None = None
+    """Prefix of the held-out indexed dataset used for evaluation; None: the built-in one."""
+
+    tokenizer_model: str | None = None
+    """SentencePiece .model file the datasets were built with; None: the built-in tokenizer."""
+
+    pretrained_checkpoint: str | None = None
+    """Checkpoint directory to start from (model weights only); None with the built-in corpus
+    starts from the shipped warm-started base model, otherwise from random weights."""
+
+    builtin_data_dir: str = "runs/builtin_data"
+    """Where the built-in corpus, its datasets and difficulty scores are written."""
+
+    eval_positions: int = 200
+    """Held-out positions per evaluation (the paper evaluates on 200 documents)."""
+
+    def __post_init__(self) -> None:
+        require(self.eval_positions >= 1, "data.eval_positions", self.eval_positions,
+                "evaluate at least one position")
+        require(self.train_data_path is None or self.tokenizer_model is not None,
+                "data.tokenizer_model", self.tokenizer_model,
+                "--train-data-path needs the --tokenizer-model it was built with")
+        require((self.train_data_path is None) == (self.valid_data_path is None),
+                "data.valid_data_path", self.valid_data_path,
+                "give --train-data-path and --valid-data-path together (or neither, for the "
+                "built-in corpus)")
+
+
 SECTIONS: dict[str, type] = {
     "budget": BudgetConfig,
     "reward": RewardConfig,
@@ -401,6 +436,7 @@ SECTIONS: dict[str, type] = {
     "rollout": RolloutConfig,
     "model": ModelConfig,
     "train": TrainConfig,
+    "data": DataConfig,
 }
 """The sections of `RMTConfig`, by attribute name."""
 
@@ -416,6 +452,7 @@ class RMTConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():

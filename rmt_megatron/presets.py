@@ -26,16 +26,18 @@ from rmt_megatron.config import (
 
 
 def tiny_cpu() -> RMTConfig:
-    """A 2-layer, 64-wide model with short rollouts; runs in seconds on 2 CPU cores."""
+    """A 4-layer, 128-wide model (about 1M parameters) with short rollouts, for 2 CPU cores."""
     return RMTConfig(
         budget=BudgetConfig(initial=48, minimum=4, decay=0.25),
         curriculum=CurriculumConfig(min_context=8),
         rollout=RolloutConfig(prompts_per_step=8, group_size=4, max_response_length=112,
                               max_prompt_length=192),
-        model=ModelConfig(num_layers=2, hidden_size=64, ffn_hidden_size=256,
-                          num_attention_heads=4, num_query_groups=2, seq_length=256,
+        model=ModelConfig(num_layers=4, hidden_size=128, ffn_hidden_size=384,
+                          num_attention_heads=4, num_query_groups=2, seq_length=320,
                           max_position_embeddings=512),
-        train=TrainConfig(train_iters=100, lr=1e-3, lr_warmup_iters=5, log_interval=10),
+        train=TrainConfig(train_iters=100, lr=1e-4, lr_warmup_iters=5, micro_batch_size=16,
+                          log_interval=10, save="runs/tiny_cpu/checkpoints", save_interval=50,
+                          eval_interval=50, tensorboard_dir="runs/tiny_cpu/tensorboard"),
     )
 
 

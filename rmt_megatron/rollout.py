@@ -54,7 +54,7 @@ class AnswerStop:
                     self.done = True
                     break
                 continue
-            self._tail = (self._tail + char)[-len(BOXED_OPEN):]
+            self._tail = (self._tail + char)[-max(len(BOXED_OPEN), len(THINK_CLOSE)):]
             if not self._after_think:
                 self._after_think = self._tail.endswith(THINK_CLOSE)
             elif self._tail.endswith(BOXED_OPEN):
@@ -83,7 +83,9 @@ def _attention_mask(key_pad: torch.Tensor, queries: int) -> torch.Tensor:
 
 def _sample(logits: torch.Tensor, temperature: float, top_p: float,
             generator: torch.Generator) -> torch.Tensor:
-    """`logits: [b, V]` fp32 -> `[b]` token ids."""
+    """`logits: [b, V]` fp32 -> `[b]` token ids; temperature 0 is greedy (argmax)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
     probs = torch.softmax(logits / temperature, dim=-1)
     if top_p < 1.0:
         sorted_probs, order = probs.sort(dim=-1, descending=True)

@@ -1,0 +1,72 @@
+"""The built-in default: arithmetic-story corpus, shipped tokenizer and warm-started base model.
+
+`prepare_builtin_data(directory)` writes the train and held-out indexed datasets of the corpus
+(`rmt_megatron.corpus`, fixed seeds) with the shipped tokenizer, once: a stamp file records the
+tokenizer's hash and the corpus sizes, and a mismatch rebuilds the datasets.
+The shipped assets under `assets/tiny_base/` (tokenizer + base checkpoint) are reproduced by
+`python -m rmt_megatron.warmstart`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rmt_megatron.corpus import Segment, arithmetic_documents, document_text
+from rmt_megatron.data import write_indexed_dataset
+from rmt_megatron.tokenizer import SentencePieceTokenizer
+
+ASSETS = Path(__file__).resolve().parent / "assets" / "tiny_base"
+TOKENIZER_FILE = "tokenizer.model"
+CHECKPOINT_DIR = "checkpoint"
+SPLITS = {"train": (2000, 0), "valid": (200, 1)}
+"""Documents and seed per split; the held-out split uses its own seed."""
+
+
+@dataclass(frozen=True)
+class BuiltinData:
+    tokenizer_model: Path
+    train_prefix: Path
+    valid_prefix: Path
+    base_checkpoint: Path
+
+
+def builtin_documents(split: str) -> list[list[Segment]]:
+    """The corpus documents of `split` ("train" or "valid")."""
+    count, seed = SPLITS[split]
+    return arithmetic_documents(count, seed)
+
+
+def encode_document(tokenizer: SentencePieceTokenizer, segments: list[Segment]) -> list[int]:
+    """A document's token ids, ending with EOS."""
+    return [*tokenizer.encode(document_text(segments)), tokenizer.eos_id]
+
+
+def prepare_builtin_data(directory: str | os.PathLike,
+                         assets: str | os.PathLike = ASSETS) -> BuiltinData:
+    """Write (if needed) the built-in datasets under `directory`; return every built-in path."""
+    directory, assets = Path(directory), Path(assets)
+    tokenizer_model = assets / TOKENIZER_FILE
+    tokenizer = SentencePieceTokenizer(tokenizer_model)
+    stamp = {"tokenizer_sha256": hashlib.sha256(tokenizer_model.read_bytes()).hexdigest(),
+             "splits": SPLITS}
+    stamp_path = directory / "builtin.json"
+    prefixes = {split: directory / f"arith_{split}" for split in SPLITS}
+    current = stamp_path.is_file() and json.loads(stamp_path.read_text()) == json.loads(
+        json.dumps(stamp))
+    if not current:
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("arith_*"):
+            stale.unlink()
+        for split, prefix in prefixes.items():
+            write_indexed_dataset(prefix, (encode_document(tokenizer, doc)
+                                           for doc in builtin_documents(split)),
+                                  tokenizer.vocab_size)
+        temporary = stamp_path.with_name(stamp_path.name + ".tmp")
+        temporary.write_text(json.dumps(stamp, indent=1))
+        temporary.replace(stamp_path)
+    return BuiltinData(tokenizer_model, prefixes["train"], prefixes["valid"],
+                       assets / CHECKPOINT_DIR)

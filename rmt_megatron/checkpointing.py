@@ -1,0 +1,130 @@
+"""Checkpoints in Megatron-LM's layout, written atomically, loadable under another TP/PP layout.
+
+    SAVE/latest_checkpointed_iteration.txt      the newest complete step
+    SAVE/iter_0000042/                          megatron-core distributed checkpoint:
+        model + optimizer shards (torch_dist), common.pt, metadata.json
+        rmt_state.json                          step, config, LR schedule, curriculum state
+        rng/rank_00000.pt ...                   each rank's RNG states
+
+A step is first written to `iter_XXXXXXX.tmp/` by all ranks; rank 0 renames it to its final name
+and only then rewrites the tracker file (itself through a temporary file and a rename). A crash at
+any point leaves the previous checkpoint intact and named by the tracker. Model and optimizer are
+saved through `sharded_state_dict`, so a checkpoint reloads under a different tensor- or
+pipeline-parallel layout as long as the padded vocabulary is the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import dist_checkpointing
+
+TRACKER = "latest_checkpointed_iteration.txt"
+STATE_FILE = "rmt_state.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint directory is missing, incomplete or does not fit this run."""
+
+
+def step_dir(root: str | os.PathLike, step: int) -> Path:
+    return Path(root) / f"iter_{step:07d}"
+
+
+def latest_step(root: str | os.PathLike) -> int | None:
+    """The step named by the tracker file, or None when `root` holds no checkpoint."""
+    tracker = Path(root) / TRACKER
+    if not tracker.is_file():
+        return None
+    text = tracker.read_text().strip()
+    if not text.isdigit():
+        raise CheckpointError(f"{tracker} should hold a step number, found {text!r}")
+    return int(text)
+
+
+def _rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
+                    state: dict[str, Any] | None = None) -> Path:
+    """Save `model` (a GPTModel stage), optionally `optimizer`, and the JSON-able `state` as
+    step `step` under `root`; collective over all ranks. Returns the final directory."""
+    final = step_dir(root, step)
+    temporary = final.with_name(final.name + ".tmp")
+    if _rank() == 0:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    _barrier()
+    model_state = model.sharded_state_dict()
+    sharded = {"model": model_state}
+    if optimizer is not None:
+        sharded["optimizer"] = optimizer.sharded_state_dict(model_state)
+    dist_checkpointing.save(sharded, str(temporary))
+    (temporary / "rng").mkdir(exist_ok=True)
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state()}, temporary / "rng" / f"rank_{_rank():05d}.pt")
+    _barrier()
+    if _rank() == 0:
+        _atomic_write(temporary / STATE_FILE, json.dumps(state or {}, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        temporary.replace(final)
+        _atomic_write(Path(root) / TRACKER, str(step))
+    _barrier()
+    return final
+
+
+@dataclass
+class LoadedCheckpoint:
+    step: int
+    state: dict[str, Any]
+
+
+def load_checkpoint(root: str | os.PathLike, model, optimizer=None,
+                    step: int | None = None, restore_rng: bool = True) -> LoadedCheckpoint:
+    """Load step `step` (default: the tracker's) into `model` and, if given, `optimizer`.
+    RNG states are restored when this rank's file exists and `restore_rng`."""
+    step = latest_step(root) if step is None else step
+    if step is None:
+        raise CheckpointError(f"{root} holds no checkpoint ({TRACKER} is missing): check --load")
+    directory = step_dir(root, step)
+    if not (directory / STATE_FILE).is_file():
+        raise CheckpointError(f"{directory} is incomplete or missing ({STATE_FILE} not found)")
+    model_state = model.sharded_state_dict()
+    sharded = {"model": model_state}
+    if optimizer is not None:
+        sharded["optimizer"] = optimizer.sharded_state_dict(model_state, is_loading=True)
+    try:
+        loaded = dist_checkpointing.load(sharded, str(directory))
+    except Exception as error:  # dist_checkpointing raises many kinds; name the checkpoint
+        raise CheckpointError(f"could not load {directory}: {error}") from error
+    model.load_state_dict(loaded["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(loaded["optimizer"])
+    rng_file = directory / "rng" / f"rank_{_rank():05d}.pt"
+    if restore_rng and rng_file.is_file():
+        rng = torch.load(rng_file, weights_only=False)
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+    return LoadedCheckpoint(step, json.loads((directory / STATE_FILE).read_text()))

@@ -1,0 +1,121 @@
+"""Model, optimizer and one optimizer step, the megatron-core way.
+
+`build_training` wraps this rank's `GPTModel` stage in megatron-core's `DistributedDataParallel`,
+builds `get_megatron_optimizer` (Adam with decoupled weight decay, gradient clipping; the
+distributed optimizer on GPU) and `OptimizerParamScheduler` (linear warm-up, then constant).
+`train_step` runs `get_forward_backward_func()` over a list of micro-batches with per-token loss
+normalisation (`calculate_per_token_loss`) and `finalize_model_grads`, then steps the optimizer
+and the scheduler. Call both inside `megatron_cpu.device_mode()`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from megatron.core.distributed import (
+    DistributedDataParallel,
+    DistributedDataParallelConfig,
+    finalize_model_grads,
+)
+from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
+from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
+from megatron.core.pipeline_parallel import get_forward_backward_func
+
+from rmt_megatron.config import ModelConfig, TrainConfig
+from rmt_megatron.megatron_cpu import cpu_only
+from rmt_megatron.model import build_gpt_model
+
+
+@dataclass
+class TrainingState:
+    """This rank's model chunk (DDP-wrapped), optimizer and LR scheduler."""
+
+    model: DistributedDataParallel
+    optimizer: Any
+    scheduler: OptimizerParamScheduler
+
+    @property
+    def module(self):
+        """The unwrapped `GPTModel` (for rollouts and checkpoints)."""
+        return self.model.module
+
+
+@dataclass
+class StepOutput:
+    """What one optimizer step reports (the loss sums are this rank's, before any reduce)."""
+
+    reports: dict[str, torch.Tensor]
+    """Per report key, [Σ loss, token count] summed over micro-batches (last stage only)."""
+    grad_norm: float
+    updated: bool
+
+
+def build_training(model_config: ModelConfig, train_config: TrainConfig,
+                   vocab_size: int) -> TrainingState:
+    """Model stage, DDP wrapper, Megatron optimizer and scheduler for this rank."""
+    model = build_gpt_model(model_config, vocab_size)
+    config = model.config
+    config.calculate_per_token_loss = True
+    config.finalize_model_grads_func = finalize_model_grads
+    ddp = DistributedDataParallel(
+        config=config,
+        ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True,
+                                                 use_distributed_optimizer=not cpu_only()),
+        module=model)
+    config.no_sync_func = ddp.no_sync
+    bf16 = model_config.params_dtype == "bfloat16"
+    fp16 = model_config.params_dtype == "float16"
+    optimizer = get_megatron_optimizer(
+        OptimizerConfig(optimizer="adam", lr=train_config.lr, min_lr=train_config.lr,
+                        weight_decay=train_config.weight_decay,
+                        adam_beta1=train_config.adam_beta1, adam_beta2=train_config.adam_beta2,
+                        adam_eps=train_config.adam_eps, clip_grad=train_config.clip_grad,
+                        bf16=bf16, fp16=fp16,
+                        params_dtype=torch.bfloat16 if bf16 else (
+                            torch.float16 if fp16 else torch.float32),
+                        use_distributed_optimizer=not cpu_only()),
+        [ddp])
+    if fp16:
+        config.grad_scale_func = optimizer.scale_loss
+    scheduler = OptimizerParamScheduler(
+        optimizer, init_lr=0.0 if train_config.lr_warmup_iters else train_config.lr,
+        max_lr=train_config.lr, min_lr=train_config.lr,
+        lr_warmup_steps=train_config.lr_warmup_iters, lr_decay_steps=train_config.train_iters,
+        lr_decay_style="constant", start_wd=train_config.weight_decay,
+        end_wd=train_config.weight_decay, wd_incr_steps=train_config.train_iters,
+        wd_incr_style="constant")
+    return TrainingState(ddp, optimizer, scheduler)
+
+
+def train_step(state: TrainingState, forward_step, micro_batches: list[dict[str, torch.Tensor]],
+               seq_length: int) -> StepOutput:
+    """One optimizer step over `micro_batches` (all of one shape `[b, seq_length]`)."""
+    state.model.zero_grad_buffer()
+    state.optimizer.zero_grad()
+    reports_per_batch = get_forward_backward_func()(
+        forward_step_func=forward_step, data_iterator=iter(micro_batches), model=[state.model],
+        num_microbatches=len(micro_batches), seq_length=seq_length,
+        micro_batch_size=micro_batches[0]["tokens"].shape[0], forward_only=False)
+    updated, grad_norm, _ = state.optimizer.step()
+    if updated:
+        state.scheduler.step(increment=1)
+    return StepOutput(_sum_reports(reports_per_batch),
+                      float("nan") if grad_norm is None else float(grad_norm), bool(updated))
+
+
+def _sum_reports(reports_per_batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    totals: dict[str, torch.Tensor] = {}
+    for report in reports_per_batch:
+        for key, value in report.items():
+            totals[key] = totals.get(key, torch.zeros(2)) + value.detach().float().cpu()
+    return totals
+
+
+def report_mean(totals: dict[str, torch.Tensor], key: str) -> float:
+    """Σ loss / token count of one report key (NaN when it had no tokens)."""
+    if key not in totals or totals[key][1] == 0:
+        return math.nan
+    return float(totals[key][0] / totals[key][1])

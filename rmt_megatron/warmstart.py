@@ -1,0 +1,161 @@
+"""Warm start: build the built-in tokenizer and a small base model that writes the RMT format.
+
+RL earns signal only from a policy that already answers in the think-then-box format, so the
+default run starts from a base model trained here with plain next-token prediction on
+
+- the built-in corpus documents, and
+- worked examples: an RMT prompt (random budget B in [B_T, B_0] of the preset) for a position of
+  a corpus document, then reasoning and the boxed next token. Where the next token is a digit of a
+  computed number the reasoning does the arithmetic ("7+5=12"); elsewhere it names the token.
+  Verbosity varies: filler sentences pad the reasoning to a length drawn around B
+  (uniform in [0.4·B, 1.6·B] tokens), so the base model follows the budget only loosely and a
+  shrinking budget has reasoning to cut.
+
+`python -m rmt_megatron.warmstart --output DIR` writes DIR/tokenizer.model, DIR/checkpoint/ and
+DIR/base.json (what was trained, how long it took, the final loss). The shipped
+`rmt_megatron/assets/tiny_base/` is this command's output with its defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rmt_megatron import distributed, megatron_cpu
+from rmt_megatron.batches import collate, ntp_sequence, token_weights
+from rmt_megatron.budget import budget_at
+from rmt_megatron.builtin import CHECKPOINT_DIR, TOKENIZER_FILE, builtin_documents, encode_document
+from rmt_megatron.checkpointing import save_checkpoint
+from rmt_megatron.config import RMTConfig
+from rmt_megatron.corpus import Segment, document_text, reasoning_at
+from rmt_megatron.presets import get_preset
+from rmt_megatron.prompt import INSTRUCTION, build_prompt, prompt_header
+from rmt_megatron.step import make_forward_step
+from rmt_megatron.tokenizer import SentencePieceTokenizer, train_sentencepiece
+from rmt_megatron.training import build_training, report_mean, train_step
+
+FILLERS = ("Let me read the text again.", "I need the next token.",
+           "The story counts things.", "I check each number.",
+           "Things given or bought change the count.", "I keep track of who has what.",
+           "Let me be careful.", "First I find the last number.")
+VOCAB_SIZE = 512
+"""Built-in tokenizer size: a multiple of 256, so TP 1, 2 and 4 pad it alike (checkpoints
+reshard across those TP sizes)."""
+
+
+def tokenizer_texts(documents: list[list[Segment]], config: RMTConfig) -> list[str]:
+    """Everything the built-in tokenizer should encode compactly."""
+    budgets = range(1, config.budget.initial + 1)
+    return ([document_text(doc) for doc in documents] + [prompt_header(b) for b in budgets]
+            + [INSTRUCTION, "\n<think>", "</think>\\boxed{", "}"] + list(FILLERS) * 50
+            + [segment.reasoning for doc in documents for segment in doc if segment.reasoning])
+
+
+def worked_response(tokenizer: SentencePieceTokenizer, core: str, answer: str,
+                    target_length: int, rng: random.Random) -> list[int]:
+    """Reasoning padded with fillers to about `target_length` tokens, then the boxed answer."""
+    fillers: list[str] = []
+    while len(tokenizer.encode(" ".join([*fillers, core]))) < target_length:
+        fillers.append(rng.choice(FILLERS))
+    reasoning = " ".join([*fillers, core])
+    return tokenizer.encode(f"{reasoning}</think>\\boxed{{{answer}}}")
+
+
+def worked_examples(tokenizer: SentencePieceTokenizer, documents: list[list[Segment]],
+                    config: RMTConfig, seed: int, others_per_document: int = 2
+                    ) -> list[list[int]]:
+    """Prompt ⊕ response sequences: every digit of a computed number, plus a few other
+    positions, of each document."""
+    rng = random.Random(seed)
+    low = budget_at(config.train.train_iters, config.train.train_iters, config.budget)
+    high = config.budget.initial
+    min_context = config.curriculum.min_context
+    examples = []
+    for doc in documents:
+        ids = encode_document(tokenizer, doc)[:-1]
+        pieces = tokenizer.token_bytes(ids)
+        starts = [0]
+        for piece in pieces:
+            starts.append(starts[-1] + len(piece.decode("utf-8", errors="replace")))
+        computed = [pos for pos in range(min_context, len(ids))
+                    if reasoning_at(doc, starts[pos]) and pieces[pos].strip().isdigit()]
+        others = [pos for pos in range(min_context, len(ids)) if pos not in computed]
+        for pos in computed + rng.sample(others, min(others_per_document, len(others))):
+            answer = pieces[pos].decode("utf-8", errors="replace")
+            core = reasoning_at(doc, starts[pos]) or f"next: {answer.strip() or 'space'}"
+            budget = rng.randint(low, high)
+            target = rng.randint(max(1, int(0.4 * budget)), int(1.6 * budget))
+            prompt = build_prompt(tokenizer, ids[:pos], budget,
+                                  config.rollout.max_prompt_length)
+            examples.append(prompt + worked_response(tokenizer, core, answer, target, rng))
+    return examples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", required=True, help="Directory for the tokenizer, the "
+                        "checkpoint and base.json.")
+    parser.add_argument("--preset", default="tiny_cpu", help="Model shape and budget range.")
+    parser.add_argument("--train-iters", type=int, default=600)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--micro-batch-size", type=int, default=32)
+    parser.add_argument("--sequences-per-step", type=int, default=64)
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args(argv)
+    started = time.time()
+    config = get_preset(args.preset)
+    output = Path(args.output)
+    documents = builtin_documents("train")
+    tokenizer = train_sentencepiece(tokenizer_texts(documents, config),
+                                    output / TOKENIZER_FILE, VOCAB_SIZE)
+    examples = worked_examples(tokenizer, documents, config, args.seed)
+    sequences = examples + [encode_document(tokenizer, doc) for doc in documents]
+    longest = max(len(s) for s in sequences)
+    print(f"warm start: {len(examples)} worked examples + {len(documents)} documents, "
+          f"longest {longest} tokens, vocab {tokenizer.vocab_size}", flush=True)
+
+    train = config.train
+    train.train_iters, train.lr, train.lr_warmup_iters = args.train_iters, args.lr, 20
+    distributed.initialize(config.model, args.seed)
+    rng = random.Random(args.seed)
+    losses = []
+    with megatron_cpu.device_mode():
+        state = build_training(config.model, train, tokenizer.vocab_size)
+        forward_step = make_forward_step(config.loss)
+        order: list[int] = []
+        for step in range(args.train_iters):
+            if len(order) < args.sequences_per_step:
+                order += rng.sample(range(len(sequences)), len(sequences))
+            batch = [ntp_sequence(sequences[i], ()) for i in order[:args.sequences_per_step]]
+            del order[:args.sequences_per_step]
+            width = max(len(s.tokens) for s in batch) - 1
+            tokens = sum(s.ntp_tokens for s in batch)
+            micro = collate(batch, args.micro_batch_size, width, tokenizer.eos_id,
+                            *token_weights(0, tokens, 0.0, 1.0))
+            result = train_step(state, forward_step, micro, width)
+            losses.append(report_mean(result.reports, "ntp loss"))
+            if step % 50 == 0 or step == args.train_iters - 1:
+                print(f"warm start step {step + 1}/{args.train_iters} loss {losses[-1]:.3f} "
+                      f"({time.time() - started:.0f} s)", flush=True)
+        save_checkpoint(output / CHECKPOINT_DIR, args.train_iters, state.module,
+                        state={"config": config.to_dict(), "vocab_size": tokenizer.vocab_size})
+    distributed.shutdown()
+    summary = {"preset": args.preset, "train_iters": args.train_iters, "lr": args.lr,
+               "sequences_per_step": args.sequences_per_step, "seed": args.seed,
+               "worked_examples": len(examples), "documents": len(documents),
+               "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]),
+               "seconds": round(time.time() - started, 1), "torch": torch.__version__,
+               "command": "python -m rmt_megatron.warmstart " + " ".join(argv or sys.argv[1:])}
+    (output / "base.json").write_text(json.dumps(summary, indent=1))
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

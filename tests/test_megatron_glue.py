@@ -1,0 +1,129 @@
+"""megatron-core on CPU: the workarounds, the model provider, checkpoints and TP/PP layouts.
+
+Every test forks its ranks (tests/ranks.py), so torch.distributed never starts in pytest itself.
+"""
+
+from dataclasses import replace
+
+import pytest
+import torch
+from ranks import run_ranks
+
+from rmt_megatron.config import ModelConfig
+
+SMALL = ModelConfig(num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
+                    num_query_groups=2, seq_length=32, max_position_embeddings=64,
+                    untie_embeddings_and_output_weights=True)
+VOCAB = 256  # a multiple of 128·TP for TP = 1, 2: the padded vocabulary is the same
+
+
+def _layout(tp: int = 1, pp: int = 1) -> ModelConfig:
+    return replace(SMALL, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+
+
+def _tokens() -> torch.Tensor:
+    return torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(0))
+
+
+def _save_model(directory: str) -> None:
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.checkpointing import save_checkpoint
+    from rmt_megatron.model import build_gpt_model
+
+    distributed.initialize(_layout(), seed=7)
+    with megatron_cpu.device_mode():
+        save_checkpoint(directory, 3, build_gpt_model(_layout(), VOCAB),
+                        state={"note": "reference weights"})
+    distributed.shutdown()
+
+
+def _loss_after_load(directory: str, tp: int, pp: int):
+    """Per-token loss of the checkpointed weights under a TP/PP layout (last stage), via
+    Megatron's schedule."""
+    from megatron.core import parallel_state
+
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.checkpointing import load_checkpoint
+    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.scoring import forward_statistics, share_from_last_stage
+
+    distributed.initialize(_layout(tp, pp), seed=99)  # other init: the checkpoint must win
+    with megatron_cpu.device_mode():
+        model = build_gpt_model(_layout(tp, pp), VOCAB)
+        state = load_checkpoint(directory, model).state
+        tokens = _tokens()
+        batch = {"tokens": tokens, "position_ids": torch.arange(16)[None].expand(2, 16)}
+
+        def log_softmax_of_next(logits, batch):
+            from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+            full = gather_from_tensor_model_parallel_region(logits)
+            return torch.log_softmax(full.float(), -1)
+
+        values = share_from_last_stage(forward_statistics(model, [batch], log_softmax_of_next))
+        stage = parallel_state.get_pipeline_model_parallel_rank()
+    distributed.shutdown()
+    return values[0], state, stage
+
+
+def test_device_mode_runs_cuda_flavoured_calls_on_cpu():
+    from rmt_megatron import megatron_cpu
+
+    with megatron_cpu.device_mode():
+        made = torch.zeros(2, device="cuda")
+        moved = made.cuda()
+        kind = torch.ones(1).type()
+    assert made.device.type == "cpu" and moved is made
+    assert kind == "torch.cuda.FloatTensor"
+    assert torch.ones(1).type() == "torch.FloatTensor"  # only inside the mode
+
+
+def _tracker_job():
+    from megatron.core.tensor_parallel import get_cuda_rng_tracker
+
+    from rmt_megatron import distributed
+
+    distributed.initialize(_layout(), seed=5)
+    tracker = get_cuda_rng_tracker()
+    before = torch.rand(1)
+    with tracker.fork():
+        inside = torch.rand(2)
+    with tracker.fork():
+        inside_again = torch.rand(2)
+    after = torch.rand(1)
+    distributed.shutdown()
+    torch.manual_seed(5)
+    expected = torch.rand(2)
+    return before, after, inside, inside_again, expected
+
+
+def test_cpu_rng_tracker_forks_its_own_stream_and_restores_the_global_one():
+    before, after, inside, inside_again, expected = run_ranks(1, _tracker_job)[0]
+    assert torch.equal(torch.cat([before, after]), expected)
+    assert not torch.equal(inside, inside_again)  # the forked stream advances
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])
+def test_checkpoint_reloads_under_another_layout_with_equal_outputs(tmp_path, tp, pp):
+    run_ranks(1, _save_model, str(tmp_path))
+    reference, state, _ = run_ranks(1, _loss_after_load, str(tmp_path), 1, 1)[0]
+    results = run_ranks(tp * pp, _loss_after_load, str(tmp_path), tp, pp)
+    assert state == {"note": "reference weights"}
+    for values, _, _ in results:
+        torch.testing.assert_close(values, reference, atol=1e-5, rtol=1e-5)
+
+
+def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(tmp_path):
+    from rmt_megatron.checkpointing import latest_step, step_dir
+
+    run_ranks(1, _save_model, str(tmp_path))
+    step_dir(tmp_path, 9).with_name("iter_0000009.tmp").mkdir()  # a save that died midway
+    assert latest_step(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "iter_0000003", "iter_0000009.tmp", "latest_checkpointed_iteration.txt"]
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    from rmt_megatron.checkpointing import CheckpointError, load_checkpoint
+
+    with pytest.raises(CheckpointError, match="holds no checkpoint"):
+        load_checkpoint(tmp_path, model=None)

@@ -1,0 +1,146 @@
+"""The rollout engine and the RMT optimizer step on a small random model, across layouts."""
+
+import pytest
+import torch
+from ranks import run_ranks
+from test_megatron_glue import VOCAB, _layout, _save_model
+
+from rmt_megatron.config import LossConfig, TrainConfig
+
+PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
+
+
+def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.checkpointing import load_checkpoint
+    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.rollout import RolloutEngine
+
+    config = _layout(tp, pp)
+    distributed.initialize(config, seed=1)
+    with megatron_cpu.device_mode():
+        model = build_gpt_model(config, VOCAB)
+        load_checkpoint(directory, model)
+        engine = RolloutEngine(model, VOCAB - 6, eos_id=1,
+                               token_bytes=lambda ids: [b"}" if i == 3 else b"x" for i in ids],
+                               hidden_size=config.hidden_size)
+        rollouts = engine.generate(prompts, 2, 10, temperature, 0.9,
+                                   torch.Generator().manual_seed(0), use_kv_cache=use_kv_cache)
+    distributed.shutdown()
+    return [(r.prompt_index, r.tokens, r.finished) for r in rollouts]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("weights")
+    run_ranks(1, _save_model, str(directory))
+    return str(directory)
+
+
+def test_kv_cache_and_full_recompute_sample_the_same_tokens(checkpoint):
+    cached = run_ranks(1, _generate, checkpoint, 1, 1, True, 1.0)[0]
+    recomputed = run_ranks(1, _generate, checkpoint, 1, 1, False, 1.0)[0]
+    assert cached == recomputed
+    assert [index for index, _, _ in cached] == [0, 0, 1, 1, 2, 2]
+    assert all(max(tokens) < VOCAB - 6 for _, tokens, _ in cached)  # padded vocab masked
+
+
+def test_left_padding_does_not_change_a_prompt_s_greedy_continuation(checkpoint):
+    batched = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0)[0]
+    alone = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, [PROMPTS[1]])[0]
+    assert batched[2][1] == alone[0][1]
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])
+def test_rollouts_are_identical_under_tensor_and_pipeline_parallelism(checkpoint, tp, pp):
+    reference = run_ranks(1, _generate, checkpoint, 1, 1, True, 1.0)[0]
+    for ranks_result in run_ranks(tp * pp, _generate, checkpoint, tp, pp, True, 1.0):
+        assert ranks_result == reference
+
+
+def _train(directory, tp, pp, steps):
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.batches import collate, ntp_sequence, rl_sequence, token_weights
+    from rmt_megatron.checkpointing import load_checkpoint
+    from rmt_megatron.step import make_forward_step
+    from rmt_megatron.training import build_training, report_mean, train_step
+
+    config = _layout(tp, pp)
+    distributed.initialize(config, seed=1)
+    generator = torch.Generator().manual_seed(0)
+
+    def ids(n):
+        return torch.randint(2, VOCAB, (n,), generator=generator).tolist()
+
+    sequences = [rl_sequence(ids(9), ids(5), a) for a in (1.0, -0.5, 0.25, -0.75)]
+    sequences += [ntp_sequence(ids(14), [4, 9]), ntp_sequence(ids(11), [6])]
+    weights = token_weights(sum(s.rl_tokens for s in sequences),
+                            sum(s.ntp_tokens for s in sequences), 1.0, 0.1)
+    micro = collate(sequences, 2, 16, 0, *weights)
+    results = []
+    with megatron_cpu.device_mode():
+        state = build_training(config, TrainConfig(train_iters=10, lr=1e-2), VOCAB)
+        load_checkpoint(directory, state.module)
+        forward_step = make_forward_step(LossConfig())
+        for _ in range(steps):
+            out = train_step(state, forward_step, micro, 16)
+            results.append((report_mean(out.reports, "rl loss"),
+                            report_mean(out.reports, "ntp loss"), out.grad_norm))
+    distributed.shutdown()
+    return results
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])
+def test_training_steps_match_the_single_process_run(checkpoint, tp, pp):
+    reference = run_ranks(1, _train, checkpoint, 1, 1, 3)[0]
+    results = run_ranks(tp * pp, _train, checkpoint, tp, pp, 3)
+    last_stage = results[-1]
+    for (rl, ntp, norm), (rl_ref, ntp_ref, norm_ref) in zip(last_stage, reference, strict=True):
+        assert ntp == pytest.approx(ntp_ref, rel=1e-5)
+        assert rl == pytest.approx(rl_ref, abs=1e-6)
+        assert norm == pytest.approx(norm_ref, rel=1e-4)
+    assert reference[2][1] < reference[0][1]  # the NTP loss goes down
+
+
+def test_dual_loss_gradient_in_megatron_matches_the_reference_objective(checkpoint):
+    """The weighted per-token sum Megatron differentiates equals dual_loss's objective."""
+    result = run_ranks(1, _compare_objectives, checkpoint)[0]
+    torch.testing.assert_close(result[0], result[1], rtol=1e-5, atol=1e-6)
+
+
+def _compare_objectives(directory):
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.batches import collate, ntp_sequence, rl_sequence, token_weights
+    from rmt_megatron.checkpointing import load_checkpoint
+    from rmt_megatron.loss import dual_loss
+    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.step import causal_mask, dual_loss_func
+
+    config = _layout()
+    distributed.initialize(config, seed=1)
+    with megatron_cpu.device_mode():
+        model = build_gpt_model(config, VOCAB)
+        load_checkpoint(directory, model)
+        sequences = [rl_sequence([3, 4, 5], [6, 7, 8], 0.8), rl_sequence([9, 10], [11], -0.8),
+                     ntp_sequence([12, 13, 14, 15, 16], [2])]
+        n_rl = sum(s.rl_tokens for s in sequences)
+        n_ntp = sum(s.ntp_tokens for s in sequences)
+        (batch,) = collate(sequences, 3, 5, 0, *token_weights(n_rl, n_ntp, 1.0, 0.1))
+        grads = []
+        for use_megatron_sum in (True, False):  # megatron's CE backward runs once per forward
+            model.zero_grad()
+            output = model(batch["tokens"], batch["position_ids"], causal_mask(5),
+                           labels=batch["labels"])
+            if use_megatron_sum:
+                loss_sum, tokens, _ = dual_loss_func(batch, LossConfig(), output)
+                objective = loss_sum / tokens
+            else:
+                objective = dual_loss(-output.flatten(), rl_mask=batch["rl_mask"].flatten(),
+                                      ntp_mask=batch["ntp_mask"].flatten(),
+                                      advantages=batch["advantages"].flatten(),
+                                      config=LossConfig()).loss
+            objective.backward()
+            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()
+                                    if p.grad is not None]))
+    distributed.shutdown()
+    return grads

@@ -1,0 +1,77 @@
+"""Corpus, tokenizer, prompt and the rollout stop rule (no model needed)."""
+
+import pytest
+
+from rmt_megatron.corpus import arithmetic_documents, document_text, reasoning_at
+from rmt_megatron.prompt import THINK_START, build_prompt, prompt_header
+from rmt_megatron.rollout import AnswerStop
+from rmt_megatron.tokenizer import FORMAT_SYMBOLS, SentencePieceTokenizer, train_sentencepiece
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory):
+    texts = [document_text(d) for d in arithmetic_documents(300, seed=0)]
+    texts += [prompt_header(b) for b in range(1, 50)]
+    return train_sentencepiece(texts, tmp_path_factory.mktemp("tok") / "t.model", 320)
+
+
+def test_corpus_is_deterministic_and_its_numbers_add_up():
+    docs = arithmetic_documents(50, seed=3)
+    assert [document_text(d) for d in docs] == [document_text(d)
+                                               for d in arithmetic_documents(50, seed=3)]
+    for doc in docs:
+        for segment in doc:
+            if segment.reasoning:
+                expression, result = segment.reasoning.split("=")
+                assert eval(expression) == int(result) == int(segment.text)
+    text = document_text(docs[0])
+    computed = next(s for s in docs[0] if s.reasoning)
+    offset = text.index(computed.text, text.index(" so "))
+    assert reasoning_at(docs[0], offset + 1) == computed.reasoning
+
+
+def test_tokenizer_round_trips_and_knows_the_bytes_of_each_token(tokenizer):
+    text = "Ben has 12 apples.\n<think>7+5=12</think>\\boxed{ 1} é"
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text
+    assert b"".join(tokenizer.token_bytes(ids)) == text.encode()
+    assert all(tokenizer.piece_id(symbol) > 0 for symbol in FORMAT_SYMBOLS)
+    assert tokenizer.token_bytes([tokenizer.eos_id]) == [b""]
+    digits = [tokenizer.token_bytes([i])[0] for i in tokenizer.encode("1234")]
+    assert digits == [b"1", b"2", b"3", b"4"]
+
+
+def test_tokenizer_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.model"):
+        SentencePieceTokenizer(tmp_path / "missing.model")
+    bad = tmp_path / "bad.model"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="not a valid sentencepiece model"):
+        SentencePieceTokenizer(bad)
+
+
+def test_prompt_has_the_budget_clause_and_keeps_the_latest_context(tokenizer):
+    context = tokenizer.encode("Ben has 7 apples. Ana gives Ben 5 more, so Ben has ")
+    prompt = build_prompt(tokenizer, context, budget=37, max_prompt_length=10_000)
+    text = tokenizer.decode(prompt)
+    assert "Think for exactly 37 tokens" in text and "### Context\n" in text
+    assert text.endswith("so Ben has \n<think>")
+    assert "exactly" not in tokenizer.decode(build_prompt(tokenizer, context, None, 10_000))
+    fixed = len(build_prompt(tokenizer, [], 37, 10_000))  # instruction and "\n<think>"
+    tail = len(tokenizer.encode(THINK_START))
+    short = build_prompt(tokenizer, context, 37, fixed + 3)
+    assert len(short) == fixed + 3 and short[-tail - 3:-tail] == context[-3:]
+    with pytest.raises(ValueError, match="no room"):
+        build_prompt(tokenizer, context, 37, fixed)
+
+
+@pytest.mark.parametrize(("pieces", "stops_at"), [
+    ([b"a", b"</th", b"ink>", b"\\boxed{", b" 1", b"}", b"x"], 5),
+    ([b"\\boxed{1}", b"</think>", b"\\boxed{", b"{", b"}", b"}"], 5),
+    ([b"</think>\\boxed{ 1}"], 0),
+    ([b"\\boxed{1}", b"more"], None),
+])
+def test_answer_stop(pieces, stops_at):
+    stop = AnswerStop()
+    done = [stop.feed(piece) for piece in pieces]
+    assert (done.index(True) if True in done else None) == stops_at

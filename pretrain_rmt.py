@@ -34,8 +34,7 @@ def schedule_table(config: RMTConfig, rows: int = 11) -> str:
     """B_t and p_t at evenly spaced steps of the run, as aligned text."""
     total = config.train.train_iters
     lines = [f"{'step':>6} {'t/T':>5} {'B_t':>6}  p_t (easy, medium, hard)"]
-    for i in range(rows):
-        step = round(i * total / (rows - 1))
+    for step in sorted({round(i * total / (rows - 1)) for i in range(rows)}):
         budget = budget_at(step, total, config.budget) if config.budget.enabled else "off"
         if config.curriculum.enabled:
             probs = ", ".join(f"{p:.2f}" for p in tier_probabilities(step, total,

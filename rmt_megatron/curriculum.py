@@ -35,22 +35,24 @@ def assign_tiers(entropy: np.ndarray | torch.Tensor, thresholds: Sequence[float]
                  eligible: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
     """Tier id per position: `entropy: [N]` (nats) -> int8 `[N]` in {-1, 0, 1, 2}.
 
-    `eligible: [N]` bool, optional: False forces -1 (e.g. too little context, special target)."""
+    `eligible: [N]` bool, optional: False forces -1 (e.g. too little context, special target);
+    ineligible positions may be unscored (NaN), eligible ones may not."""
     entropy = np.asarray(entropy.detach().cpu() if torch.is_tensor(entropy) else entropy,
                          dtype=np.float64)
     if entropy.ndim != 1:
         raise ValueError(f"entropy must be a flat [N] array, got shape {entropy.shape}")
-    if np.isnan(entropy).any():
-        bad = int(np.flatnonzero(np.isnan(entropy))[0])
-        raise ValueError(f"entropy is NaN at position {bad}; rescore the dataset")
-    tiers = (np.searchsorted(np.asarray(thresholds, dtype=np.float64), entropy, side="right")
-             - 1).astype(np.int8)
-    if eligible is not None:
-        eligible = np.asarray(eligible.cpu() if torch.is_tensor(eligible) else eligible,
-                              dtype=bool)
-        if eligible.shape != entropy.shape:
-            raise ValueError(f"eligible has shape {eligible.shape}, entropy {entropy.shape}")
-        tiers[~eligible] = NTP_ONLY
+    if eligible is None:
+        eligible = np.ones(entropy.shape, dtype=bool)
+    eligible = np.asarray(eligible.cpu() if torch.is_tensor(eligible) else eligible, dtype=bool)
+    if eligible.shape != entropy.shape:
+        raise ValueError(f"eligible has shape {eligible.shape}, entropy {entropy.shape}")
+    unscored = np.isnan(entropy) & eligible
+    if unscored.any():
+        raise ValueError(f"entropy is NaN at eligible position {int(np.flatnonzero(unscored)[0])}"
+                         "; rescore the dataset")
+    tiers = (np.searchsorted(np.asarray(thresholds, dtype=np.float64), np.nan_to_num(entropy),
+                             side="right") - 1).astype(np.int8)
+    tiers[~eligible] = NTP_ONLY
     return tiers
 
 

@@ -1,14 +1,12 @@
 """The RMT mid-training run: setup, the step loop, evaluation and checkpoints.
 
-One step (spec §6): B_t and p_t from the schedules; `prompts_per_step` RL positions from the
-curriculum sampler (every rank draws the same set, each data-parallel replica takes its share);
-prompts with the budget clause; G rollouts each, cut at 2·B_t plus room for the answer; rewards
-and GRPO advantages; one forward/backward of w_RL·L_RL + λ·L_NTP over the rollouts and the
-documents that own the positions, through megatron-core's schedule; one optimizer step.
-Method switches (`rmt_megatron.presets.apply_method`) turn it into RPT or plain NTP.
-
-Everything that makes a step random is seeded from (seed, step, data-parallel rank), and the
-sampler's state is checkpointed, so a resumed run draws what an uninterrupted one would have.
+Setup resolves the data (the built-in corpus and base model, or the user's datasets, tokenizer and
+checkpoint), builds the model, optimizer and scheduler, resumes from `--load` or starts from the
+pretrained weights, and scores difficulty with the starting policy as proxy. Each step,
+`StepBatchBuilder` prepares the rollouts and micro-batches (spec §6 steps 1–8) and `train_step`
+runs megatron-core's schedule and the optimizer (step 9). Metrics go to the console and to
+TensorBoard; checkpoints are written every `save_interval` steps and at the end; the held-out
+evaluation runs before training, every `eval_interval` steps and at the end.
 """
 
 from __future__ import annotations
@@ -25,33 +23,17 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 
 from rmt_megatron import distributed, megatron_cpu
-from rmt_megatron.advantages import grpo_advantages, informative_groups
-from rmt_megatron.batches import (
-    TrainingSequence,
-    collate,
-    ntp_sequence,
-    rl_sequence,
-    token_weights,
-)
-from rmt_megatron.budget import budget_at, rollout_token_cap
 from rmt_megatron.builtin import prepare_builtin_data
 from rmt_megatron.checkpointing import latest_step, load_checkpoint, save_checkpoint
 from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
-from rmt_megatron.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
 from rmt_megatron.data import load_indexed_dataset
 from rmt_megatron.evaluation import evaluate, sample_eval_positions
-from rmt_megatron.metrics import MetricsWriter, SumsAndCounts, progress_line
-from rmt_megatron.model import DTYPES
-from rmt_megatron.prompt import build_prompt
-from rmt_megatron.rewards import score_rollout
-from rmt_megatron.rollout import RolloutEngine
+from rmt_megatron.metrics import MetricsWriter, progress_line
 from rmt_megatron.scoring import score_difficulty
 from rmt_megatron.step import make_forward_step
+from rmt_megatron.step_data import STAT_NAMES, StepBatchBuilder
 from rmt_megatron.tokenizer import SentencePieceTokenizer
 from rmt_megatron.training import build_training, train_step
-
-ANSWER_ALLOWANCE = 16
-"""Tokens allowed past 2·B_t for `</think>` and the boxed answer."""
 
 
 class TrainingError(RuntimeError):
@@ -88,27 +70,6 @@ def documents_of(dataset) -> list[np.ndarray]:
     return [np.asarray(dataset[i], dtype=np.int64) for i in range(len(dataset))]
 
 
-def eligible_positions(documents: list[np.ndarray], tokenizer: SentencePieceTokenizer,
-                       min_context: int) -> np.ndarray:
-    """Flat bool over all tokens: enough context and a target that has text (spec §11 #8)."""
-    empty = np.array([len(b) == 0 for b in tokenizer.token_bytes(range(tokenizer.vocab_size))])
-    flags = []
-    for tokens in documents:
-        doc = ~empty[tokens]
-        doc[:min_context] = False
-        flags.append(doc)
-    return np.concatenate(flags)
-
-
-def document_window(document: np.ndarray, positions: list[int],
-                    seq_length: int) -> tuple[np.ndarray, list[int]]:
-    """At most `seq_length + 1` tokens of `document` that contain the last RL position, and the
-    positions re-based to the window."""
-    start = max(0, min(max(positions) + 1, len(document)) - seq_length - 1)
-    window = document[start:start + seq_length + 1]
-    return window, [p - start for p in positions if p - start >= 0]
-
-
 class Run:
     """One training run on this rank (construct inside `megatron_cpu.device_mode()`)."""
 
@@ -125,25 +86,25 @@ class Run:
                                                             tokenizer.vocab_size))
         self.valid_docs = documents_of(load_indexed_dataset(self.data.valid_prefix,
                                                             tokenizer.vocab_size))
-        self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in self.train_docs])])
         self.state = build_training(config.model, config.train, tokenizer.vocab_size)
         self.forward_step = make_forward_step(config.loss)
-        self.engine = RolloutEngine(self.state.module, tokenizer.vocab_size, tokenizer.eos_id,
-                                    tokenizer.token_bytes, config.model.hidden_size,
-                                    DTYPES[config.model.params_dtype])
-        self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.dp_size = parallel_state.get_data_parallel_world_size()
-        if config.rollout.prompts_per_step % self.dp_size:
-            raise ConfigError(f"rollout.prompts_per_step={config.rollout.prompts_per_step} "
-                              f"must be divisible by the data-parallel size {self.dp_size}")
         self.start_step = self._load_weights()
-        self.sampler = self._build_sampler()
-        self.eval_positions = self._eval_positions()
+        train_entropy = (self._difficulty(self.data.train_prefix) if self.rl else None)
+        self.builder = StepBatchBuilder(config, self.state.module, tokenizer, self.train_docs,
+                                        train_entropy)
+        if self.rl:
+            self._log("RL positions per tier: " + ", ".join(
+                f"{name} {int((self.builder.tiers == k).sum())}"
+                for k, name in enumerate(TIER_NAMES)))
+        self.eval_positions = sample_eval_positions(
+            self.valid_docs, self._difficulty(self.data.valid_prefix),
+            config.curriculum.tier_thresholds[0], config.curriculum.min_context,
+            config.data.eval_positions, config.train.seed)
         self.writer = MetricsWriter(config.train.tensorboard_dir, distributed.is_main_rank())
         self.last_checkpoint: Path | None = None
         if self.resume_state is not None:
             self.state.scheduler.load_state_dict(self.resume_state["scheduler"])
-            self.sampler.load_state_dict(self.resume_state["sampler"])
+            self.builder.load_state_dict(self.resume_state["sampler"])
 
     # ---- setup -------------------------------------------------------------------------------
 
@@ -165,7 +126,7 @@ class Run:
             self._log(f"starting from {self.data.pretrained}")
         return 0
 
-    def _difficulty(self, prefix: Path, documents) -> np.ndarray:
+    def _difficulty(self, prefix: Path) -> np.ndarray:
         """Proxy-model entropies (the starting policy is the proxy), cached next to the data."""
         top_k = self.config.curriculum.entropy_top_k
         path = prefix.with_name(f"{prefix.name}_entropy_{f'top{top_k}' if top_k else 'full'}"
@@ -175,136 +136,30 @@ class Run:
                                 self.config.model.seq_length, self.config.train.micro_batch_size,
                                 self.data.tokenizer.eos_id)
 
-    def _build_sampler(self) -> CurriculumSampler:
-        seed = self.config.train.seed
-        if not self.rl:  # NTP only: walk the documents without replacement
-            return CurriculumSampler(np.zeros(len(self.train_docs), dtype=np.int8), seed)
-        self.train_entropy = self._difficulty(self.data.train_prefix, self.train_docs)
-        eligible = eligible_positions(self.train_docs, self.data.tokenizer,
-                                      self.config.curriculum.min_context)
-        tiers = assign_tiers(self.train_entropy, self.config.curriculum.tier_thresholds,
-                             eligible)
-        self._log("RL positions per tier: " + ", ".join(
-            f"{name} {int((tiers == k).sum())}" for k, name in enumerate(TIER_NAMES)))
-        return CurriculumSampler(tiers, seed)
-
-    def _eval_positions(self):
-        entropy = self._difficulty(self.data.valid_prefix, self.valid_docs)
-        return sample_eval_positions(self.valid_docs, entropy,
-                                     self.config.curriculum.tier_thresholds[0],
-                                     self.config.curriculum.min_context,
-                                     self.config.data.eval_positions, self.config.train.seed)
-
     # ---- one step ----------------------------------------------------------------------------
-
-    def _locate(self, flat: np.ndarray) -> list[tuple[int, int]]:
-        docs = np.searchsorted(self.offsets, flat, side="right") - 1
-        return [(int(d), int(f - self.offsets[d])) for d, f in zip(docs, flat, strict=True)]
-
-    def _budget(self, step: int) -> int | None:
-        if not self.config.budget.enabled:
-            return None
-        return budget_at(step, self.config.train.train_iters, self.config.budget)
-
-    def _generator(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(
-            self.config.train.seed * 1_000_003 + step * 7919 + self.dp_rank)
 
     def step(self, step: int) -> dict[str, float]:
         started = time.time()
-        config = self.config
-        stats = SumsAndCounts()
-        budget = self._budget(step)
-        probs = (tier_probabilities(step, config.train.train_iters, config.curriculum)
-                 if config.curriculum.enabled else None)
-        drawn, drawn_tiers = self.sampler.sample(config.rollout.prompts_per_step, probs)
-        mine = slice(self.dp_rank, None, self.dp_size)
-        sequences: list[TrainingSequence] = []
-        rollout_tokens, rollout_seconds = 0, 0.0
-        if self.rl:
-            sequences, rollout_tokens, rollout_seconds = self._rl_sequences(
-                step, budget, self._locate(drawn[mine]), drawn_tiers[mine], stats)
-        else:
-            for doc in drawn[mine]:
-                window, _ = document_window(self.train_docs[doc], [0], config.model.seq_length)
-                sequences.append(ntp_sequence(window.tolist(), ()))
-        counts = torch.tensor([sum(s.rl_tokens for s in sequences),
-                               sum(s.ntp_tokens for s in sequences)], dtype=torch.float64)
-        if self.dp_size > 1:
-            dist.all_reduce(counts, group=parallel_state.get_data_parallel_group())
-        weights = token_weights(int(counts[0]), int(counts[1]), config.loss.rl_weight,
-                                config.loss.ntp_weight)
-        if not sequences:  # every group filtered out: still join the collective step
-            sequences = [TrainingSequence([self.data.tokenizer.eos_id] * 2, excluded={1})]
-        width = max(len(s.tokens) for s in sequences) - 1
-        micro = collate(sequences, config.train.micro_batch_size, width,
-                        self.data.tokenizer.eos_id, *weights)
+        batches = self.builder.build(step)
         train_started = time.time()
-        output = train_step(self.state, self.forward_step, micro, width)
+        output = train_step(self.state, self.forward_step, batches.micro_batches,
+                            batches.seq_length)
         train_seconds = time.time() - train_started
-        losses = self._share_losses(output.reports)
-        metrics = stats.means(_STAT_NAMES)
-        metrics.update(losses)
+        metrics = batches.stats.means(STAT_NAMES)
+        metrics.update(self._share_losses(output.reports))
         metrics.update({
-            "budget": math.nan if budget is None else budget,
+            "budget": math.nan if batches.budget is None else batches.budget,
             "grad_norm": output.grad_norm,
             "lr": self.state.optimizer.param_groups[0]["lr"],
             "step_time": time.time() - started,
-            "rollout_tokens_per_s": rollout_tokens / rollout_seconds if rollout_seconds else
-            math.nan,
-            "train_tokens_per_s": float(counts.sum()) / max(train_seconds, 1e-9),
+            "rollout_tokens_per_s": (batches.rollout_tokens / batches.rollout_seconds
+                                     if batches.rollout_seconds else math.nan),
+            "train_tokens_per_s": batches.loss_tokens / max(train_seconds, 1e-9),
         })
-        if probs is not None:
-            metrics.update({f"p_t/{n}": p for n, p in zip(TIER_NAMES, probs, strict=True)})
+        if batches.probs is not None:
+            metrics.update({f"p_t/{n}": p for n, p in zip(TIER_NAMES, batches.probs,
+                                                           strict=True)})
         return metrics
-
-    def _rl_sequences(self, step, budget, positions, tiers, stats):
-        config, tokenizer = self.config, self.data.tokenizer
-        prompts = [build_prompt(tokenizer, self.train_docs[d][:p].tolist(), budget,
-                                config.rollout.max_prompt_length) for d, p in positions]
-        cap = (config.rollout.max_response_length if budget is None else
-               rollout_token_cap(budget, config.rollout.max_response_length, ANSWER_ALLOWANCE))
-        started = time.time()
-        rollouts = self.engine.generate(prompts, config.rollout.group_size, cap,
-                                        config.rollout.temperature, config.rollout.top_p,
-                                        self._generator(step))
-        seconds = time.time() - started
-        group = config.rollout.group_size
-        rewards = torch.zeros(len(prompts), group)
-        for index, rollout in enumerate(rollouts):
-            doc, pos = positions[rollout.prompt_index]
-            score = score_rollout(tokenizer.token_bytes(rollout.tokens),
-                                  tokenizer.token_bytes(self.train_docs[doc][pos:].tolist()),
-                                  budget, config.reward)
-            rewards[rollout.prompt_index, index % group] = score.total
-            tier = TIER_NAMES[tiers[rollout.prompt_index]]
-            stats.add("match_reward", score.match)
-            stats.add(f"match_reward/{tier}", score.match)
-            stats.add("length_reward", score.length)
-            stats.add("reasoning_length", score.reasoning_tokens)
-            stats.add("valid_format", float(score.valid_format))
-            stats.add("over_twice_budget",
-                      float(budget is not None and score.reasoning_tokens > 2 * budget))
-            stats.add("truncated", float(not rollout.finished))
-            stats.add("response_length", len(rollout.tokens))
-        for k, name in enumerate(TIER_NAMES):
-            stats.add(f"tier_share/{name}", float((tiers == k).sum()), len(tiers))
-        advantages = grpo_advantages(rewards, config.loss.advantage_eps)
-        keep = (informative_groups(rewards) if config.loss.filter_zero_variance_groups
-                else torch.ones(len(prompts), dtype=torch.bool))
-        stats.add("kept_groups", float(keep.sum()), len(prompts))
-        sequences = [rl_sequence(prompts[r.prompt_index], r.tokens,
-                                 float(advantages[r.prompt_index, i % group]))
-                     for i, r in enumerate(rollouts) if keep[r.prompt_index]]
-        if config.loss.ntp_weight > 0:
-            by_doc: dict[int, list[int]] = {}
-            for doc, pos in positions:
-                by_doc.setdefault(doc, []).append(pos)
-            for doc, doc_positions in sorted(by_doc.items()):
-                window, rebased = document_window(self.train_docs[doc], doc_positions,
-                                                  config.model.seq_length)
-                sequences.append(ntp_sequence(window.tolist(), rebased))
-        return sequences, sum(len(r.tokens) for r in rollouts), seconds
 
     def _share_losses(self, reports) -> dict[str, float]:
         """Loss sums and token counts from the last pipeline stage, known on every stage."""
@@ -334,8 +189,9 @@ class Run:
 
     def evaluate(self, step: int) -> dict:
         total = self.config.train.train_iters
-        report = evaluate(self.state.module, self.engine, self.data.tokenizer, self.valid_docs,
-                          self.eval_positions, self.config, self._budget(total),
+        report = evaluate(self.state.module, self.builder.engine, self.data.tokenizer,
+                          self.valid_docs, self.eval_positions, self.config,
+                          self.builder.budget(total),
                           self.config.train.seed)
         report["step"] = step
         flat = {f"{key}/{split}": value[key] for split, value in report["splits"].items()
@@ -362,7 +218,7 @@ class Run:
             self.config.train.save, step, self.state.module, self.state.optimizer,
             {"step": step, "config": self.config.to_dict(),
              "scheduler": self.state.scheduler.state_dict(),
-             "sampler": self.sampler.state_dict()})
+             "sampler": self.builder.state_dict()})
 
     def train(self) -> dict:
         """Run from the start (or resume) step to train_iters; returns the final eval report."""
@@ -391,12 +247,6 @@ class Run:
     def _log(message: str) -> None:
         if distributed.is_main_rank():
             print(message, flush=True)
-
-
-_STAT_NAMES = (["match_reward", "length_reward", "reasoning_length", "valid_format",
-                "over_twice_budget", "truncated", "response_length", "kept_groups"]
-               + [f"match_reward/{t}" for t in TIER_NAMES]
-               + [f"tier_share/{t}" for t in TIER_NAMES])
 
 
 def run_training(config: RMTConfig) -> dict:

@@ -24,8 +24,11 @@ def test_assign_tiers_uses_half_open_intervals():
 def test_assign_tiers_respects_eligibility_and_rejects_nan():
     tiers = assign_tiers(np.array([2.0, 2.0]), (0.5, 1.0, 1.5), eligible=np.array([True, False]))
     assert tiers.tolist() == [2, NTP_ONLY]
-    with pytest.raises(ValueError, match="NaN at position 1"):
+    with pytest.raises(ValueError, match="NaN at eligible position 1"):
         assign_tiers(np.array([1.0, np.nan]), (0.5, 1.0, 1.5))
+    unscored_first = assign_tiers(np.array([np.nan, 1.2]), (0.5, 1.0, 1.5),
+                                  eligible=np.array([False, True]))
+    assert unscored_first.tolist() == [NTP_ONLY, 1]
 
 
 def test_tier_probabilities_before_midpoint_and_after_the_transition():

@@ -1,0 +1,221 @@
+"""The data side of one RMT step: draw positions, roll out, score, and build micro-batches.
+
+`StepBatchBuilder.build(step)` does spec §6 steps 1–8 for this data-parallel rank and returns the
+micro-batches for `rmt_megatron.step.make_forward_step` plus the step's statistics. It only needs
+the policy's model stage (for rollouts), the tokenizer, the training documents and, with RL, their
+proxy entropies, so the trainer and a drop-in Megatron-LM loop share it. Every draw is seeded from
+(seed, step, data-parallel rank); `state_dict()` holds the sampler, so a resumed run builds what an
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from rmt_megatron.advantages import grpo_advantages, informative_groups
+from rmt_megatron.batches import (
+    TrainingSequence,
+    collate,
+    ntp_sequence,
+    rl_sequence,
+    token_weights,
+)
+from rmt_megatron.budget import budget_at, rollout_token_cap
+from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
+from rmt_megatron.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
+from rmt_megatron.metrics import SumsAndCounts
+from rmt_megatron.model import DTYPES
+from rmt_megatron.prompt import build_prompt
+from rmt_megatron.rewards import score_rollout
+from rmt_megatron.rollout import RolloutEngine
+from rmt_megatron.tokenizer import SentencePieceTokenizer
+
+ANSWER_ALLOWANCE = 16
+"""Tokens allowed past 2·B_t for `</think>` and the boxed answer."""
+
+STAT_NAMES = (["match_reward", "length_reward", "reasoning_length", "valid_format",
+               "over_twice_budget", "truncated", "response_length", "kept_groups"]
+              + [f"match_reward/{t}" for t in TIER_NAMES]
+              + [f"tier_share/{t}" for t in TIER_NAMES])
+"""Statistics `StepBatchBuilder.build` accumulates (means over rollouts or groups)."""
+
+
+def eligible_positions(documents: list[np.ndarray], tokenizer: SentencePieceTokenizer,
+                       min_context: int) -> np.ndarray:
+    """Flat bool over all tokens: enough context and a target that has text (spec §11 #8)."""
+    empty = np.array([len(b) == 0 for b in tokenizer.token_bytes(range(tokenizer.vocab_size))])
+    flags = []
+    for tokens in documents:
+        doc = ~empty[tokens]
+        doc[:min_context] = False
+        flags.append(doc)
+    return np.concatenate(flags)
+
+
+def document_window(document: np.ndarray, positions: list[int],
+                    seq_length: int) -> tuple[np.ndarray, list[int]]:
+    """At most `seq_length + 1` tokens of `document` that contain the last RL position, and the
+    positions re-based to the window."""
+    start = max(0, min(max(positions) + 1, len(document)) - seq_length - 1)
+    window = document[start:start + seq_length + 1]
+    return window, [p - start for p in positions if p - start >= 0]
+
+
+@dataclass
+class StepBatches:
+    """What `StepBatchBuilder.build` returns for one step on this rank."""
+
+    micro_batches: list[dict[str, torch.Tensor]]
+    seq_length: int
+    stats: SumsAndCounts
+    budget: int | None
+    probs: tuple[float, float, float] | None
+    loss_tokens: int
+    """RL + NTP tokens of the step over all data-parallel ranks."""
+    rollout_tokens: int
+    rollout_seconds: float
+
+
+class StepBatchBuilder:
+    """Builds each step's micro-batches from the policy `model` (this rank's GPTModel stage).
+
+    train_entropy: the proxy's entropy at every token of `documents` (flat, NaN where unscored);
+    required when RL is on (config.loss.rl_weight > 0), unused otherwise."""
+
+    def __init__(self, config: RMTConfig, model, tokenizer: SentencePieceTokenizer,
+                 documents: list[np.ndarray], train_entropy: np.ndarray | None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.documents = documents
+        self.rl = config.loss.rl_weight > 0
+        self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in documents])])
+        self.dp_rank = parallel_state.get_data_parallel_rank()
+        self.dp_size = parallel_state.get_data_parallel_world_size()
+        if config.rollout.prompts_per_step % self.dp_size:
+            raise ConfigError(f"rollout.prompts_per_step={config.rollout.prompts_per_step} "
+                              f"must be divisible by the data-parallel size {self.dp_size}")
+        self.engine = RolloutEngine(model, tokenizer.vocab_size, tokenizer.eos_id,
+                                    tokenizer.token_bytes, config.model.hidden_size,
+                                    DTYPES[config.model.params_dtype])
+        if self.rl:
+            eligible = eligible_positions(documents, tokenizer, config.curriculum.min_context)
+            self.tiers = assign_tiers(train_entropy, config.curriculum.tier_thresholds, eligible)
+            self.sampler = CurriculumSampler(self.tiers, config.train.seed)
+        else:  # NTP only: walk the documents without replacement
+            self.tiers = None
+            self.sampler = CurriculumSampler(np.zeros(len(documents), dtype=np.int8),
+                                             config.train.seed)
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+    def budget(self, step: int) -> int | None:
+        """B_t, or None when the dynamic budget is off."""
+        if not self.config.budget.enabled:
+            return None
+        return budget_at(step, self.config.train.train_iters, self.config.budget)
+
+    def _generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(
+            self.config.train.seed * 1_000_003 + step * 7919 + self.dp_rank)
+
+    def _locate(self, flat: np.ndarray) -> list[tuple[int, int]]:
+        docs = np.searchsorted(self.offsets, flat, side="right") - 1
+        return [(int(d), int(f - self.offsets[d])) for d, f in zip(docs, flat, strict=True)]
+
+    def _budget(self, step: int) -> int | None:
+        if not self.config.budget.enabled:
+            return None
+        return budget_at(step, self.config.train.train_iters, self.config.budget)
+
+    def _generator(self, step: int) -> torch.Generator:
+        return torch.Generator().manual_seed(
+            self.config.train.seed * 1_000_003 + step * 7919 + self.dp_rank)
+
+    def build(self, step: int) -> StepBatches:
+        config = self.config
+        stats = SumsAndCounts()
+        budget = self.budget(step)
+        probs = (tier_probabilities(step, config.train.train_iters, config.curriculum)
+                 if self.rl and config.curriculum.enabled else None)
+        drawn, drawn_tiers = self.sampler.sample(config.rollout.prompts_per_step, probs)
+        mine = slice(self.dp_rank, None, self.dp_size)
+        sequences: list[TrainingSequence] = []
+        rollout_tokens, rollout_seconds = 0, 0.0
+        if self.rl:
+            sequences, rollout_tokens, rollout_seconds = self._rl_sequences(
+                step, budget, self._locate(drawn[mine]), drawn_tiers[mine], stats)
+        else:
+            for doc in drawn[mine]:
+                window, _ = document_window(self.documents[doc], [0], config.model.seq_length)
+                sequences.append(ntp_sequence(window.tolist(), ()))
+        counts = torch.tensor([sum(s.rl_tokens for s in sequences),
+                               sum(s.ntp_tokens for s in sequences)], dtype=torch.float64)
+        if self.dp_size > 1:
+            dist.all_reduce(counts, group=parallel_state.get_data_parallel_group())
+        weights = token_weights(int(counts[0]), int(counts[1]), config.loss.rl_weight,
+                                config.loss.ntp_weight)
+        if not sequences:  # every group filtered out: still join the collective step
+            sequences = [TrainingSequence([self.tokenizer.eos_id] * 2, excluded={1})]
+        width = max(len(s.tokens) for s in sequences) - 1
+        micro = collate(sequences, config.train.micro_batch_size, width, self.tokenizer.eos_id,
+                        *weights)
+        return StepBatches(micro, width, stats, budget, probs, int(counts.sum()),
+                           rollout_tokens, rollout_seconds)
+
+    def _rl_sequences(self, step, budget, positions, tiers, stats):
+        config, tokenizer = self.config, self.tokenizer
+        prompts = [build_prompt(tokenizer, self.documents[d][:p].tolist(), budget,
+                                config.rollout.max_prompt_length) for d, p in positions]
+        cap = (config.rollout.max_response_length if budget is None else
+               rollout_token_cap(budget, config.rollout.max_response_length, ANSWER_ALLOWANCE))
+        started = time.time()
+        rollouts = self.engine.generate(prompts, config.rollout.group_size, cap,
+                                        config.rollout.temperature, config.rollout.top_p,
+                                        self._generator(step))
+        seconds = time.time() - started
+        group = config.rollout.group_size
+        rewards = torch.zeros(len(prompts), group)
+        for index, rollout in enumerate(rollouts):
+            doc, pos = positions[rollout.prompt_index]
+            score = score_rollout(tokenizer.token_bytes(rollout.tokens),
+                                  tokenizer.token_bytes(self.documents[doc][pos:].tolist()),
+                                  budget, config.reward)
+            rewards[rollout.prompt_index, index % group] = score.total
+            tier = TIER_NAMES[tiers[rollout.prompt_index]]
+            stats.add("match_reward", score.match)
+            stats.add(f"match_reward/{tier}", score.match)
+            stats.add("length_reward", score.length)
+            stats.add("reasoning_length", score.reasoning_tokens)
+            stats.add("valid_format", float(score.valid_format))
+            stats.add("over_twice_budget",
+                      float(budget is not None and score.reasoning_tokens > 2 * budget))
+            stats.add("truncated", float(not rollout.finished))
+            stats.add("response_length", len(rollout.tokens))
+        for k, name in enumerate(TIER_NAMES):
+            stats.add(f"tier_share/{name}", float((tiers == k).sum()), len(tiers))
+        advantages = grpo_advantages(rewards, config.loss.advantage_eps)
+        keep = (informative_groups(rewards) if config.loss.filter_zero_variance_groups
+                else torch.ones(len(prompts), dtype=torch.bool))
+        stats.add("kept_groups", float(keep.sum()), len(prompts))
+        sequences = [rl_sequence(prompts[r.prompt_index], r.tokens,
+                                 float(advantages[r.prompt_index, i % group]))
+                     for i, r in enumerate(rollouts) if keep[r.prompt_index]]
+        if config.loss.ntp_weight > 0:
+            by_doc: dict[int, list[int]] = {}
+            for doc, pos in positions:
+                by_doc.setdefault(doc, []).append(pos)
+            for doc, doc_positions in sorted(by_doc.items()):
+                window, rebased = document_window(self.documents[doc], doc_positions,
+                                                  config.model.seq_length)
+                sequences.append(ntp_sequence(window.tolist(), rebased))
+        return sequences, sum(len(r.tokens) for r in rollouts), seconds

@@ -62,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DatasetError, CheckpointError, TrainingError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
-    if is_main_rank():
-        first, final = result["first"]["average"], result["final"]["average"]
-        print(f"done: held-out reasoning accuracy {first['reasoning_accuracy']:.3f} -> "
-              f"{final['reasoning_accuracy']:.3f}, mean reasoning length "
-              f"{result['first']['mean_reasoning_length']:.1f} -> "
-              f"{result['final']['mean_reasoning_length']:.1f}", flush=True)
+    evaluations = result["evaluations"]
+    if is_main_rank() and len(evaluations) > 1:
+        first, final = evaluations[0], evaluations[-1]
+        print(f"done: held-out reasoning accuracy {first['average']['reasoning_accuracy']:.3f}"
+              f" -> {final['average']['reasoning_accuracy']:.3f}, mean reasoning length "
+              f"{first['mean_reasoning_length']:.1f} -> {final['mean_reasoning_length']:.1f}",
+              flush=True)
     return 0
 
 

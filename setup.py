@@ -34,6 +34,14 @@ setup(
         "tqdm",
         "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
+    package_data={"rmt_megatron": ["assets/tiny_base/*", "assets/tiny_base/checkpoint/*",
+                                   "assets/tiny_base/checkpoint/*/*",
+                                   "assets/tiny_base/checkpoint/*/*/*",
+                                   "assets/tiny_base/checkpoint/*/.metadata"]},
+    entry_points={"console_scripts": [
+        "rmt-preprocess=rmt_megatron.preprocess:main",
+        "rmt-warmstart=rmt_megatron.warmstart:main",
+    ]},
     extras_require={
         # NVIDIA apex is built from its own source tree (the PyPI name "apex" is another
         # project): see CONTRIBUTING.md.

@@ -287,6 +287,10 @@ class ModelConfig:
     pipeline_model_parallel_size: int = 1
     """Pipeline stages per model replica."""
 
+    sequence_parallel: bool = False
+    """Megatron sequence parallelism (with TP > 1); needs Transformer Engine or apex norms, so
+    GPU only."""
+
     def __post_init__(self) -> None:
         for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
                      "seq_length", "max_position_embeddings", "make_vocab_size_divisible_by",
@@ -364,6 +368,13 @@ class TrainConfig:
     save_interval: int | None = None
     """Steps between checkpoints (a checkpoint is also written at exit)."""
 
+    skip_train: bool = False
+    """Only evaluate the loaded (or pretrained) model on the held-out positions and write the
+    eval JSON; no training step."""
+
+    exit_interval: int | None = None
+    """Stop (with a checkpoint) when the step count is a multiple of this; resume with --load."""
+
     log_interval: int = 1
     """Steps between console progress lines."""
 
@@ -377,7 +388,7 @@ class TrainConfig:
         for name in ("train_iters", "micro_batch_size", "log_interval"):
             value = getattr(self, name)
             require(value >= 1, f"train.{name}", value, "must be a positive integer")
-        for name in ("save_interval", "eval_interval"):
+        for name in ("save_interval", "eval_interval", "exit_interval"):
             value = getattr(self, name)
             require(value is None or value >= 1, f"train.{name}", value,
                     "must be a positive integer, or None")

@@ -16,7 +16,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 
-from rmt_megatron.config import ModelConfig
+from rmt_megatron.config import ConfigError, ModelConfig
 from rmt_megatron.megatron_cpu import cpu_only
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -31,6 +31,9 @@ def padded_vocab_size(vocab_size: int, config: ModelConfig) -> int:
 def transformer_config(config: ModelConfig) -> TransformerConfig:
     """megatron-core's `TransformerConfig` for `config`."""
     dtype = DTYPES[config.params_dtype]
+    if config.sequence_parallel and cpu_only():
+        raise ConfigError("sequence parallelism needs Transformer Engine or apex norms, which "
+                          "need a GPU: drop --sequence-parallel on CPU")
     return TransformerConfig(
         num_layers=config.num_layers,
         hidden_size=config.hidden_size,
@@ -49,6 +52,7 @@ def transformer_config(config: ModelConfig) -> TransformerConfig:
         attention_dropout=0.0,
         tensor_model_parallel_size=config.tensor_model_parallel_size,
         pipeline_model_parallel_size=config.pipeline_model_parallel_size,
+        sequence_parallel=config.sequence_parallel,
         pipeline_dtype=dtype,
         params_dtype=dtype,
         bf16=dtype is torch.bfloat16,

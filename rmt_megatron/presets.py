@@ -30,12 +30,12 @@ def tiny_cpu() -> RMTConfig:
     return RMTConfig(
         budget=BudgetConfig(initial=48, minimum=4, decay=0.25),
         curriculum=CurriculumConfig(min_context=8),
-        rollout=RolloutConfig(prompts_per_step=8, group_size=4, max_response_length=112,
+        rollout=RolloutConfig(prompts_per_step=16, group_size=4, max_response_length=112,
                               max_prompt_length=192),
         model=ModelConfig(num_layers=4, hidden_size=128, ffn_hidden_size=384,
                           num_attention_heads=4, num_query_groups=2, seq_length=320,
                           max_position_embeddings=512),
-        train=TrainConfig(train_iters=100, lr=1e-4, lr_warmup_iters=5, micro_batch_size=16,
+        train=TrainConfig(train_iters=100, lr=5e-5, lr_warmup_iters=5, micro_batch_size=16,
                           log_interval=10, save="runs/tiny_cpu/checkpoints", save_interval=50,
                           eval_interval=50, tensorboard_dir="runs/tiny_cpu/tensorboard"),
     )

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -93,15 +93,17 @@ def _windows(document: np.ndarray, seq_length: int) -> list[tuple[int, np.ndarra
     return [(start, document[start:start + seq_length + 1]) for start in starts]
 
 
-def score_difficulty(model, dataset, output_path: str | os.PathLike, top_k: int,
+def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | os.PathLike,
+                     top_k: int,
                      seq_length: int, micro_batch_size: int, pad_id: int,
                      chunk_documents: int = 256, show_progress: bool = True) -> np.ndarray:
-    """Entropy at every token of `dataset` (see module docstring), written to `output_path`
-    (.npy) and returned. Collective over the model-parallel group; every rank returns it."""
+    """Entropy at every token of `documents` (token-id arrays; see the module docstring),
+    written to `output_path` (.npy) and returned. Collective over the model-parallel group;
+    every rank returns it."""
     output_path = Path(output_path)
     if output_path.is_file():
         return np.load(output_path)
-    lengths = np.asarray(dataset.sequence_lengths, dtype=np.int64)
+    lengths = np.asarray([len(d) for d in documents], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     partial_path = output_path.with_name(output_path.name + ".partial")
     progress_path = output_path.with_name(output_path.name + ".progress")
@@ -116,7 +118,7 @@ def score_difficulty(model, dataset, output_path: str | os.PathLike, top_k: int,
     for first in range(done, len(lengths), chunk_documents):
         last = min(first + chunk_documents, len(lengths))
         windows = [(doc, start, tokens) for doc in range(first, last)
-                   for start, tokens in _windows(np.asarray(dataset[doc]), seq_length)]
+                   for start, tokens in _windows(np.asarray(documents[doc]), seq_length)]
         batches = _window_batches([w[2] for w in windows], micro_batch_size, seq_length, pad_id)
         results = share_from_last_stage(forward_statistics(model, batches, statistic))
         values = torch.cat(results).numpy()

@@ -89,7 +89,8 @@ class Run:
         self.state = build_training(config.model, config.train, tokenizer.vocab_size)
         self.forward_step = make_forward_step(config.loss)
         self.start_step = self._load_weights()
-        train_entropy = (self._difficulty(self.data.train_prefix) if self.rl else None)
+        train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs) if self.rl
+                         else None)
         self.builder = StepBatchBuilder(config, self.state.module, tokenizer, self.train_docs,
                                         train_entropy)
         if self.rl:
@@ -97,7 +98,7 @@ class Run:
                 f"{name} {int((self.builder.tiers == k).sum())}"
                 for k, name in enumerate(TIER_NAMES)))
         self.eval_positions = sample_eval_positions(
-            self.valid_docs, self._difficulty(self.data.valid_prefix),
+            self.valid_docs, self._difficulty(self.data.valid_prefix, self.valid_docs),
             config.curriculum.tier_thresholds[0], config.curriculum.min_context,
             config.data.eval_positions, config.train.seed)
         self.writer = MetricsWriter(config.train.tensorboard_dir, distributed.is_main_rank())
@@ -126,13 +127,12 @@ class Run:
             self._log(f"starting from {self.data.pretrained}")
         return 0
 
-    def _difficulty(self, prefix: Path) -> np.ndarray:
+    def _difficulty(self, prefix: Path, documents: list[np.ndarray]) -> np.ndarray:
         """Proxy-model entropies (the starting policy is the proxy), cached next to the data."""
         top_k = self.config.curriculum.entropy_top_k
         path = prefix.with_name(f"{prefix.name}_entropy_{f'top{top_k}' if top_k else 'full'}"
                                 ".npy")
-        dataset = load_indexed_dataset(prefix, self.data.tokenizer.vocab_size)
-        return score_difficulty(self.state.module, dataset, path, top_k,
+        return score_difficulty(self.state.module, documents, path, top_k,
                                 self.config.model.seq_length, self.config.train.micro_batch_size,
                                 self.data.tokenizer.eos_id)
 
@@ -221,27 +221,42 @@ class Run:
              "sampler": self.builder.state_dict()})
 
     def train(self) -> dict:
-        """Run from the start (or resume) step to train_iters; returns the final eval report."""
+        """Train from the start (or resume) step to train_iters, or until exit_interval.
+
+        Returns {"evaluations": [eval reports], "metrics": [per-step metrics], "exited_at": step
+        or None}. A checkpoint is written at the end and at an exit."""
         config = self.config.train
-        evaluations = []
+        if config.skip_train:
+            return {"evaluations": [self.evaluate(self.start_step)], "metrics": [],
+                    "exited_at": None}
+        evaluations, history = [], []
         if self.start_step == 0:
             evaluations.append(self.evaluate(0))
+        exited_at = None
         for step in range(self.start_step, config.train_iters):
             metrics = self.step(step)
             self._check_finite(step + 1, metrics)
+            history.append(metrics)
             self.writer.scalars(step + 1, metrics, "train")
             if (step + 1) % config.log_interval == 0 or step == 0:
                 self._log(progress_line(step + 1, config.train_iters, metrics))
-            done = step + 1 == config.train_iters
-            if config.save_interval and (step + 1) % config.save_interval == 0 and not done:
+            if step + 1 == config.train_iters:
+                break
+            if config.exit_interval and (step + 1) % config.exit_interval == 0:
+                exited_at = step + 1
+                self._log(f"exiting at step {exited_at} (--exit-interval); resume with --load")
+                break
+            if config.save_interval and (step + 1) % config.save_interval == 0:
                 self.save(step + 1)
-            if config.eval_interval and (step + 1) % config.eval_interval == 0 and not done:
+            if config.eval_interval and (step + 1) % config.eval_interval == 0:
                 evaluations.append(self.evaluate(step + 1))
-        if self.start_step < config.train_iters or self.config.train.save:
-            self.save(config.train_iters)
-        evaluations.append(self.evaluate(config.train_iters))
+        last = exited_at or config.train_iters
+        if self.start_step < last:
+            self.save(last)
+        if exited_at is None:
+            evaluations.append(self.evaluate(config.train_iters))
         self.writer.close()
-        return {"first": evaluations[0], "final": evaluations[-1]}
+        return {"evaluations": evaluations, "metrics": history, "exited_at": exited_at}
 
     @staticmethod
     def _log(message: str) -> None:

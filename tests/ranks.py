@@ -38,6 +38,11 @@ def _child(rank: int, world_size: int, port: int, queue, fn: Callable, args: tup
 
 def run_ranks(world_size: int, fn: Callable, *args: Any, timeout: float = 300) -> list[Any]:
     """`[fn(*args) on rank 0, ..., rank world_size-1]`; raises if any rank fails."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        raise RuntimeError("torch.distributed is initialised in the test process itself: a "
+                           "test ran training in-process; fork its ranks with run_ranks")
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     port = _free_port()

@@ -62,11 +62,10 @@ def test_a_namespace_without_our_flags_gives_the_spec_defaults():
     assert config_from_args(argparse.Namespace()) == RMTConfig()
 
 
-def test_pretrain_rmt_without_arguments_validates_and_prints_the_schedule(capsys):
-    assert pretrain_rmt.main([]) == 0
-    out = capsys.readouterr().out
-    assert "configuration valid (preset tiny_cpu" in out
-    assert "  0.00     48  0.60, 0.30, 0.10" in out
+def test_schedule_table_shows_budget_and_tier_probabilities():
+    table = pretrain_rmt.schedule_table(tiny_cpu())
+    assert "  0.00     48  0.60, 0.30, 0.10" in table
+    assert "  1.00     12  0.10, 0.30, 0.60" in table
 
 
 def test_pretrain_rmt_rejects_a_bad_value_with_exit_code_2(capsys):

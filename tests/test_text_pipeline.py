@@ -75,3 +75,13 @@ def test_answer_stop(pieces, stops_at):
     stop = AnswerStop()
     done = [stop.feed(piece) for piece in pieces]
     assert (done.index(True) if True in done else None) == stops_at
+
+
+def test_the_shipped_tokenizer_is_what_the_warm_start_recipe_trains(tmp_path):
+    from rmt_megatron.builtin import ASSETS, TOKENIZER_FILE, builtin_documents
+    from rmt_megatron.presets import tiny_cpu
+    from rmt_megatron.warmstart import VOCAB_SIZE, tokenizer_texts
+
+    texts = tokenizer_texts(builtin_documents("train"), tiny_cpu())
+    rebuilt = train_sentencepiece(texts, tmp_path / "t.model", VOCAB_SIZE)
+    assert rebuilt.path.read_bytes() == (ASSETS / TOKENIZER_FILE).read_bytes()

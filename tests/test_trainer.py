@@ -1,0 +1,107 @@
+"""The training run end to end on a small slice of the corpus: resume, TP/PP, bad input.
+
+Runs use the user-data path (`--train-data-path` etc.) with the shipped tokenizer and base
+checkpoint, on 48 training documents, so each takes seconds. Ranks are forked (tests/ranks.py)
+with torchrun's environment, as `torchrun pretrain_rmt.py ...` would start them.
+"""
+
+import math
+
+import pytest
+from ranks import run_ranks
+
+import pretrain_rmt
+from rmt_megatron.builtin import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE, encode_document
+from rmt_megatron.corpus import arithmetic_documents
+from rmt_megatron.data import write_indexed_dataset
+from rmt_megatron.tokenizer import SentencePieceTokenizer
+
+COMPARED = ("loss_rl", "loss_ntp", "grad_norm", "match_reward", "reasoning_length",
+            "length_reward", "budget")
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("data")
+    tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
+    for name, count, seed in (("train", 48, 10), ("valid", 16, 11)):
+        write_indexed_dataset(directory / name,
+                              [encode_document(tokenizer, d)
+                               for d in arithmetic_documents(count, seed)],
+                              tokenizer.vocab_size)
+    return directory
+
+
+def _argv(data, *extra):
+    return ["--train-data-path", str(data / "train"), "--valid-data-path", str(data / "valid"),
+            "--tokenizer-model", str(ASSETS / TOKENIZER_FILE),
+            "--pretrained-checkpoint", str(ASSETS / CHECKPOINT_DIR),
+            "--train-iters", "4", "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2",
+            "--rmt-group-size", "2", "--eval-positions", "6", "--micro-batch-size", "4",
+            "--rmt-max-response-length", "40", "--log-interval", "1", "--save-interval", "100",
+            "--eval-interval", "100", *extra]
+
+
+def _train(argv):
+    from rmt_megatron.arguments import config_from_args
+    from rmt_megatron.trainer import run_training
+
+    config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
+    return run_training(config)
+
+
+def _compared(metrics):
+    return [{key: m[key] for key in COMPARED} for m in metrics]
+
+
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(small_data, tmp_path):
+    straight = run_ranks(1, _train, _argv(small_data, "--save", str(tmp_path / "a")))[0]
+    first = run_ranks(1, _train, _argv(small_data, "--save", str(tmp_path / "b"),
+                                       "--exit-interval", "2"))[0]
+    resumed = run_ranks(1, _train, _argv(small_data, "--save", str(tmp_path / "b"),
+                                         "--load", str(tmp_path / "b")))[0]
+    assert first["exited_at"] == 2 and len(first["metrics"]) == 2
+    assert _compared(first["metrics"] + resumed["metrics"]) == _compared(straight["metrics"])
+    assert resumed["evaluations"][-1] == straight["evaluations"][-1]
+    assert (tmp_path / "b" / "latest_checkpointed_iteration.txt").read_text() == "4"
+    assert (tmp_path / "b" / "eval" / "latest.json").is_file()
+
+
+@pytest.mark.parametrize("layout", [["--tensor-model-parallel-size", "2"],
+                                    ["--pipeline-model-parallel-size", "2"]])
+def test_first_steps_match_the_single_process_run_under_tp_and_pp(small_data, tmp_path, layout):
+    argv = _argv(small_data, "--train-iters", "2")
+    reference = run_ranks(1, _train, argv)[0]["metrics"]
+    parallel = run_ranks(2, _train, [*argv, *layout])
+    for rank_result in parallel:
+        for got, want in zip(rank_result["metrics"], reference, strict=True):
+            assert got["match_reward"] == want["match_reward"]  # the same rollouts
+            for key in ("loss_rl", "loss_ntp", "grad_norm"):
+                assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+
+
+def _expect_failure(argv):
+    return pretrain_rmt.main(argv)
+
+
+def test_bad_inputs_stop_with_a_clear_message(small_data, tmp_path, capfd):
+    missing = _argv(small_data, "--train-data-path", str(tmp_path / "nope"))
+    assert run_ranks(1, _expect_failure, missing)[0] == 1
+    assert "nope.idx does not exist" in capfd.readouterr().err
+    mismatch = _argv(small_data, "--vocab-size", "300")
+    assert run_ranks(1, _expect_failure, mismatch)[0] == 1
+    assert "tokenizer" in capfd.readouterr().err
+    (tmp_path / "corrupt.idx").write_bytes(b"MMIDIDX\x00\x00garbage")
+    (tmp_path / "corrupt.bin").write_bytes(b"")
+    corrupt = _argv(small_data, "--train-data-path", str(tmp_path / "corrupt"))
+    assert run_ranks(1, _expect_failure, corrupt)[0] == 1
+    assert "corrupt" in capfd.readouterr().err
+
+
+def test_a_diverging_run_names_the_step_and_the_last_checkpoint(small_data, tmp_path, capfd):
+    argv = _argv(small_data, "--lr", "1e35", "--save", str(tmp_path),
+                 "--save-interval", "1")
+    assert run_ranks(1, _expect_failure, argv)[0] == 1
+    message = capfd.readouterr().err
+    assert "not finite at step" in message and "iter_000000" in message
+    assert math.isfinite(float((tmp_path / "latest_checkpointed_iteration.txt").read_text()))

@@ -73,5 +73,8 @@ def shutdown() -> None:
 
 
 def is_main_rank() -> bool:
-    """Rank 0 of the world (the one that prints and writes shared files)."""
-    return not dist.is_initialized() or dist.get_rank() == 0
+    """Rank 0 of the world (the one that prints and writes shared files); before and after
+    the process group exists, torchrun's RANK says."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0

@@ -101,15 +101,20 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(root: str | os.PathLike, model, optimizer=None,
-                    step: int | None = None, restore_rng: bool = True) -> LoadedCheckpoint:
+                    step: int | None = None, restore_rng: bool = True,
+                    require_state: bool = True) -> LoadedCheckpoint:
     """Load step `step` (default: the tracker's) into `model` and, if given, `optimizer`.
-    RNG states are restored when this rank's file exists and `restore_rng`."""
+    RNG states are restored when this rank's file exists and `restore_rng`. Without
+    `require_state`, a checkpoint with no `rmt_state.json` (e.g. written by Megatron-LM, same
+    layout) loads its model weights with an empty state."""
     step = latest_step(root) if step is None else step
     if step is None:
         raise CheckpointError(f"{root} holds no checkpoint ({TRACKER} is missing): check --load")
     directory = step_dir(root, step)
-    if not (directory / STATE_FILE).is_file():
-        raise CheckpointError(f"{directory} is incomplete or missing ({STATE_FILE} not found)")
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory} is missing although {TRACKER} names step {step}")
+    if require_state and not (directory / STATE_FILE).is_file():
+        raise CheckpointError(f"{directory} is incomplete ({STATE_FILE} not found)")
     model_state = model.sharded_state_dict()
     sharded = {"model": model_state}
     if optimizer is not None:
@@ -127,4 +132,6 @@ def load_checkpoint(root: str | os.PathLike, model, optimizer=None,
         random.setstate(rng["python"])
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
-    return LoadedCheckpoint(step, json.loads((directory / STATE_FILE).read_text()))
+    state_file = directory / STATE_FILE
+    return LoadedCheckpoint(step, json.loads(state_file.read_text()) if state_file.is_file()
+                            else {})

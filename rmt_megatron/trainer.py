@@ -123,7 +123,8 @@ class Run:
             self._log(f"resumed from {load} at step {loaded.step}")
             return loaded.step
         if self.data.pretrained is not None:
-            load_checkpoint(self.data.pretrained, self.state.module, restore_rng=False)
+            load_checkpoint(self.data.pretrained, self.state.module, restore_rng=False,
+                            require_state=False)
             self._log(f"starting from {self.data.pretrained}")
         return 0
 

@@ -1,0 +1,164 @@
+"""Public ops: per-token log-probability, entropy and a per-token objective over the vocabulary.
+
+    token_logprob_entropy(logits, labels)            logits: [N, V_local]
+    linear_logprob_entropy(hidden, weight, labels)   hidden: [N, H], weight: [V_local, H]
+    linear_token_objective(hidden, weight, labels, objective)
+
+All return fp32 `[N]` log-probabilities and entropies (see `stats.py` for the math) and are
+differentiable with respect to their floating-point inputs. With `tp_group` each rank holds a
+contiguous `V/TP` slice of the vocabulary (Megatron's vocab-parallel layout, padding included);
+the statistics are exact over the whole vocabulary after one all-reduce MAX and one packed
+all-reduce SUM, and the backward needs no collective. The linear ops never form the `[N, V]`
+logits. They do not all-reduce `grad_hidden` over TP ranks: as in Megatron's ColumnParallelLinear,
+pass `copy_to_tensor_model_parallel_region(hidden)` when TP > 1.
+
+`linear_token_objective` evaluates `objective(logprob, entropy) -> scalar` (any differentiable
+function of the `[N]` statistics, e.g. the RMT dual loss) in the same pass: the forward computes
+the statistics, the objective and its per-token gradients (g_lp, g_H); the backward is one sweep
+over the vocabulary applying them. Its result is `(loss, logprob, entropy)` with the last two
+detached.
+
+Backend: `backend=` "chunked" (pure torch, any device) or "reference" (unfused torch, logits ops
+only); the environment variable RMT_KERNEL_BACKEND sets the default; otherwise "chunked".
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import torch
+
+from rmt_megatron.kernels import chunked
+from rmt_megatron.kernels.reference import token_logprob_entropy_reference
+from rmt_megatron.kernels.stats import (
+    combine,
+    grad_coefficients,
+    local_labels,
+    tp_world_size,
+    vocab_start,
+)
+
+BACKENDS = ("chunked", "reference")
+
+
+def resolve_backend(backend: str | None) -> str:
+    """The backend to use: the argument, else $RMT_KERNEL_BACKEND, else "chunked"."""
+    chosen = backend or os.environ.get("RMT_KERNEL_BACKEND") or "chunked"
+    if chosen not in BACKENDS:
+        raise ValueError(f"kernel backend {chosen!r} is unknown: choose one of {BACKENDS} "
+                         "(argument backend= or RMT_KERNEL_BACKEND)")
+    return chosen
+
+
+def _check(labels: torch.Tensor, n: int, vocab_local: int, temperature: float,
+           tp_group) -> None:
+    if labels.shape != (n,):
+        raise ValueError(f"labels must be [N] = [{n}], got {tuple(labels.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    vocab = vocab_local * tp_world_size(tp_group)
+    valid = labels[labels >= 0]
+    if valid.numel() and int(valid.max()) >= vocab:
+        raise ValueError(f"label {int(valid.max())} is outside the vocabulary of {vocab} "
+                         "tokens: tokenizer and model vocabularies disagree?")
+
+
+class _LogitsOp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits, labels, temperature, ignore_index, tp_group):
+        local, ignored = local_labels(labels, vocab_start(logits.shape[1], tp_group),
+                                      logits.shape[1], ignore_index)
+        stats = combine(chunked.logits_partial_stats(logits, local, temperature), ignored,
+                        tp_group)
+        ctx.save_for_backward(logits, local, ignored, stats.log_z, stats.mean_z)
+        ctx.temperature = temperature
+        return stats.logprob, stats.entropy
+
+    @staticmethod
+    def backward(ctx, grad_logprob, grad_entropy):
+        logits, local, ignored, log_z, mean_z = ctx.saved_tensors
+        g_lp, g_h = grad_coefficients(grad_logprob, grad_entropy, ignored, logits.shape[0],
+                                      logits.device)
+        grad = chunked.logits_grad(logits, local, log_z, mean_z, g_lp, g_h, ctx.temperature)
+        return grad, None, None, None, None
+
+
+class _LinearOp(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, temperature, ignore_index, tp_group, objective):
+        local, ignored = local_labels(labels, vocab_start(weight.shape[0], tp_group),
+                                      weight.shape[0], ignore_index)
+        stats = combine(chunked.linear_partial_stats(hidden, weight, local, temperature),
+                        ignored, tp_group)
+        ctx.temperature = temperature
+        ctx.objective = objective is not None
+        if objective is None:
+            ctx.save_for_backward(hidden, weight, local, ignored, stats.log_z, stats.mean_z)
+            return stats.logprob, stats.entropy
+        with torch.enable_grad():
+            logprob = stats.logprob.detach().requires_grad_()
+            entropy = stats.entropy.detach().requires_grad_()
+            loss = objective(logprob, entropy)
+            g_lp, g_h = torch.autograd.grad(loss, [logprob, entropy], allow_unused=True,
+                                            materialize_grads=True)
+        g_lp = torch.where(ignored, torch.zeros_like(g_lp), g_lp)
+        ctx.save_for_backward(hidden, weight, local, ignored, stats.log_z, stats.mean_z,
+                              g_lp, g_h)
+        return loss.detach(), stats.logprob, stats.entropy
+
+    @staticmethod
+    def backward(ctx, *grads):
+        hidden, weight, local, ignored, log_z, mean_z = ctx.saved_tensors[:6]
+        if ctx.objective:
+            g_lp, g_h = (coefficient * grads[0] for coefficient in ctx.saved_tensors[6:])
+        else:
+            g_lp, g_h = grad_coefficients(grads[0], grads[1], ignored, hidden.shape[0],
+                                          hidden.device)
+        grad_hidden, grad_weight = chunked.linear_grads(hidden, weight, local, log_z, mean_z,
+                                                        g_lp, g_h, ctx.temperature)
+        return grad_hidden, grad_weight, None, None, None, None, None
+
+
+def token_logprob_entropy(logits: torch.Tensor, labels: torch.Tensor, *,
+                          temperature: float = 1.0, ignore_index: int = -100, tp_group=None,
+                          backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(logprob [N], entropy [N])` of `labels: [N]` under `softmax(logits / temperature)`."""
+    if logits.dim() != 2:
+        raise ValueError(f"logits must be [N, V_local], got {tuple(logits.shape)}")
+    _check(labels, logits.shape[0], logits.shape[1], temperature, tp_group)
+    if resolve_backend(backend) == "reference":
+        if tp_world_size(tp_group) > 1:
+            raise ValueError("the reference backend has no vocab-parallel path: use "
+                             "backend='chunked' with tp_group")
+        return token_logprob_entropy_reference(logits, labels, temperature=temperature,
+                                               ignore_index=ignore_index)
+    return _LogitsOp.apply(logits, labels, temperature, ignore_index, tp_group)
+
+
+def _check_linear(hidden, weight, labels, temperature, tp_group, backend) -> None:
+    if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"expected hidden [N, H] and weight [V_local, H], got "
+                         f"{tuple(hidden.shape)} and {tuple(weight.shape)}")
+    _check(labels, hidden.shape[0], weight.shape[0], temperature, tp_group)
+    if resolve_backend(backend) != "chunked":
+        raise ValueError("the linear ops exist only in the chunked backend")
+
+
+def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
+                           temperature: float = 1.0, ignore_index: int = -100, tp_group=None,
+                           backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """`(logprob [N], entropy [N])` of `labels` under `softmax(hidden @ weight.T / τ)`."""
+    _check_linear(hidden, weight, labels, temperature, tp_group, backend)
+    return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group, None)
+
+
+def linear_token_objective(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
+                           objective: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], *,
+                           temperature: float = 1.0, ignore_index: int = -100, tp_group=None,
+                           backend: str | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`(objective(logprob, entropy), logprob, entropy)`, differentiable through the first."""
+    _check_linear(hidden, weight, labels, temperature, tp_group, backend)
+    return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group,
+                           objective)

@@ -1,0 +1,88 @@
+"""The per-token statistics every backend computes, and how they combine across TP ranks.
+
+For one token with logits x over (this rank's slice of) the vocabulary and temperature τ,
+z = x / τ. A rank's *partial* statistics over its columns are
+
+    m = max_v z_v,   s = Σ_v exp(z_v - m),   w = Σ_v exp(z_v - m) · z_v,   t = z_y (0 if y ∉ slice)
+
+and the global ones follow from one all-reduce MAX (of m) and one packed all-reduce SUM (of the
+rescaled s·exp(m - M), w·exp(m - M) and t):
+
+    log Z = M + log S,   E_p[z] = W / S,   logprob = t - log Z,   H = log Z - E_p[z].
+
+Backward (no collective): with upstream gradients g_lp and g_H per token and p_v = exp(z_v - log Z)
+
+    ∂L/∂x_v = (1/τ) · [ g_lp · (1[v = y] - p_v) - g_H · p_v · (z_v - E_p[z]) ].
+
+Layout: per-token tensors are `[N]` fp32. Ignored tokens (label == ignore_index) have logprob 0
+and get no gradient through it.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+
+
+class PartialStats(NamedTuple):
+    """One rank's statistics over its vocabulary columns, all `[N]` fp32."""
+
+    peak: torch.Tensor
+    sum_exp: torch.Tensor
+    sum_exp_z: torch.Tensor
+    target: torch.Tensor
+
+
+class TokenStats(NamedTuple):
+    """Global per-token statistics, all `[N]` fp32."""
+
+    logprob: torch.Tensor
+    entropy: torch.Tensor
+    log_z: torch.Tensor
+    mean_z: torch.Tensor
+
+
+def combine(partial: PartialStats, ignored: torch.Tensor, tp_group=None) -> TokenStats:
+    """Global statistics from this rank's partial ones (see module docstring)."""
+    peak = partial.peak.clone()
+    if tp_world_size(tp_group) > 1:
+        dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=tp_group)
+    scale = torch.exp(partial.peak - peak)
+    packed = torch.stack([partial.sum_exp * scale, partial.sum_exp_z * scale, partial.target])
+    if tp_world_size(tp_group) > 1:
+        dist.all_reduce(packed, group=tp_group)
+    sum_exp, sum_exp_z, target = packed
+    log_z = peak + torch.log(sum_exp)
+    mean_z = sum_exp_z / sum_exp
+    logprob = torch.where(ignored, torch.zeros_like(target), target - log_z)
+    return TokenStats(logprob, log_z - mean_z, log_z, mean_z)
+
+
+def grad_coefficients(grad_logprob: torch.Tensor | None, grad_entropy: torch.Tensor | None,
+                      ignored: torch.Tensor, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g_lp, g_H) as fp32 `[N]`, zeros for missing upstream gradients and g_lp = 0 where the
+    label is ignored."""
+    zeros = torch.zeros(n, dtype=torch.float32, device=device)
+    g_lp = zeros if grad_logprob is None else grad_logprob.float()
+    g_h = zeros if grad_entropy is None else grad_entropy.float()
+    return torch.where(ignored, zeros, g_lp), g_h
+
+
+def local_labels(labels: torch.Tensor, vocab_start: int, vocab_local: int,
+                 ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(label index within this rank's slice or -1, ignored mask) for `labels: [N]`."""
+    ignored = labels == ignore_index
+    shifted = labels.long() - vocab_start
+    inside = (~ignored) & (shifted >= 0) & (shifted < vocab_local)
+    return torch.where(inside, shifted, torch.full_like(shifted, -1)), ignored
+
+
+def vocab_start(vocab_local: int, tp_group=None) -> int:
+    """First global vocabulary index of this rank's slice (Megatron's contiguous split)."""
+    return vocab_local * (dist.get_rank(tp_group) if tp_world_size(tp_group) > 1 else 0)
+
+
+def tp_world_size(group) -> int:
+    return dist.get_world_size(group) if group is not None and dist.is_initialized() else 1

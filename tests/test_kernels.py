@@ -1,0 +1,177 @@
+"""Vocabulary ops against the unfused torch reference: forward and gradients, awkward shapes,
+precisions, and the vocab-parallel path.
+
+Tolerances: fp32 to 1e-5 (same math, different summation order). For bf16 inputs the backends
+compute in fp32 and only round their outputs' gradients to bf16, so gradients are compared with
+the reference evaluated on the same bf16 values upcast to fp32, at bf16's relative precision
+(2^-8) plus a small absolute floor.
+"""
+
+import pytest
+import torch
+from ranks import run_ranks
+
+from rmt_megatron.kernels import (
+    chunked,
+    linear_logprob_entropy,
+    linear_token_objective,
+    token_logprob_entropy,
+    token_logprob_entropy_reference,
+)
+from rmt_megatron.kernels.ops import resolve_backend
+
+CASES = {  # name: (N, V, temperature, logit scale, ignored rows)
+    "v_not_multiple_of_chunk": (6, 23, 1.0, 3.0, [1]),
+    "v_below_chunk": (4, 5, 0.7, 2.0, []),
+    "one_row": (1, 19, 1.3, 1.0, []),
+    "all_ignored": (3, 11, 1.0, 1.0, [0, 1, 2]),
+    "huge_logits": (5, 17, 1.0, 1e4, [2]),
+}
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    monkeypatch.setattr(chunked, "DEFAULT_V_CHUNK", 8)
+    monkeypatch.setattr(chunked, "DEFAULT_N_CHUNK", 2)
+
+
+def _case(name, dtype=torch.float32):
+    n, v, temperature, scale, ignored = CASES[name]
+    generator = torch.Generator().manual_seed(len(name))
+    logits = (torch.randn(n, v, generator=generator) * scale).to(dtype)
+    labels = torch.randint(0, v, (n,), generator=generator)
+    labels[ignored] = -100
+    upstream = torch.randn(2, n, generator=generator)
+    return logits, labels, temperature, upstream
+
+
+def _forward_backward(fn, logits, labels, temperature, upstream):
+    logits = logits.detach().requires_grad_()
+    logprob, entropy = fn(logits, labels, temperature=temperature)
+    (logprob * upstream[0] + entropy * upstream[1]).sum().backward()
+    return logprob, entropy, logits.grad
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_logits_op_matches_the_reference_in_fp32(name):
+    logits, labels, temperature, upstream = _case(name)
+    got = _forward_backward(token_logprob_entropy, logits, labels, temperature, upstream)
+    want = _forward_backward(token_logprob_entropy_reference, logits, labels, temperature,
+                             upstream)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got[0][labels == -100], torch.zeros(int((labels == -100).sum())))
+
+
+@pytest.mark.parametrize("name", ["v_not_multiple_of_chunk", "huge_logits"])
+def test_logits_op_in_bf16(name):
+    logits, labels, temperature, upstream = _case(name, torch.bfloat16)
+    got = _forward_backward(token_logprob_entropy, logits, labels, temperature, upstream)
+    want = _forward_backward(token_logprob_entropy_reference, logits.float(), labels,
+                             temperature, upstream)
+    assert got[2].dtype == torch.bfloat16
+    torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got[2].float(), want[2], rtol=2 ** -8, atol=1e-3)
+
+
+def _linear_case(n=7, hidden=6, vocab=21, dtype=torch.float32):
+    generator = torch.Generator().manual_seed(1)
+    h = torch.randn(n, hidden, generator=generator).to(dtype)
+    w = torch.randn(vocab, hidden, generator=generator).to(dtype)
+    labels = torch.randint(0, vocab, (n,), generator=generator)
+    labels[3] = -100
+    return h, w, labels, torch.randn(2, n, generator=generator)
+
+
+def test_linear_op_never_needs_logits_and_matches_the_reference():
+    h, w, labels, upstream = _linear_case()
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    logprob, entropy = linear_logprob_entropy(h1, w1, labels, temperature=0.9)
+    (logprob * upstream[0] + entropy * upstream[1]).sum().backward()
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    ref_lp, ref_h = token_logprob_entropy_reference(h2 @ w2.T, labels, temperature=0.9)
+    (ref_lp * upstream[0] + ref_h * upstream[1]).sum().backward()
+    torch.testing.assert_close(logprob, ref_lp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(entropy, ref_h, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h1.grad, h2.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_objective_gives_the_objective_s_gradient_in_one_sweep():
+    from rmt_megatron.config import LossConfig
+    from rmt_megatron.loss import dual_loss
+
+    h, w, labels, _ = _linear_case()
+    rl_mask = torch.tensor([1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    ntp_mask = torch.tensor([0, 0, 0, 0, 1, 1, 1], dtype=torch.bool)
+    advantages = torch.tensor([0.5, -1.0, 0.3, 0, 0, 0, 0])
+    old = torch.full((7,), -3.0)  # off-policy: some ratios are clipped
+    config = LossConfig(entropy_coeff=0.01)
+
+    def objective(logprob, entropy):
+        return dual_loss(logprob, rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=advantages,
+                         old_logprob=old, entropy=entropy, config=config).loss
+
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    loss, _, _ = linear_token_objective(h1, w1, labels, objective)
+    (2 * loss).backward()
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    ref_loss = objective(*token_logprob_entropy_reference(h2 @ w2.T, labels))
+    (2 * ref_loss).backward()
+    torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(h1.grad, h2.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-5, atol=1e-6)
+
+
+def _vocab_parallel(world):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    h, w, labels, upstream = _linear_case(vocab=24)
+    logits = (h @ w.T).detach()
+    shard = logits.chunk(world, dim=1)[rank].clone().requires_grad_()
+    logprob, entropy = token_logprob_entropy(shard, labels, temperature=0.8,
+                                             tp_group=dist.group.WORLD)
+    (logprob * upstream[0] + entropy * upstream[1]).sum().backward()
+    w_shard = w.chunk(world, dim=0)[rank].clone().requires_grad_()
+    h_local = h.clone().requires_grad_()
+    lin_lp, lin_h = linear_logprob_entropy(h_local, w_shard, labels, temperature=0.8,
+                                           tp_group=dist.group.WORLD)
+    (lin_lp * upstream[0] + lin_h * upstream[1]).sum().backward()
+    dist.all_reduce(h_local.grad)  # what ColumnParallelLinear's input copy does in backward
+    dist.destroy_process_group()
+    return logprob, entropy, shard.grad, lin_lp, w_shard.grad, h_local.grad
+
+
+def test_vocab_parallel_ops_equal_the_single_rank_result():
+    h, w, labels, upstream = _linear_case(vocab=24)
+    logits = (h @ w.T).requires_grad_()
+    ref_lp, ref_h = token_logprob_entropy_reference(logits, labels, temperature=0.8)
+    (ref_lp * upstream[0] + ref_h * upstream[1]).sum().backward()
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    lp2, e2 = token_logprob_entropy_reference(h2 @ w2.T, labels, temperature=0.8)
+    (lp2 * upstream[0] + e2 * upstream[1]).sum().backward()
+    for rank, result in enumerate(run_ranks(2, _vocab_parallel, 2)):
+        logprob, entropy, grad_shard, lin_lp, grad_w_shard, grad_h = result
+        torch.testing.assert_close(logprob, ref_lp, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(entropy, ref_h, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grad_shard, logits.grad.chunk(2, dim=1)[rank],
+                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(lin_lp, ref_lp, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grad_w_shard, w2.grad.chunk(2, dim=0)[rank],
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(grad_h, h2.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_backend_switch_and_bad_input(monkeypatch):
+    assert resolve_backend(None) == "chunked"
+    monkeypatch.setenv("RMT_KERNEL_BACKEND", "reference")
+    assert resolve_backend(None) == "reference"
+    with pytest.raises(ValueError, match="unknown"):
+        resolve_backend("cuda-magic")
+    with pytest.raises(ValueError, match="vocabularies disagree"):
+        token_logprob_entropy(torch.zeros(2, 4), torch.tensor([0, 4]), backend="chunked")
+    with pytest.raises(ValueError, match=r"\[N, H\]"):
+        linear_logprob_entropy(torch.zeros(2, 3), torch.zeros(4, 5), torch.tensor([0, 1]))

@@ -1,0 +1,76 @@
+"""Difficulty scoring: vocab-parallel entropies and a resumable scoring pass."""
+
+import json
+
+import numpy as np
+import torch
+from ranks import run_ranks
+from test_megatron_glue import VOCAB, _layout, _save_model
+
+from rmt_megatron.kernels import token_logprob_entropy_reference, topk_entropy_reference
+
+LOGITS = torch.randn(5, 12, generator=torch.Generator().manual_seed(0)) * 3
+
+
+def _sharded_entropies(world):
+    import torch.distributed as dist
+
+    from rmt_megatron.vocab_parallel import vocab_parallel_entropy, vocab_parallel_topk_entropy
+
+    dist.init_process_group("gloo")
+    shard = LOGITS.chunk(world, dim=-1)[dist.get_rank()]
+    result = (vocab_parallel_entropy(shard, dist.group.WORLD),
+              vocab_parallel_topk_entropy(shard, 4, dist.group.WORLD))
+    dist.destroy_process_group()
+    return result
+
+
+def test_vocab_parallel_entropies_equal_the_single_rank_reference():
+    _, full = token_logprob_entropy_reference(LOGITS, torch.zeros(5, dtype=torch.long))
+    top4 = topk_entropy_reference(LOGITS, 4)
+    for entropy, topk in run_ranks(2, _sharded_entropies, 2):
+        torch.testing.assert_close(entropy, full, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(topk, top4, rtol=1e-5, atol=1e-6)
+
+
+DOCUMENTS = [np.arange(2, 2 + n) % VOCAB for n in (7, 3, 12, 5, 9, 4)]
+
+
+def _score(checkpoint, output, tp):
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.checkpointing import load_checkpoint
+    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.scoring import score_difficulty
+
+    distributed.initialize(_layout(tp), seed=0)
+    with megatron_cpu.device_mode():
+        model = build_gpt_model(_layout(tp), VOCAB)
+        load_checkpoint(checkpoint, model)
+        scores = score_difficulty(model, DOCUMENTS, output, top_k=0, seq_length=8,
+                                  micro_batch_size=2, pad_id=0, chunk_documents=2,
+                                  show_progress=False)
+    distributed.shutdown()
+    return scores
+
+
+def test_scoring_windows_tp_and_resume(tmp_path):
+    run_ranks(1, _save_model, str(tmp_path / "ck"))
+    reference = run_ranks(1, _score, str(tmp_path / "ck"), str(tmp_path / "a.npy"), 1)[0]
+    offsets = np.concatenate([[0], np.cumsum([len(d) for d in DOCUMENTS])])
+    assert reference.shape == (offsets[-1],)
+    assert np.isnan(reference[offsets[:-1]]).all()  # position 0 of each document: no context
+    assert np.isfinite(np.delete(reference, offsets[:-1])).all()  # the 12-token doc spans 2 windows
+    for rank_scores in run_ranks(2, _score, str(tmp_path / "ck"), str(tmp_path / "b.npy"), 2):
+        np.testing.assert_allclose(rank_scores, reference, rtol=1e-5, atol=1e-6)
+
+    # An interrupted pass: two documents done (marked with a sentinel), the rest still to do.
+    partial = np.full_like(reference, np.nan)
+    partial[:offsets[2]] = 123.0
+    np.save(tmp_path / "c.npy.partial.npy", partial)
+    (tmp_path / "c.npy.partial.npy").rename(tmp_path / "c.npy.partial")
+    (tmp_path / "c.npy.progress").write_text(json.dumps({"documents": 2}))
+    resumed = run_ranks(1, _score, str(tmp_path / "ck"), str(tmp_path / "c.npy"), 1)[0]
+    assert (resumed[:offsets[2]] == 123.0).all()  # kept, not recomputed
+    np.testing.assert_allclose(resumed[offsets[2]:], reference[offsets[2]:], rtol=1e-6)
+    assert not (tmp_path / "c.npy.progress").exists()
+    np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), resumed)

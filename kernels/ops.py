@@ -18,8 +18,11 @@ the statistics, the objective and its per-token gradients (g_lp, g_H); the backw
 over the vocabulary applying them. Its result is `(loss, logprob, entropy)` with the last two
 detached.
 
-Backend: `backend=` "chunked" (pure torch, any device) or "reference" (unfused torch, logits ops
-only); the environment variable RMT_KERNEL_BACKEND sets the default; otherwise "chunked".
+Backend: `backend=` "triton" (Triton kernels for the logits op; CUDA, or CPU under
+TRITON_INTERPRET=1), "chunked" (pure torch, any device) or "reference" (unfused torch, logits op
+only). The environment variable RMT_KERNEL_BACKEND sets the default; otherwise "triton" for CUDA
+tensors when triton imports, else "chunked". The linear ops run the chunked tiles under every
+backend (their matmuls are torch's; a fused Triton linear kernel is not written yet).
 """
 
 from __future__ import annotations
@@ -39,12 +42,21 @@ from rmt_megatron.kernels.stats import (
     vocab_start,
 )
 
-BACKENDS = ("chunked", "reference")
+BACKENDS = ("triton", "chunked", "reference")
 
 
-def resolve_backend(backend: str | None) -> str:
-    """The backend to use: the argument, else $RMT_KERNEL_BACKEND, else "chunked"."""
-    chosen = backend or os.environ.get("RMT_KERNEL_BACKEND") or "chunked"
+def _triton_available() -> bool:
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_backend(backend: str | None, on_cuda: bool = False) -> str:
+    """The backend to use: the argument, else $RMT_KERNEL_BACKEND, else the fastest present."""
+    default = "triton" if on_cuda and _triton_available() else "chunked"
+    chosen = backend or os.environ.get("RMT_KERNEL_BACKEND") or default
     if chosen not in BACKENDS:
         raise ValueError(f"kernel backend {chosen!r} is unknown: choose one of {BACKENDS} "
                          "(argument backend= or RMT_KERNEL_BACKEND)")
@@ -64,15 +76,25 @@ def _check(labels: torch.Tensor, n: int, vocab_local: int, temperature: float,
                          "tokens: tokenizer and model vocabularies disagree?")
 
 
+def _logits_impl(backend: str):
+    """The module with `logits_partial_stats` and `logits_grad` for `backend`."""
+    if backend == "triton":
+        from rmt_megatron.kernels import triton_logits
+
+        return triton_logits
+    return chunked
+
+
 class _LogitsOp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits, labels, temperature, ignore_index, tp_group):
+    def forward(ctx, logits, labels, temperature, ignore_index, tp_group, impl):
         local, ignored = local_labels(labels, vocab_start(logits.shape[1], tp_group),
                                       logits.shape[1], ignore_index)
-        stats = combine(chunked.logits_partial_stats(logits, local, temperature), ignored,
+        stats = combine(impl.logits_partial_stats(logits, local, temperature), ignored,
                         tp_group)
         ctx.save_for_backward(logits, local, ignored, stats.log_z, stats.mean_z)
         ctx.temperature = temperature
+        ctx.impl = impl
         return stats.logprob, stats.entropy
 
     @staticmethod
@@ -80,8 +102,8 @@ class _LogitsOp(torch.autograd.Function):
         logits, local, ignored, log_z, mean_z = ctx.saved_tensors
         g_lp, g_h = grad_coefficients(grad_logprob, grad_entropy, ignored, logits.shape[0],
                                       logits.device)
-        grad = chunked.logits_grad(logits, local, log_z, mean_z, g_lp, g_h, ctx.temperature)
-        return grad, None, None, None, None
+        grad = ctx.impl.logits_grad(logits, local, log_z, mean_z, g_lp, g_h, ctx.temperature)
+        return grad, None, None, None, None, None
 
 
 class _LinearOp(torch.autograd.Function):
@@ -127,13 +149,15 @@ def token_logprob_entropy(logits: torch.Tensor, labels: torch.Tensor, *,
     if logits.dim() != 2:
         raise ValueError(f"logits must be [N, V_local], got {tuple(logits.shape)}")
     _check(labels, logits.shape[0], logits.shape[1], temperature, tp_group)
-    if resolve_backend(backend) == "reference":
+    backend = resolve_backend(backend, logits.is_cuda)
+    if backend == "reference":
         if tp_world_size(tp_group) > 1:
             raise ValueError("the reference backend has no vocab-parallel path: use "
                              "backend='chunked' with tp_group")
         return token_logprob_entropy_reference(logits, labels, temperature=temperature,
                                                ignore_index=ignore_index)
-    return _LogitsOp.apply(logits, labels, temperature, ignore_index, tp_group)
+    return _LogitsOp.apply(logits, labels, temperature, ignore_index, tp_group,
+                           _logits_impl(backend))
 
 
 def _check_linear(hidden, weight, labels, temperature, tp_group, backend) -> None:
@@ -141,8 +165,8 @@ def _check_linear(hidden, weight, labels, temperature, tp_group, backend) -> Non
         raise ValueError(f"expected hidden [N, H] and weight [V_local, H], got "
                          f"{tuple(hidden.shape)} and {tuple(weight.shape)}")
     _check(labels, hidden.shape[0], weight.shape[0], temperature, tp_group)
-    if resolve_backend(backend) != "chunked":
-        raise ValueError("the linear ops exist only in the chunked backend")
+    if resolve_backend(backend, hidden.is_cuda) == "reference":
+        raise ValueError("the reference backend has no linear op: use 'chunked' or 'triton'")
 
 
 def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,

@@ -3,16 +3,17 @@
 `make_forward_step(loss_config)` returns `forward_step(data_iterator, model)` with the contract of
 `megatron.core.pipeline_parallel.get_forward_backward_func()`: it runs the model on the next
 micro-batch (a dict from `rmt_megatron.batches.collate`) and returns the output with a loss
-function. On the last pipeline stage the model returns the per-token cross-entropy `[b, s]`
-(megatron's vocab-parallel cross-entropy, so logprob = -output under any TP); the loss function
-turns it into
+function. On the last pipeline stage the model returns its vocab-parallel logits
+`[b, s, V_local]`; the loss function takes per-token log-probabilities and entropies from them
+with `rmt_megatron.kernels.token_logprob_entropy` (exact over the whole vocabulary under TP) and
+returns
 
-    (loss_sum, num_tokens, {"rl loss": [Σ RL loss, N_RL], "ntp loss": [Σ NTP loss, N_NTP]})
+    (loss_sum, num_tokens, {"rl loss": [Σ, N_RL], "ntp loss": [Σ, N_NTP], "rl entropy": [Σ, N_RL]})
 
-where loss_sum = Σ_n loss_weight_n · ℓ_n, ℓ_n the per-token RL loss (clipped surrogate, see
-`rmt_megatron.loss`) on RL tokens and -logprob_n on NTP tokens. The schedule must run with
-`calculate_per_token_loss=True`, so Megatron divides the gradients by the step's total
-`num_tokens`; `batches.collate` chose the weights for that division.
+where loss_sum = Σ_n loss_weight_n · ℓ_n, ℓ_n the per-token RL loss (clipped surrogate and
+entropy bonus, see `rmt_megatron.loss`) on RL tokens and -logprob_n on NTP tokens. The schedule
+must run with `calculate_per_token_loss=True`, so Megatron divides the gradients by the step's
+total `num_tokens`; `batches.collate` chose the weights for that division.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
+from megatron.core import parallel_state
 
 from rmt_megatron.config import LossConfig
+from rmt_megatron.kernels import token_logprob_entropy
 from rmt_megatron.loss import rl_token_losses
 
 
@@ -33,10 +36,16 @@ def causal_mask(seq_length: int) -> torch.Tensor:
 
 def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig,
                    output: torch.Tensor):
-    """Megatron loss function for one micro-batch; `output` is the `[b, s]` cross-entropy."""
-    logprob = -output.float()
+    """Megatron loss function for one micro-batch; `output` is this TP rank's vocab-parallel
+    logits `[b, s, V_local]`."""
+    labels = batch["labels"]
+    logprob, entropy = token_logprob_entropy(
+        output.reshape(-1, output.shape[-1]), labels.reshape(-1),
+        tp_group=parallel_state.get_tensor_model_parallel_group())
+    logprob, entropy = logprob.view(labels.shape), entropy.view(labels.shape)
     rl_mask, ntp_mask = batch["rl_mask"], batch["ntp_mask"]
-    per_token, _, _ = rl_token_losses(logprob, batch["advantages"], loss_config)
+    per_token, _, _ = rl_token_losses(logprob, batch["advantages"], loss_config,
+                                      entropy=entropy)
     rl_loss = torch.where(rl_mask, per_token, 0.0)
     ntp_loss = torch.where(ntp_mask, -logprob, 0.0)
     loss_sum = (batch["loss_weight"] * (rl_loss + ntp_loss)).sum()
@@ -44,21 +53,23 @@ def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig,
     report = {
         "rl loss": torch.stack([rl_loss.sum().detach(), n_rl.float()]),
         "ntp loss": torch.stack([ntp_loss.sum().detach(), n_ntp.float()]),
+        "rl entropy": torch.stack([torch.where(rl_mask, entropy, 0.0).sum().detach(),
+                                   n_rl.float()]),
     }
     return loss_sum, (n_rl + n_ntp).int(), report
 
 
 def make_forward_step(loss_config: LossConfig) -> Callable:
     """`forward_step(data_iterator, model)` computing the RMT dual loss."""
-    if loss_config.kl_beta > 0 or loss_config.entropy_coeff > 0:
+    if loss_config.kl_beta > 0:
         raise NotImplementedError(
-            "the Megatron step trains without a reference model or entropy bonus for now: set "
-            "loss.kl_beta=0 and loss.entropy_coeff=0 (--rmt-kl-beta 0 --rmt-entropy-coeff 0)")
+            "the Megatron step trains without a reference model for now: set loss.kl_beta=0 "
+            "(--rmt-kl-beta 0)")
 
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
         batch = next(data_iterator)
         output = model(batch["tokens"], batch["position_ids"],
-                       causal_mask(batch["tokens"].shape[1]), labels=batch["labels"])
+                       causal_mask(batch["tokens"].shape[1]))
         return output, partial(dual_loss_func, batch, loss_config)
 
     return forward_step

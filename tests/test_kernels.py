@@ -175,3 +175,18 @@ def test_backend_switch_and_bad_input(monkeypatch):
         token_logprob_entropy(torch.zeros(2, 4), torch.tensor([0, 4]), backend="chunked")
     with pytest.raises(ValueError, match=r"\[N, H\]"):
         linear_logprob_entropy(torch.zeros(2, 3), torch.zeros(4, 5), torch.tensor([0, 1]))
+
+
+def test_triton_kernels_under_the_interpreter():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    checks = Path(__file__).with_name("triton_interpreter_checks.py")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(checks)], capture_output=True, text=True, timeout=600,
+                            env={**os.environ, "TRITON_INTERPRET": "1"},
+                            cwd=checks.parent.parent)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "8 passed" in result.stdout

@@ -103,7 +103,8 @@ def test_training_steps_match_the_single_process_run(checkpoint, tp, pp):
 
 
 def test_dual_loss_gradient_in_megatron_matches_the_reference_objective(checkpoint):
-    """The weighted per-token sum Megatron differentiates equals dual_loss's objective."""
+    """The weighted per-token sum Megatron differentiates (kernel op on vocab-parallel logits)
+    equals dual_loss's objective on the reference log-probabilities."""
     result = run_ranks(1, _compare_objectives, checkpoint)[0]
     torch.testing.assert_close(result[0], result[1], rtol=1e-5, atol=1e-6)
 
@@ -112,6 +113,7 @@ def _compare_objectives(directory):
     from rmt_megatron import distributed, megatron_cpu
     from rmt_megatron.batches import collate, ntp_sequence, rl_sequence, token_weights
     from rmt_megatron.checkpointing import load_checkpoint
+    from rmt_megatron.kernels import token_logprob_entropy_reference
     from rmt_megatron.loss import dual_loss
     from rmt_megatron.model import build_gpt_model
     from rmt_megatron.step import causal_mask, dual_loss_func
@@ -127,15 +129,16 @@ def _compare_objectives(directory):
         n_ntp = sum(s.ntp_tokens for s in sequences)
         (batch,) = collate(sequences, 3, 5, 0, *token_weights(n_rl, n_ntp, 1.0, 0.1))
         grads = []
-        for use_megatron_sum in (True, False):  # megatron's CE backward runs once per forward
+        for use_megatron_sum in (True, False):
             model.zero_grad()
-            output = model(batch["tokens"], batch["position_ids"], causal_mask(5),
-                           labels=batch["labels"])
+            logits = model(batch["tokens"], batch["position_ids"], causal_mask(5))
             if use_megatron_sum:
-                loss_sum, tokens, _ = dual_loss_func(batch, LossConfig(), output)
+                loss_sum, tokens, _ = dual_loss_func(batch, LossConfig(), logits)
                 objective = loss_sum / tokens
             else:
-                objective = dual_loss(-output.flatten(), rl_mask=batch["rl_mask"].flatten(),
+                logprob, _ = token_logprob_entropy_reference(
+                    logits.reshape(-1, logits.shape[-1]), batch["labels"].flatten())
+                objective = dual_loss(logprob, rl_mask=batch["rl_mask"].flatten(),
                                       ntp_mask=batch["ntp_mask"].flatten(),
                                       advantages=batch["advantages"].flatten(),
                                       config=LossConfig()).loss

@@ -1,0 +1,47 @@
+"""Triton logits kernels against the reference, run by test_kernels.py in a subprocess with
+TRITON_INTERPRET=1 (the interpreter must be on before triton is imported). Tiny shapes: the
+interpreter runs kernel loops in Python."""
+
+import os
+
+import pytest
+import torch
+
+from rmt_megatron.kernels import (
+    token_logprob_entropy,
+    token_logprob_entropy_reference,
+    triton_logits,
+)
+
+assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
+
+CASES = [(3, 37, 1.0, 3.0, [1]), (1, 5, 0.6, 1.0, []), (2, 9, 1.0, 1e4, [0]),
+         (2, 13, 1.0, 1.0, [0, 1])]
+
+
+@pytest.fixture(autouse=True)
+def small_block(monkeypatch):
+    monkeypatch.setattr(triton_logits, "BLOCK", 16)  # several tiles and a ragged last one
+
+
+@pytest.mark.parametrize(("n", "v", "temperature", "scale", "ignored"), CASES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_logits_op(n, v, temperature, scale, ignored, dtype):
+    generator = torch.Generator().manual_seed(v)
+    logits = (torch.randn(n, v, generator=generator) * scale).to(dtype)
+    labels = torch.randint(0, v, (n,), generator=generator)
+    labels[ignored] = -100
+    upstream = torch.randn(2, n, generator=generator)
+    results = []
+    for fn, x in ((lambda *a, **k: token_logprob_entropy(*a, backend="triton", **k), logits),
+                  (token_logprob_entropy_reference, logits.float())):
+        x = x.detach().clone().requires_grad_()
+        logprob, entropy = fn(x, labels, temperature=temperature)
+        (logprob * upstream[0] + entropy * upstream[1]).sum().backward()
+        results.append((logprob, entropy, x.grad.float()))
+    (lp, h, g), (ref_lp, ref_h, ref_g) = results
+    torch.testing.assert_close(lp, ref_lp, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, ref_h, rtol=1e-5, atol=1e-5)
+    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {
+        "rtol": 2 ** -8, "atol": 1e-3}
+    torch.testing.assert_close(g, ref_g, **tolerance)

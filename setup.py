@@ -47,5 +47,6 @@ setup(
         # project): see CONTRIBUTING.md.
         "gpu": ["transformer-engine[pytorch]"],
         "dev": ["pytest", "pytest-benchmark", "ruff"],
+        "bench": ["matplotlib"],
     },
 )

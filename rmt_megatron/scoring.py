@@ -28,8 +28,9 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from tqdm import tqdm
 
+from rmt_megatron.kernels import token_logprob_entropy
 from rmt_megatron.step import causal_mask
-from rmt_megatron.vocab_parallel import vocab_parallel_entropy, vocab_parallel_topk_entropy
+from rmt_megatron.vocab_parallel import vocab_parallel_topk_entropy
 
 Statistic = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 
@@ -70,8 +71,11 @@ def entropy_statistic(top_k: int) -> Statistic:
 
     def statistic(logits: torch.Tensor, batch) -> torch.Tensor:
         flat = logits.reshape(-1, logits.shape[-1])
-        values = (vocab_parallel_topk_entropy(flat, top_k, group) if top_k
-                  else vocab_parallel_entropy(flat, group))
+        if top_k:
+            values = vocab_parallel_topk_entropy(flat, top_k, group)
+        else:
+            unlabelled = torch.full(flat.shape[:1], -100, dtype=torch.long)
+            values = token_logprob_entropy(flat, unlabelled, tp_group=group)[1]
         return values.reshape(logits.shape[:2])
 
     return statistic

@@ -132,15 +132,6 @@ class StepBatchBuilder:
         docs = np.searchsorted(self.offsets, flat, side="right") - 1
         return [(int(d), int(f - self.offsets[d])) for d, f in zip(docs, flat, strict=True)]
 
-    def _budget(self, step: int) -> int | None:
-        if not self.config.budget.enabled:
-            return None
-        return budget_at(step, self.config.train.train_iters, self.config.budget)
-
-    def _generator(self, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(
-            self.config.train.seed * 1_000_003 + step * 7919 + self.dp_rank)
-
     def build(self, step: int) -> StepBatches:
         config = self.config
         stats = SumsAndCounts()

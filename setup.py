@@ -29,6 +29,7 @@ setup(
         "megatron-core>=0.16.1; python_version >= '3.12'",
         "numpy",
         "psutil",  # megatron-core's distributed checkpointing needs it
+        "safetensors",
         "sentencepiece",
         "tensorboard",
         "tqdm",
@@ -46,7 +47,8 @@ setup(
         # NVIDIA apex is built from its own source tree (the PyPI name "apex" is another
         # project): see CONTRIBUTING.md.
         "gpu": ["transformer-engine[pytorch]"],
-        "dev": ["pytest", "pytest-benchmark", "ruff"],
+        # transformers builds the reference models the import tests compare against
+        "dev": ["pytest", "pytest-benchmark", "ruff", "transformers"],
         "bench": ["matplotlib"],
     },
 )

@@ -1,0 +1,209 @@
+"""Hugging Face checkpoints (Llama, Qwen2, Qwen3) into a megatron-core GPTModel, loaded sharded.
+
+`model_config_from_hf(dir)` maps `config.json` to `ModelConfig` (RMSNorm ε, SwiGLU, GQA and head
+size, RoPE θ, Qwen2's QKV bias, Qwen3's per-head q/k norms, tied or untied embeddings).
+`load_hf_weights(model, config, dir)` fills this rank's `GPTModel` stage, reading from the
+`*.safetensors` files (one file or an index) only the rows and columns this rank holds, so no
+rank ever holds the whole model:
+
+    embed_tokens / lm_head [V, H]      -> vocab rows of this TP rank (padded rows zero)
+    q/k/v_proj [(nq|nkv)·d, H]         -> linear_qkv, Megatron's layout grouped per KV head:
+                                          for each of this rank's groups [q heads; k; v]
+    q/k/v_proj bias (Qwen2)            -> linear_qkv.bias, same layout
+    o_proj [H, nq·d]                   -> linear_proj, this rank's columns
+    gate_proj, up_proj [F, H]          -> linear_fc1 = [gate rows; up rows] of this rank
+    down_proj [H, F]                   -> linear_fc2, this rank's columns
+    norms, q_norm/k_norm               -> copied whole
+    model.layers.{offset + i}          -> decoder.layers.{i} of this pipeline stage
+
+Shapes are checked against the model's parameters: config and weights that disagree, a missing
+shard file or tensor, and an unsupported architecture are errors that say which.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from megatron.core import parallel_state
+
+from rmt_megatron.config import ConfigError, ModelConfig
+from rmt_megatron.model import padded_vocab_size
+
+SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+
+
+class CheckpointFormatError(ValueError):
+    """A Hugging Face checkpoint is incomplete or does not fit the model."""
+
+
+def _read_config(directory: Path) -> dict:
+    path = directory / "config.json"
+    if not path.is_file():
+        raise CheckpointFormatError(f"{path} does not exist: pass a Hugging Face checkpoint "
+                                    "directory (config.json + *.safetensors)")
+    return json.loads(path.read_text())
+
+
+def model_config_from_hf(directory: str | os.PathLike, **overrides) -> ModelConfig:
+    """`ModelConfig` for the checkpoint in `directory`; `overrides` set other fields (TP, PP)."""
+    hf = _read_config(Path(directory))
+    architecture = (hf.get("architectures") or ["?"])[0]
+    if architecture not in SUPPORTED_ARCHITECTURES:
+        raise ConfigError(f"architecture {architecture!r} is not supported: the importer reads "
+                          f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+    if hf.get("hidden_act", "silu") != "silu":
+        raise ConfigError(f"hidden_act={hf['hidden_act']!r}: only SwiGLU (silu) MLPs map to "
+                          "this model")
+    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type != "default":
+        raise ConfigError(f"RoPE scaling {rope_type!r} is not supported yet (only plain RoPE)")
+    if architecture == "LlamaForCausalLM" and (hf.get("attention_bias") or hf.get("mlp_bias")):
+        raise ConfigError("Llama checkpoints with attention or MLP biases are not supported")
+    heads = hf["num_attention_heads"]
+    fields = dict(
+        num_layers=hf["num_hidden_layers"], hidden_size=hf["hidden_size"],
+        ffn_hidden_size=hf["intermediate_size"], num_attention_heads=heads,
+        num_query_groups=hf.get("num_key_value_heads", heads),
+        kv_channels=hf.get("head_dim") or hf["hidden_size"] // heads,
+        max_position_embeddings=hf["max_position_embeddings"],
+        seq_length=min(4096, hf["max_position_embeddings"]), vocab_size=hf["vocab_size"],
+        norm_epsilon=hf.get("rms_norm_eps", 1e-6),
+        rotary_base=int(rope.get("rope_theta", hf.get("rope_theta", 10000))),
+        qk_layernorm=architecture == "Qwen3ForCausalLM",
+        add_qkv_bias=architecture == "Qwen2ForCausalLM",
+        untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False))
+    fields.update(overrides)
+    return ModelConfig(**fields)
+
+
+class SafetensorsReader:
+    """Lazy, sliced reads of tensors by name across a checkpoint's safetensors files."""
+
+    def __init__(self, directory: Path) -> None:
+        from safetensors import safe_open
+
+        index = directory / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+        elif (directory / "model.safetensors").is_file():
+            weight_map = None
+        else:
+            raise CheckpointFormatError(f"{directory} has neither model.safetensors nor "
+                                        "model.safetensors.index.json")
+        files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
+        self._handles = {}
+        for name in files:
+            if not (directory / name).is_file():
+                raise CheckpointFormatError(f"shard {directory / name} named by the index is "
+                                            "missing")
+            self._handles[name] = safe_open(str(directory / name), framework="pt")
+        self._where = weight_map or {key: "model.safetensors"
+                                     for key in self._handles["model.safetensors"].keys()}  # noqa: SIM118
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._where
+
+    def read(self, name: str, rows: slice = slice(None), columns: slice | None = None):
+        if name not in self._where:
+            raise CheckpointFormatError(f"tensor {name!r} is missing from the checkpoint")
+        part = self._handles[self._where[name]].get_slice(name)
+        return part[rows] if columns is None else part[rows, columns]
+
+
+def _rank_range(total: int, rank: int, ranks: int) -> slice:
+    size = total // ranks
+    return slice(rank * size, (rank + 1) * size)
+
+
+def _fused_qkv(reader: SafetensorsReader, prefix: str, suffix: str, config: ModelConfig,
+               tp_rank: int) -> torch.Tensor:
+    """This rank's linear_qkv weight (suffix "weight") or bias ("bias"), grouped per KV head."""
+    head_dim = config.kv_channels or config.hidden_size // config.num_attention_heads
+    groups = config.query_groups
+    per_group = config.num_attention_heads // groups
+    local = _rank_range(groups, tp_rank, config.tensor_model_parallel_size)
+    parts = []
+    for group in range(local.start, local.stop):
+        q_rows = slice(group * per_group * head_dim, (group + 1) * per_group * head_dim)
+        kv_rows = slice(group * head_dim, (group + 1) * head_dim)
+        parts += [reader.read(f"{prefix}.q_proj.{suffix}", q_rows),
+                  reader.read(f"{prefix}.k_proj.{suffix}", kv_rows),
+                  reader.read(f"{prefix}.v_proj.{suffix}", kv_rows)]
+    return torch.cat(parts)
+
+
+def _vocab_rows(reader: SafetensorsReader, name: str, config: ModelConfig, tp_rank: int,
+                vocab_size: int) -> torch.Tensor:
+    padded = padded_vocab_size(vocab_size, config)
+    rows = _rank_range(padded, tp_rank, config.tensor_model_parallel_size)
+    real = reader.read(name, slice(rows.start, min(rows.stop, vocab_size)))
+    out = torch.zeros(rows.stop - rows.start, config.hidden_size, dtype=real.dtype)
+    out[:real.shape[0]] = real
+    return out
+
+
+def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_rank: int,
+               layer_offset: int, vocab_size: int) -> torch.Tensor:
+    tp = config.tensor_model_parallel_size
+    tied = not config.untie_embeddings_and_output_weights
+    if name == "embedding.word_embeddings.weight":
+        return _vocab_rows(reader, "model.embed_tokens.weight", config, tp_rank, vocab_size)
+    if name == "output_layer.weight":
+        source = "model.embed_tokens.weight" if tied else "lm_head.weight"
+        return _vocab_rows(reader, source, config, tp_rank, vocab_size)
+    if name == "decoder.final_layernorm.weight":
+        return reader.read("model.norm.weight")
+    parts = name.split(".")
+    if parts[:2] != ["decoder", "layers"]:
+        raise CheckpointFormatError(f"no Hugging Face tensor maps to {name!r}")
+    prefix = f"model.layers.{int(parts[2]) + layer_offset}"
+    module = ".".join(parts[3:])
+    whole = {"input_layernorm.weight": "input_layernorm.weight",
+             "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
+             "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
+             "self_attention.k_layernorm.weight": "self_attn.k_norm.weight"}
+    if module in whole:
+        return reader.read(f"{prefix}.{whole[module]}")
+    if module in ("self_attention.linear_qkv.weight", "self_attention.linear_qkv.bias"):
+        return _fused_qkv(reader, f"{prefix}.self_attn", module.rsplit(".", 1)[1], config,
+                          tp_rank)
+    if module == "self_attention.linear_proj.weight":
+        columns = _rank_range(config.num_attention_heads * (
+            config.kv_channels or config.hidden_size // config.num_attention_heads),
+            tp_rank, tp)
+        return reader.read(f"{prefix}.self_attn.o_proj.weight", slice(None), columns)
+    if module == "mlp.linear_fc1.weight":
+        rows = _rank_range(config.ffn_hidden_size, tp_rank, tp)
+        return torch.cat([reader.read(f"{prefix}.mlp.gate_proj.weight", rows),
+                          reader.read(f"{prefix}.mlp.up_proj.weight", rows)])
+    if module == "mlp.linear_fc2.weight":
+        columns = _rank_range(config.ffn_hidden_size, tp_rank, tp)
+        return reader.read(f"{prefix}.mlp.down_proj.weight", slice(None), columns)
+    raise CheckpointFormatError(f"no Hugging Face tensor maps to {name!r}")
+
+
+@torch.no_grad()
+def load_hf_weights(model, config: ModelConfig, directory: str | os.PathLike) -> None:
+    """Fill this rank's GPTModel stage from the checkpoint in `directory` (sharded reads)."""
+    directory = Path(directory)
+    vocab_size = _read_config(directory)["vocab_size"]
+    reader = SafetensorsReader(directory)
+    tp_rank = parallel_state.get_tensor_model_parallel_rank()
+    stage = parallel_state.get_pipeline_model_parallel_rank()
+    layer_offset = stage * (config.num_layers // config.pipeline_model_parallel_size)
+    state = {}
+    for name, current in model.state_dict().items():
+        if current is None or name.endswith("_extra_state"):
+            continue
+        value = _hf_tensor(name, reader, config, tp_rank, layer_offset, vocab_size)
+        if value.shape != current.shape:
+            raise CheckpointFormatError(
+                f"{name}: the checkpoint gives shape {tuple(value.shape)} but the model built "
+                f"from the config expects {tuple(current.shape)}: config.json and the weights "
+                "disagree")
+        state[name] = value.to(current.dtype)
+    model.load_state_dict(state, strict=False)

@@ -1,0 +1,90 @@
+"""Hugging Face Llama / Qwen2 / Qwen3 checkpoints into GPTModel: logits equal transformers' own
+forward (tiny random models built offline from a config, fp32) at TP=1, TP=2 and PP=2."""
+
+import json
+
+import pytest
+import torch
+import transformers
+from ranks import run_ranks
+
+TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            rms_norm_eps=1e-6)
+MODELS = {
+    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
+              dict(tie_word_embeddings=True)),
+    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM,
+              dict(tie_word_embeddings=False)),
+    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM,
+              dict(tie_word_embeddings=False, head_dim=16)),
+}
+TOKENS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+@pytest.fixture(scope="module", params=sorted(MODELS))
+def checkpoint(request, tmp_path_factory):
+    config_cls, model_cls, extra = MODELS[request.param]
+    torch.manual_seed(0)
+    model = model_cls(config_cls(**TINY, **extra)).eval()
+    with torch.no_grad():  # Qwen2's QKV biases start at zero: make them matter
+        for name, param in model.named_parameters():
+            if name.endswith("bias"):
+                param.normal_()
+    directory = tmp_path_factory.mktemp(request.param)
+    model.save_pretrained(directory)
+    with torch.no_grad():
+        logits = model(TOKENS).logits
+    return directory, logits
+
+
+def _megatron_logits(directory, tp, pp):
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.hf_import import load_hf_weights, model_config_from_hf
+    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.scoring import forward_statistics, share_from_last_stage
+
+    config = model_config_from_hf(directory, tensor_model_parallel_size=tp,
+                                  pipeline_model_parallel_size=pp,
+                                  make_vocab_size_divisible_by=64)
+    distributed.initialize(config, seed=0)
+    with megatron_cpu.device_mode():
+        model = build_gpt_model(config, config.vocab_size)
+        load_hf_weights(model, config, directory)
+
+        def gathered(logits, batch):
+            from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+            return gather_from_tensor_model_parallel_region(logits)[..., :300]
+
+        batch = {"tokens": TOKENS, "position_ids": torch.arange(12)[None].expand(2, 12)}
+        result = share_from_last_stage(forward_statistics(model, [batch], gathered))[0]
+    distributed.shutdown()
+    return result
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 1), (1, 2)])
+def test_imported_logits_equal_transformers(checkpoint, tp, pp):
+    directory, reference = checkpoint
+    for logits in run_ranks(tp * pp, _megatron_logits, str(directory), tp, pp):
+        assert (logits - reference).abs().max() <= 1e-4
+
+
+def test_bad_checkpoints_are_named(checkpoint, tmp_path):
+    from rmt_megatron.config import ConfigError
+    from rmt_megatron.hf_import import (
+        CheckpointFormatError,
+        SafetensorsReader,
+        model_config_from_hf,
+    )
+
+    directory, _ = checkpoint
+    config = json.loads((directory / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2"]}))
+    with pytest.raises(ConfigError, match="LlamaForCausalLM, Qwen2ForCausalLM"):
+        model_config_from_hf(tmp_path)
+    with pytest.raises(CheckpointFormatError, match=r"neither model\.safetensors"):
+        SafetensorsReader(tmp_path)
+    (tmp_path / "model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": {"model.norm.weight": "model-00002.safetensors"}}))
+    with pytest.raises(CheckpointFormatError, match=r"model-00002\.safetensors"):
+        SafetensorsReader(tmp_path)

@@ -88,3 +88,35 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
         json.dumps({"weight_map": {"model.norm.weight": "model-00002.safetensors"}}))
     with pytest.raises(CheckpointFormatError, match=r"model-00002\.safetensors"):
         SafetensorsReader(tmp_path)
+
+
+def _round_trip(directory, output, tp, pp):
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.hf_export import export_hf
+    from rmt_megatron.hf_import import load_hf_weights, model_config_from_hf
+    from rmt_megatron.model import build_gpt_model
+
+    config = model_config_from_hf(directory, tensor_model_parallel_size=tp,
+                                  pipeline_model_parallel_size=pp,
+                                  make_vocab_size_divisible_by=64)
+    distributed.initialize(config, seed=0)
+    with megatron_cpu.device_mode():
+        model = build_gpt_model(config, config.vocab_size)
+        load_hf_weights(model, config, directory)
+        export_hf(model, config, config.vocab_size, f"{directory}/config.json", output)
+    distributed.shutdown()
+
+
+@pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])
+def test_import_then_export_is_bitwise(checkpoint, tmp_path, tp, pp):
+    from safetensors.torch import load_file
+
+    directory, _ = checkpoint
+    run_ranks(tp * pp, _round_trip, str(directory), str(tmp_path / "out"), tp, pp)
+    original = load_file(directory / "model.safetensors")
+    exported = load_file(tmp_path / "out" / "model.safetensors")
+    assert sorted(exported) == sorted(original)
+    for name, tensor in original.items():
+        assert torch.equal(exported[name], tensor), name
+    assert (tmp_path / "out" / "config.json").read_text() == (
+        directory / "config.json").read_text()

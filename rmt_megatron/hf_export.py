@@ -1,0 +1,127 @@
+"""A (mid-trained) GPTModel back to a Hugging Face checkpoint: the inverse of `hf_import`.
+
+Every rank gathers its tensor-parallel shards into whole tensors (vocab rows, the per-KV-group
+QKV blocks, the per-rank [gate; up] blocks of linear_fc1, the column blocks of linear_proj and
+linear_fc2), pipeline stages send their layers (renumbered to global layer indices) to rank 0,
+and rank 0 un-fuses them into the Hugging Face names, strips Megatron's vocabulary padding and
+writes `model.safetensors` next to a copy of the source `config.json` (the architecture
+description; only the weights change in mid-training). Files are written under temporary names
+and renamed when complete. Import followed by export reproduces the weights bitwise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from megatron.core import parallel_state
+
+from rmt_megatron.config import ModelConfig
+
+_COLUMN_SHARDED = ("self_attention.linear_proj.weight", "mlp.linear_fc2.weight")
+_REPLICATED = ("layernorm.weight",)
+
+
+def _gather_tp(name: str, tensor: torch.Tensor, tp: int) -> list[torch.Tensor] | torch.Tensor:
+    """Whole tensor for column-sharded weights; per-rank list for row-sharded ones."""
+    if tp == 1 or name.endswith(_REPLICATED):
+        return tensor
+    pieces = [torch.empty_like(tensor) for _ in range(tp)]
+    dist.all_gather(pieces, tensor.contiguous(),
+                    group=parallel_state.get_tensor_model_parallel_group())
+    if name.endswith(_COLUMN_SHARDED):
+        return torch.cat(pieces, dim=1)
+    return pieces
+
+
+def _stage_tensors(model, config: ModelConfig) -> dict[str, object]:
+    """This stage's tensors by global Megatron name (TP shards gathered)."""
+    offset = parallel_state.get_pipeline_model_parallel_rank() * (
+        config.num_layers // config.pipeline_model_parallel_size)
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        if tensor is None or name.endswith("_extra_state"):
+            continue
+        if name.startswith("decoder.layers."):
+            parts = name.split(".")
+            parts[2] = str(int(parts[2]) + offset)
+            name = ".".join(parts)
+        tensors[name] = _gather_tp(name, tensor.detach().cpu(),
+                                   config.tensor_model_parallel_size)
+    return tensors
+
+
+def _as_ranks(value) -> list[torch.Tensor]:
+    return value if isinstance(value, list) else [value]
+
+
+def _to_hf(tensors: dict, config: ModelConfig, vocab_size: int) -> dict[str, torch.Tensor]:
+    head_dim = config.kv_channels or config.hidden_size // config.num_attention_heads
+    per_group = config.num_attention_heads // config.query_groups
+    out: dict[str, torch.Tensor] = {}
+    for name, value in tensors.items():
+        if name == "embedding.word_embeddings.weight":
+            out["model.embed_tokens.weight"] = torch.cat(_as_ranks(value))[:vocab_size]
+        elif name == "output_layer.weight":
+            if config.untie_embeddings_and_output_weights:
+                out["lm_head.weight"] = torch.cat(_as_ranks(value))[:vocab_size]
+        elif name == "decoder.final_layernorm.weight":
+            out["model.norm.weight"] = value
+        else:
+            layer = f"model.layers.{name.split('.')[2]}"
+            module = ".".join(name.split(".")[3:])
+            out.update(_layer_to_hf(layer, module, value, per_group, head_dim))
+    return {key: tensor.contiguous() for key, tensor in out.items()}
+
+
+def _layer_to_hf(layer: str, module: str, value, per_group: int,
+                 head_dim: int) -> dict[str, torch.Tensor]:
+    whole = {"input_layernorm.weight": "input_layernorm.weight",
+             "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
+             "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
+             "self_attention.k_layernorm.weight": "self_attn.k_norm.weight",
+             "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
+             "mlp.linear_fc2.weight": "mlp.down_proj.weight"}
+    if module in whole:
+        return {f"{layer}.{whole[module]}": value}
+    if module.startswith("self_attention.linear_qkv."):
+        suffix = module.rsplit(".", 1)[1]
+        fused = torch.cat(_as_ranks(value))
+        groups = fused.reshape(-1, (per_group + 2) * head_dim, *fused.shape[1:])
+        q, k, v = groups.split([per_group * head_dim, head_dim, head_dim], dim=1)
+        return {f"{layer}.self_attn.{proj}_proj.{suffix}": part.reshape(-1, *fused.shape[1:])
+                for proj, part in (("q", q), ("k", k), ("v", v))}
+    if module == "mlp.linear_fc1.weight":
+        halves = [piece.chunk(2) for piece in _as_ranks(value)]
+        return {f"{layer}.mlp.gate_proj.weight": torch.cat([g for g, _ in halves]),
+                f"{layer}.mlp.up_proj.weight": torch.cat([u for _, u in halves])}
+    raise ValueError(f"no Hugging Face tensor for {layer}.{module}")
+
+
+def export_hf(model, config: ModelConfig, vocab_size: int, source_config: str | os.PathLike,
+              output: str | os.PathLike) -> Path | None:
+    """Write `output/` (config.json + model.safetensors) from every rank's stage; collective.
+    Returns the directory on rank 0, None elsewhere."""
+    from safetensors.torch import save_file
+
+    tensors = _stage_tensors(model, config)
+    if dist.is_initialized() and config.pipeline_model_parallel_size > 1:
+        stages = [None] * config.pipeline_model_parallel_size
+        dist.all_gather_object(stages, tensors,
+                               group=parallel_state.get_pipeline_model_parallel_group())
+        tensors = {k: v for stage in stages for k, v in stage.items()}
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return None
+    output = Path(output)
+    temporary = output.with_name(output.name + ".tmp")
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir(parents=True)
+    save_file(_to_hf(tensors, config, vocab_size), str(temporary / "model.safetensors"),
+              metadata={"format": "pt"})
+    shutil.copy(source_config, temporary / "config.json")
+    shutil.rmtree(output, ignore_errors=True)
+    temporary.replace(output)
+    return output

@@ -23,6 +23,7 @@ import json
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -120,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"warm start: {len(examples)} worked examples + {len(documents)} documents, "
           f"longest {longest} tokens, vocab {tokenizer.vocab_size}", flush=True)
 
-    train = config.train
-    train.train_iters, train.lr, train.lr_warmup_iters = args.train_iters, args.lr, 20
+    train = replace(config.train, train_iters=args.train_iters, lr=args.lr, lr_warmup_iters=20)
     distributed.initialize(config.model, args.seed)
     rng = random.Random(args.seed)
     losses = []

@@ -1,6 +1,7 @@
 """Hugging Face Llama / Qwen2 / Qwen3 checkpoints into GPTModel: logits equal transformers' own
 forward (tiny random models built offline from a config, fp32) at TP=1, TP=2 and PP=2."""
 
+import contextlib
 import json
 
 import pytest
@@ -38,28 +39,36 @@ def checkpoint(request, tmp_path_factory):
     return directory, logits
 
 
-def _megatron_logits(directory, tp, pp):
+@contextlib.contextmanager
+def _imported(directory, tp, pp):
+    """(config, GPTModel stage) with the checkpoint's weights, inside this rank's process group."""
     from rmt_megatron import distributed, megatron_cpu
     from rmt_megatron.hf_import import load_hf_weights, model_config_from_hf
     from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.scoring import forward_statistics, share_from_last_stage
 
     config = model_config_from_hf(directory, tensor_model_parallel_size=tp,
                                   pipeline_model_parallel_size=pp,
                                   make_vocab_size_divisible_by=64)
     distributed.initialize(config, seed=0)
-    with megatron_cpu.device_mode():
-        model = build_gpt_model(config, config.vocab_size)
-        load_hf_weights(model, config, directory)
+    try:
+        with megatron_cpu.device_mode():
+            model = build_gpt_model(config, config.vocab_size)
+            load_hf_weights(model, config, directory)
+            yield config, model
+    finally:
+        distributed.shutdown()
 
-        def gathered(logits, batch):
-            from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
-            return gather_from_tensor_model_parallel_region(logits)[..., :300]
 
+def _megatron_logits(directory, tp, pp):
+    from rmt_megatron.scoring import forward_statistics, share_from_last_stage
+
+    def gathered(logits, batch):
+        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+        return gather_from_tensor_model_parallel_region(logits)[..., :300]
+
+    with _imported(directory, tp, pp) as (_, model):
         batch = {"tokens": TOKENS, "position_ids": torch.arange(12)[None].expand(2, 12)}
-        result = share_from_last_stage(forward_statistics(model, [batch], gathered))[0]
-    distributed.shutdown()
-    return result
+        return share_from_last_stage(forward_statistics(model, [batch], gathered))[0]
 
 
 @pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 1), (1, 2)])
@@ -91,20 +100,10 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
 
 
 def _round_trip(directory, output, tp, pp):
-    from rmt_megatron import distributed, megatron_cpu
     from rmt_megatron.hf_export import export_hf
-    from rmt_megatron.hf_import import load_hf_weights, model_config_from_hf
-    from rmt_megatron.model import build_gpt_model
 
-    config = model_config_from_hf(directory, tensor_model_parallel_size=tp,
-                                  pipeline_model_parallel_size=pp,
-                                  make_vocab_size_divisible_by=64)
-    distributed.initialize(config, seed=0)
-    with megatron_cpu.device_mode():
-        model = build_gpt_model(config, config.vocab_size)
-        load_hf_weights(model, config, directory)
+    with _imported(directory, tp, pp) as (config, model):
         export_hf(model, config, config.vocab_size, f"{directory}/config.json", output)
-    distributed.shutdown()
 
 
 @pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])

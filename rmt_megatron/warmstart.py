@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"warm start: {len(examples)} worked examples + {len(documents)} documents, "
           f"longest {longest} tokens, vocab {tokenizer.vocab_size}", flush=True)
 
-    train = replace(config.train, train_iters=args.train_iters, lr=args.lr, lr_warmup_iters=20)
+    train = replace(config.train, train_iters=args.train_iters, lr=args.lr,
+                    lr_warmup_iters=min(20, args.train_iters // 10))
     distributed.initialize(config.model, args.seed)
     rng = random.Random(args.seed)
     losses = []

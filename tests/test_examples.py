@@ -1,5 +1,6 @@
 """The examples run and print what their docstrings promise."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -15,3 +16,15 @@ def test_rmt_step_walkthrough_runs():
     assert "ℓ= 420 match=1 r_len=1.00 r=1.00" in out
     assert "ℓ=1260 match=1 r_len=0.00 r=0.80" in out
     assert "dual loss L = " in out
+
+
+def test_warm_start_command_runs_and_records_what_it_did(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "rmt_megatron.warmstart", "--output",
+                             str(tmp_path), "--train-iters", "2", "--sequences-per-step", "8",
+                             "--micro-batch-size", "4"],
+                            capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "base.json").read_text())
+    assert summary["train_iters"] == 2 and summary["worked_examples"] > 1000
+    assert (tmp_path / "tokenizer.model").is_file()
+    assert (tmp_path / "checkpoint" / "latest_checkpointed_iteration.txt").read_text() == "2"

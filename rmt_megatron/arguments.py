@@ -126,6 +126,11 @@ def add_megatron_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
+_LAYOUT_FIELDS = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "params_dtype",
+                  "sequence_parallel", "make_vocab_size_divisible_by")
+"""Model fields that still come from the flags when --hf-checkpoint sets the model shape."""
+
+
 def config_from_args(args: argparse.Namespace, default_preset: str | None = None) -> RMTConfig:
     """Build the run's `RMTConfig`: the preset (`--rmt-preset`, else `default_preset`, else the
     spec defaults), then `--rmt-method`, then every flag that was given. Flags missing from
@@ -139,8 +144,15 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
         if value is not None:
             overrides[spec.section][spec.field] = tuple(value) if isinstance(value, list) else value
     try:
-        return replace(config, **{name: replace(getattr(config, name), **values)
-                                  for name, values in overrides.items() if values})
+        config = replace(config, **{name: replace(getattr(config, name), **values)
+                                    for name, values in overrides.items() if values})
+        if config.data.hf_checkpoint:
+            from rmt_megatron.hf_import import model_config_from_hf
+
+            model = config.model
+            config = replace(config, model=model_config_from_hf(
+                config.data.hf_checkpoint, **{k: getattr(model, k) for k in _LAYOUT_FIELDS}))
+        return config
     except ConfigError as error:
         field_name = str(error).split("=", 1)[0]
         flags = [s.flag for s in RMT_FLAGS + MEGATRON_FLAGS

@@ -415,7 +415,13 @@ class DataConfig:
     """Prefix of the held-out indexed dataset used for evaluation; None: the built-in one."""
 
     tokenizer_model: str | None = None
-    """SentencePiece .model file the datasets were built with; None: the built-in tokenizer."""
+    """Tokenizer the datasets were built with: a SentencePiece .model, a Hugging Face
+    tokenizer.json or a directory holding one; None: the built-in tokenizer."""
+
+    hf_checkpoint: str | None = None
+    """Start from this Hugging Face checkpoint directory (Llama, Qwen2, Qwen3): its config.json
+    sets the model shape, its weights are loaded sharded, and its tokenizer.json is the tokenizer
+    unless --tokenizer-model says otherwise."""
 
     pretrained_checkpoint: str | None = None
     """Checkpoint directory to start from (model weights only); None with the built-in corpus
@@ -430,9 +436,16 @@ class DataConfig:
     def __post_init__(self) -> None:
         require(self.eval_positions >= 1, "data.eval_positions", self.eval_positions,
                 "evaluate at least one position")
-        require(self.train_data_path is None or self.tokenizer_model is not None,
-                "data.tokenizer_model", self.tokenizer_model,
+        require(self.train_data_path is None or self.tokenizer_model is not None
+                or self.hf_checkpoint is not None, "data.tokenizer_model", self.tokenizer_model,
                 "--train-data-path needs the --tokenizer-model it was built with")
+        require(self.hf_checkpoint is None or self.pretrained_checkpoint is None,
+                "data.hf_checkpoint", self.hf_checkpoint,
+                "give --hf-checkpoint or --pretrained-checkpoint, not both")
+        require(self.hf_checkpoint is None or self.train_data_path is not None,
+                "data.hf_checkpoint", self.hf_checkpoint,
+                "a Hugging Face model needs --train-data-path/--valid-data-path built with its "
+                "tokenizer (rmt_megatron.preprocess --tokenizer-model DIR)")
         require((self.train_data_path is None) == (self.valid_data_path is None),
                 "data.valid_data_path", self.valid_data_path,
                 "give --train-data-path and --valid-data-path together (or neither, for the "

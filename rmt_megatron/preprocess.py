@@ -22,7 +22,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from rmt_megatron.data import DatasetError, write_indexed_dataset
-from rmt_megatron.tokenizer import SentencePieceTokenizer, train_sentencepiece
+from rmt_megatron.tokenizer import load_tokenizer, train_sentencepiece
 
 
 def read_documents(path: Path, json_key: str) -> Iterator[str]:
@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-prefix", required=True)
     parser.add_argument("--json-keys", default="text", help="JSONL field holding the text")
     tokenizer = parser.add_mutually_exclusive_group(required=True)
-    tokenizer.add_argument("--tokenizer-model", help="an existing sentencepiece .model")
+    tokenizer.add_argument("--tokenizer-model", help="an existing sentencepiece .model, a "
+                           "Hugging Face tokenizer.json, or a checkpoint directory holding one")
     tokenizer.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                            help="train a BPE tokenizer of this size on the input first")
     parser.add_argument("--no-append-eod", action="store_true",
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
                                         args.train_tokenizer)
             print(f"trained {model_path} ({model.vocab_size} tokens)")
         else:
-            model = SentencePieceTokenizer(args.tokenizer_model)
+            model = load_tokenizer(args.tokenizer_model)
         eod = [] if args.no_append_eod else [model.eos_id]
         documents = (model.encode(text) + eod for text in
                      tqdm(read_documents(args.input, args.json_keys), desc="tokenize",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rmt_megatron.config import ConfigError
 from rmt_megatron.tokenizer import SentencePieceTokenizer
 
 INSTRUCTION = ("Continue the text under ### Context by predicting its next token. Reason step by "
@@ -39,6 +40,7 @@ def build_prompt(tokenizer: SentencePieceTokenizer, context: Sequence[int], budg
     tail = tokenizer.encode(THINK_START)
     room = max_prompt_length - len(header) - len(tail)
     if room < 1:
-        raise ValueError(f"max_prompt_length={max_prompt_length} leaves no room for context "
-                         f"after the {len(header) + len(tail)}-token instruction")
+        raise ConfigError(f"rollout.max_prompt_length={max_prompt_length} leaves no room for "
+                          f"context after the {len(header) + len(tail)}-token instruction: "
+                          "raise --rmt-max-prompt-length")
     return header + list(context[-room:]) + tail

@@ -1,13 +1,20 @@
-"""SentencePiece tokenizer with exact per-token bytes (what the match rewards compare).
+"""Tokenizers with exact per-token bytes (what the match rewards compare), behind one interface:
+`vocab_size`, `eos_id`, `encode`, `decode`, `token_bytes`.
 
-Trained models use BPE with byte fallback, identity normalisation and no dummy prefix, so
-`decode(encode(text)) == text` for any text, and digits split one per token. The reasoning-format
-markers `<think>`, `</think>` and `\\boxed{` are single tokens.
+- `SentencePieceTokenizer`: a `.model` file. Models trained here use BPE with byte fallback,
+  identity normalisation and no dummy prefix, so `decode(encode(text)) == text`, and digits split
+  one per token; `<think>`, `</think>` and `\\boxed{` are single tokens.
+- `HFTokenizer`: a Hugging Face `tokenizer.json` (byte-level BPE as in Llama 3 / Qwen, or
+  metaspace/byte-fallback vocabularies); byte-level pieces are mapped back through GPT-2's
+  byte-to-character table, so a token that holds half of a UTF-8 character gives its real bytes.
+
+`load_tokenizer(path)` picks the class from the path.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -84,3 +91,89 @@ def train_sentencepiece(texts: Iterable[str], output_path: str | os.PathLike,
     temporary.write_bytes(model.getvalue())
     temporary.replace(output_path)
     return SentencePieceTokenizer(output_path)
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: printable stand-in character -> byte value."""
+    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+                 + list(range(ord("®"), ord("ÿ") + 1)))
+    chars, extra = list(printable), 0
+    for value in range(256):
+        if value not in printable:
+            printable.append(value)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(char): value for value, char in zip(printable, chars, strict=True)}
+
+
+class HFTokenizer:
+    """A Hugging Face `tokenizer.json` (a file, or a directory holding one)."""
+
+    EOS_CANDIDATES = ("<|endoftext|>", "<|im_end|>", "</s>", "<|end_of_text|>", "<eos>")
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(path)
+        file = path / "tokenizer.json" if path.is_dir() else path
+        if not file.is_file():
+            raise FileNotFoundError(f"{file} does not exist: pass a tokenizer.json or the "
+                                    "checkpoint directory that holds one")
+        self.path = file
+        self._tokenizer = Tokenizer.from_file(str(file))
+        decoder = self._tokenizer.decoder
+        self._byte_level = decoder is not None and "ByteLevel" in repr(decoder)
+        self._special = set(self._tokenizer.get_added_tokens_decoder())
+        self._bytes = [self._piece_bytes(i) for i in range(self.vocab_size)]
+        self._eos = self._find_eos(file.parent / "tokenizer_config.json")
+
+    def _find_eos(self, config_path: Path) -> int:
+        names = list(self.EOS_CANDIDATES)
+        if config_path.is_file():
+            eos = json.loads(config_path.read_text()).get("eos_token")
+            names.insert(0, eos["content"] if isinstance(eos, dict) else eos)
+        for name in names:
+            if name and self._tokenizer.token_to_id(name) is not None:
+                return self._tokenizer.token_to_id(name)
+        raise ValueError(f"{self.path} names no end-of-sequence token (looked for {names})")
+
+    def _piece_bytes(self, token_id: int) -> bytes:
+        piece = self._tokenizer.id_to_token(token_id)
+        if piece is None:
+            return b""
+        if token_id in self._special:
+            return piece.encode("utf-8")
+        if self._byte_level and all(c in _BYTE_DECODER for c in piece):
+            return bytes(_BYTE_DECODER[c] for c in piece)
+        if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+            return bytes([int(piece[3:5], 16)])
+        return piece.replace("\u2581", " ").encode("utf-8")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def eos_id(self) -> int:
+        return self._eos
+
+    def encode(self, text: str) -> list[int]:
+        return self._tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tokenizer.decode(list(ids), skip_special_tokens=False)
+
+    def token_bytes(self, ids: Iterable[int]) -> list[bytes]:
+        """The bytes of each token (special tokens give their text)."""
+        return [self._bytes[i] for i in ids]
+
+
+_BYTE_DECODER = _byte_level_decoder()
+
+
+def load_tokenizer(path: str | os.PathLike) -> SentencePieceTokenizer | HFTokenizer:
+    """A `.model` file -> SentencePieceTokenizer; tokenizer.json or a directory -> HFTokenizer."""
+    path = Path(path)
+    if path.suffix == ".model":
+        return SentencePieceTokenizer(path)
+    return HFTokenizer(path)

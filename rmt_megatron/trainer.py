@@ -28,11 +28,12 @@ from rmt_megatron.checkpointing import latest_step, load_checkpoint, save_checkp
 from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
 from rmt_megatron.data import load_indexed_dataset
 from rmt_megatron.evaluation import evaluate, sample_eval_positions
+from rmt_megatron.hf_import import load_hf_weights
 from rmt_megatron.metrics import MetricsWriter, progress_line
 from rmt_megatron.scoring import score_difficulty
 from rmt_megatron.step import make_forward_step
 from rmt_megatron.step_data import STAT_NAMES, StepBatchBuilder
-from rmt_megatron.tokenizer import SentencePieceTokenizer
+from rmt_megatron.tokenizer import HFTokenizer, SentencePieceTokenizer, load_tokenizer
 from rmt_megatron.training import build_training, train_step
 
 
@@ -42,7 +43,7 @@ class TrainingError(RuntimeError):
 
 @dataclass
 class RunData:
-    tokenizer: SentencePieceTokenizer
+    tokenizer: SentencePieceTokenizer | HFTokenizer
     train_prefix: Path
     valid_prefix: Path
     pretrained: Path | None
@@ -61,8 +62,8 @@ def resolve_data(config: RMTConfig) -> RunData:
                       else builtin.base_checkpoint)
         return RunData(SentencePieceTokenizer(builtin.tokenizer_model), builtin.train_prefix,
                        builtin.valid_prefix, pretrained)
-    return RunData(SentencePieceTokenizer(data.tokenizer_model), Path(data.train_data_path),
-                   Path(data.valid_data_path),
+    tokenizer = load_tokenizer(data.tokenizer_model or data.hf_checkpoint)
+    return RunData(tokenizer, Path(data.train_data_path), Path(data.valid_data_path),
                    Path(data.pretrained_checkpoint) if data.pretrained_checkpoint else None)
 
 
@@ -78,15 +79,17 @@ class Run:
         self.rl = config.loss.rl_weight > 0
         self.data = resolve_data(config)
         tokenizer = self.data.tokenizer
-        if config.model.vocab_size not in (None, tokenizer.vocab_size):
+        if config.model.vocab_size is not None and tokenizer.vocab_size > config.model.vocab_size:
             raise ConfigError(f"model.vocab_size={config.model.vocab_size} but the tokenizer "
-                              f"{tokenizer.path} has {tokenizer.vocab_size} tokens: drop "
-                              "--vocab-size or use the tokenizer the model was trained with")
+                              f"{tokenizer.path} has {tokenizer.vocab_size} tokens: use the "
+                              "tokenizer the model was trained with (a model may have more "
+                              "rows than its tokenizer, never fewer)")
         self.train_docs = documents_of(load_indexed_dataset(self.data.train_prefix,
                                                             tokenizer.vocab_size))
         self.valid_docs = documents_of(load_indexed_dataset(self.data.valid_prefix,
                                                             tokenizer.vocab_size))
-        self.state = build_training(config.model, config.train, tokenizer.vocab_size)
+        self.state = build_training(config.model, config.train,
+                                    config.model.vocab_size or tokenizer.vocab_size)
         self.forward_step = make_forward_step(config.loss)
         self.start_step = self._load_weights()
         train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs) if self.rl
@@ -122,7 +125,10 @@ class Run:
             self.resume_state = loaded.state
             self._log(f"resumed from {load} at step {loaded.step}")
             return loaded.step
-        if self.data.pretrained is not None:
+        if self.config.data.hf_checkpoint:
+            load_hf_weights(self.state.module, self.config.model, self.config.data.hf_checkpoint)
+            self._log(f"starting from {self.config.data.hf_checkpoint}")
+        elif self.data.pretrained is not None:
             load_checkpoint(self.data.pretrained, self.state.module, restore_rng=False,
                             require_state=False)
             self._log(f"starting from {self.data.pretrained}")

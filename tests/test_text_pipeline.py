@@ -85,3 +85,36 @@ def test_the_shipped_tokenizer_is_what_the_warm_start_recipe_trains(tmp_path):
     texts = tokenizer_texts(builtin_documents("train"), tiny_cpu())
     rebuilt = train_sentencepiece(texts, tmp_path / "t.model", VOCAB_SIZE)
     assert rebuilt.path.read_bytes() == (ASSETS / TOKENIZER_FILE).read_bytes()
+
+
+def _byte_level_tokenizer(directory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<think>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["Ben has 12 apples. é ü 日本", "hello world"] * 10, trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+def test_hf_byte_level_tokenizer_gives_exact_token_bytes(tmp_path):
+    from rmt_megatron.rewards import prefix_match_reward
+    from rmt_megatron.tokenizer import HFTokenizer, load_tokenizer
+
+    tokenizer = load_tokenizer(_byte_level_tokenizer(tmp_path))
+    assert isinstance(tokenizer, HFTokenizer)
+    text = "Ben has 12 apples. é 日本<think>"
+    ids = tokenizer.encode(text)
+    assert tokenizer.decode(ids) == text
+    assert b"".join(tokenizer.token_bytes(ids)) == text.encode()
+    assert tokenizer.token_bytes([tokenizer.eos_id]) == [b"<|endoftext|>"]
+    # "ж" never occurs in the training text: it stays two byte tokens, neither valid UTF-8
+    pieces = tokenizer.token_bytes(tokenizer.encode("ж"))
+    assert pieces == [b"\xd0", b"\xb6"]
+    assert prefix_match_reward("ж".encode(), pieces) == 1.0
+    assert prefix_match_reward(b"\xd0", pieces) == 1.0  # a boundary, though half a character
+    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json"):
+        load_tokenizer(tmp_path / "missing")

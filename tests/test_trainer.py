@@ -105,3 +105,34 @@ def test_a_diverging_run_names_the_step_and_the_last_checkpoint(small_data, tmp_
     message = capfd.readouterr().err
     assert "not finite at step" in message and "iter_000000" in message
     assert math.isfinite(float((tmp_path / "latest_checkpointed_iteration.txt").read_text()))
+
+
+def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
+    import torch
+    import transformers
+    from test_text_pipeline import _byte_level_tokenizer
+
+    from rmt_megatron import preprocess
+    from rmt_megatron.corpus import document_text
+
+    _byte_level_tokenizer(tmp_path)
+    torch.manual_seed(0)
+    model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
+        vocab_size=290, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        max_position_embeddings=512, tie_word_embeddings=False))
+    model.save_pretrained(tmp_path)
+    for name, seed in (("train", 20), ("valid", 21)):
+        text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
+        (tmp_path / f"{name}.txt").write_text(text)
+        assert preprocess.main(["--input", str(tmp_path / f"{name}.txt"), "--output-prefix",
+                                str(tmp_path / name), "--tokenizer-model", str(tmp_path)]) == 0
+    argv = ["--hf-checkpoint", str(tmp_path), "--train-data-path", str(tmp_path / "train"),
+            "--valid-data-path", str(tmp_path / "valid"), "--train-iters", "2",
+            "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
+            "--eval-positions", "4", "--micro-batch-size", "4", "--rmt-max-response-length",
+            "16", "--rmt-max-prompt-length", "400", "--rmt-min-context", "4",
+            "--rmt-tier-thresholds", "0.0", "0.1", "0.2"]
+    result = run_ranks(1, _train, argv)[0]
+    assert len(result["metrics"]) == 2
+    assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])

@@ -42,6 +42,7 @@ setup(
     entry_points={"console_scripts": [
         "rmt-preprocess=rmt_megatron.preprocess:main",
         "rmt-warmstart=rmt_megatron.warmstart:main",
+        "rmt-export-hf=rmt_megatron.hf_export:main",
     ]},
     extras_require={
         # NVIDIA apex is built from its own source tree (the PyPI name "apex" is another

@@ -125,3 +125,54 @@ def export_hf(model, config: ModelConfig, vocab_size: int, source_config: str | 
     shutil.rmtree(output, ignore_errors=True)
     temporary.replace(output)
     return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`[torchrun ...] python -m rmt_megatron.hf_export --load SAVE --hf-source HF_DIR --output
+    OUT`: the newest checkpoint under SAVE (a run started with --hf-checkpoint HF_DIR) written
+    back as a Hugging Face checkpoint with HF_DIR's config.json."""
+    import argparse
+    import json
+    import sys
+    from dataclasses import replace
+
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.checkpointing import CheckpointError, latest_step, load_checkpoint, step_dir
+    from rmt_megatron.model import build_gpt_model
+
+    parser = argparse.ArgumentParser(description="Checkpoint -> Hugging Face checkpoint.")
+    parser.add_argument("--load", required=True, help="checkpoint directory (--save of a run)")
+    parser.add_argument("--hf-source", required=True,
+                        help="the Hugging Face checkpoint the run started from")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--tensor-model-parallel-size", type=int, default=1)
+    parser.add_argument("--pipeline-model-parallel-size", type=int, default=1)
+    args = parser.parse_args(argv)
+    step = latest_step(args.load)
+    if step is None:
+        print(f"error: {args.load} holds no checkpoint", file=sys.stderr)
+        return 1
+    saved = json.loads((step_dir(args.load, step) / "rmt_state.json").read_text())
+    config = replace(ModelConfig(**saved["config"]["model"]),
+                     tensor_model_parallel_size=args.tensor_model_parallel_size,
+                     pipeline_model_parallel_size=args.pipeline_model_parallel_size)
+    vocab_size = json.loads((Path(args.hf_source) / "config.json").read_text())["vocab_size"]
+    distributed.initialize(config, seed=0)
+    try:
+        with megatron_cpu.device_mode():
+            model = build_gpt_model(config, config.vocab_size or vocab_size)
+            load_checkpoint(args.load, model, restore_rng=False)
+            written = export_hf(model, config, vocab_size,
+                                Path(args.hf_source) / "config.json", args.output)
+    except CheckpointError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    finally:
+        distributed.shutdown()
+    if written:
+        print(f"wrote {written} from {step_dir(args.load, step)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

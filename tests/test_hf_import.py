@@ -119,3 +119,27 @@ def test_import_then_export_is_bitwise(checkpoint, tmp_path, tp, pp):
         assert torch.equal(exported[name], tensor), name
     assert (tmp_path / "out" / "config.json").read_text() == (
         directory / "config.json").read_text()
+
+
+def _save_imported(directory, save):
+    from rmt_megatron.checkpointing import save_checkpoint
+    from rmt_megatron.config import RMTConfig
+
+    with _imported(directory, 2, 1) as (config, model):
+        save_checkpoint(save, 7, model, state={"config": RMTConfig(model=config).to_dict()})
+
+
+def test_export_command_writes_a_run_s_checkpoint_back(checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    from rmt_megatron.hf_export import main
+
+    directory, _ = checkpoint
+    run_ranks(2, _save_imported, str(directory), str(tmp_path / "save"))
+    argv = ["--load", str(tmp_path / "save"), "--hf-source", str(directory), "--output",
+            str(tmp_path / "out"), "--pipeline-model-parallel-size", "2"]
+    assert run_ranks(2, main, argv) == [0, 0]
+    original = load_file(directory / "model.safetensors")
+    exported = load_file(tmp_path / "out" / "model.safetensors")
+    assert sorted(exported) == sorted(original)
+    assert all(torch.equal(exported[name], tensor) for name, tensor in original.items())

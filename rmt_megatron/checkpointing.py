@@ -94,6 +94,15 @@ def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
     return final
 
 
+def read_state(root: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
+    """The JSON state saved with step `step` (default: the tracker's), without loading weights."""
+    step = latest_step(root) if step is None else step
+    path = step_dir(root, step) / STATE_FILE if step is not None else None
+    if path is None or not path.is_file():
+        raise CheckpointError(f"{root} holds no complete checkpoint ({STATE_FILE} not found)")
+    return json.loads(path.read_text())
+
+
 @dataclass
 class LoadedCheckpoint:
     step: int

@@ -24,7 +24,12 @@ from megatron.core import parallel_state
 
 from rmt_megatron import distributed, megatron_cpu
 from rmt_megatron.builtin import prepare_builtin_data
-from rmt_megatron.checkpointing import latest_step, load_checkpoint, save_checkpoint
+from rmt_megatron.checkpointing import (
+    latest_step,
+    load_checkpoint,
+    read_state,
+    save_checkpoint,
+)
 from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
 from rmt_megatron.data import load_indexed_dataset
 from rmt_megatron.evaluation import evaluate, sample_eval_positions
@@ -65,6 +70,14 @@ def resolve_data(config: RMTConfig) -> RunData:
     tokenizer = load_tokenizer(data.tokenizer_model or data.hf_checkpoint)
     return RunData(tokenizer, Path(data.train_data_path), Path(data.valid_data_path),
                    Path(data.pretrained_checkpoint) if data.pretrained_checkpoint else None)
+
+
+_LAYOUT = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "sequence_parallel")
+
+
+def _model_shape(model: dict) -> dict:
+    """The model config without its parallel layout (checkpoints reshard across layouts)."""
+    return {key: value for key, value in model.items() if key not in _LAYOUT}
 
 
 def documents_of(dataset) -> list[np.ndarray]:
@@ -117,11 +130,14 @@ class Run:
         self.resume_state = None
         load = self.config.train.load
         if load and latest_step(load) is not None:
+            saved, current = (_model_shape(read_state(load)["config"]["model"]),
+                              _model_shape(self.config.to_dict()["model"]))
+            if saved != current:
+                changed = sorted(k for k in saved if saved[k] != current.get(k))
+                raise ConfigError(f"{load} was trained with another model ({', '.join(changed)} "
+                                  "differ); resume with the same model flags (the TP/PP layout "
+                                  "may change)")
             loaded = load_checkpoint(load, self.state.module, self.state.optimizer)
-            saved_model = loaded.state["config"]["model"]
-            if saved_model != self.config.to_dict()["model"]:
-                raise ConfigError(f"{load} was trained with another model config "
-                                  f"({saved_model}); resume with the same model flags")
             self.resume_state = loaded.state
             self._log(f"resumed from {load} at step {loaded.step}")
             return loaded.step

@@ -136,3 +136,14 @@ def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
     result = run_ranks(1, _train, argv)[0]
     assert len(result["metrics"]) == 2
     assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])
+
+
+def test_resume_may_change_the_layout_but_not_the_model(small_data, tmp_path, capfd):
+    save = str(tmp_path / "s")
+    run_ranks(1, _train, _argv(small_data, "--save", save, "--exit-interval", "2"))
+    resumed = run_ranks(2, _train, _argv(small_data, "--save", save, "--load", save,
+                                         "--tensor-model-parallel-size", "2"))
+    assert all(len(r["metrics"]) == 2 for r in resumed)  # steps 3 and 4 under TP=2
+    other = _argv(small_data, "--save", save, "--load", save, "--num-layers", "2")
+    assert run_ranks(1, _expect_failure, other)[0] == 1
+    assert "num_layers differ" in capfd.readouterr().err

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from rmt_megatron.corpus import Segment, arithmetic_documents, document_text
 from rmt_megatron.data import write_indexed_dataset
+from rmt_megatron.files import atomic_write
 from rmt_megatron.tokenizer import SentencePieceTokenizer
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "tiny_base"
@@ -65,8 +66,6 @@ def prepare_builtin_data(directory: str | os.PathLike,
             write_indexed_dataset(prefix, (encode_document(tokenizer, doc)
                                            for doc in builtin_documents(split)),
                                   tokenizer.vocab_size)
-        temporary = stamp_path.with_name(stamp_path.name + ".tmp")
-        temporary.write_text(json.dumps(stamp, indent=1))
-        temporary.replace(stamp_path)
+        atomic_write(stamp_path, json.dumps(stamp, indent=1))
     return BuiltinData(tokenizer_model, prefixes["train"], prefixes["valid"],
                        assets / CHECKPOINT_DIR)

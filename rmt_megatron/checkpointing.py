@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 
+from rmt_megatron.files import atomic_write
+
 TRACKER = "latest_checkpointed_iteration.txt"
 STATE_FILE = "rmt_state.json"
 
@@ -60,12 +62,6 @@ def _barrier() -> None:
         dist.barrier()
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    temporary.replace(path)
-
-
 def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
                     state: dict[str, Any] | None = None) -> Path:
     """Save `model` (a GPTModel stage), optionally `optimizer`, and the JSON-able `state` as
@@ -86,10 +82,10 @@ def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
                 "torch": torch.get_rng_state()}, temporary / "rng" / f"rank_{_rank():05d}.pt")
     _barrier()
     if _rank() == 0:
-        _atomic_write(temporary / STATE_FILE, json.dumps(state or {}, indent=1))
+        atomic_write(temporary / STATE_FILE, json.dumps(state or {}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         temporary.replace(final)
-        _atomic_write(Path(root) / TRACKER, str(step))
+        atomic_write(Path(root) / TRACKER, str(step))
     _barrier()
     return final
 

@@ -28,6 +28,7 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from tqdm import tqdm
 
+from rmt_megatron.files import atomic_write
 from rmt_megatron.kernels import token_logprob_entropy
 from rmt_megatron.step import causal_mask
 from rmt_megatron.vocab_parallel import vocab_parallel_topk_entropy
@@ -132,7 +133,7 @@ def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | 
             scores[begin:begin + span] = values[row, :span]
         if is_writer:
             _atomic_save(partial_path, scores)
-            progress_path.write_text(json.dumps({"documents": last}))
+            atomic_write(progress_path, json.dumps({"documents": last}))
         bar.update(last - first)
     bar.close()
     if is_writer:

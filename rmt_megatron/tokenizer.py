@@ -21,6 +21,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from rmt_megatron.files import atomic_write
+
 FORMAT_SYMBOLS = ("<think>", "</think>", "\\boxed{")
 """User-defined pieces every trained tokenizer has."""
 
@@ -87,9 +89,7 @@ def train_sentencepiece(texts: Iterable[str], output_path: str | os.PathLike,
         max_sentence_length=1 << 16)
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = output_path.with_name(output_path.name + ".tmp")
-    temporary.write_bytes(model.getvalue())
-    temporary.replace(output_path)
+    atomic_write(output_path, model.getvalue())
     return SentencePieceTokenizer(output_path)
 
 

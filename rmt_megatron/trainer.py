@@ -33,6 +33,7 @@ from rmt_megatron.checkpointing import (
 from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
 from rmt_megatron.data import load_indexed_dataset
 from rmt_megatron.evaluation import evaluate, sample_eval_positions
+from rmt_megatron.files import atomic_write
 from rmt_megatron.hf_import import load_hf_weights
 from rmt_megatron.metrics import MetricsWriter, progress_line
 from rmt_megatron.scoring import score_difficulty
@@ -226,9 +227,7 @@ class Run:
             directory = Path(self.config.train.save) / "eval"
             directory.mkdir(parents=True, exist_ok=True)
             for name in (f"iter_{step:07d}.json", "latest.json"):
-                temporary = directory / (name + ".tmp")
-                temporary.write_text(json.dumps(report, indent=1))
-                temporary.replace(directory / name)
+                atomic_write(directory / name, json.dumps(report, indent=1))
         avg = report["average"]
         self._log(f"eval at step {step}: reasoning accuracy {avg['reasoning_accuracy']:.3f}, "
                   f"NTP accuracy {avg['ntp_accuracy']:.3f}, mean reasoning length "

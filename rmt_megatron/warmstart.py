@@ -35,6 +35,7 @@ from rmt_megatron.builtin import CHECKPOINT_DIR, TOKENIZER_FILE, builtin_documen
 from rmt_megatron.checkpointing import save_checkpoint
 from rmt_megatron.config import RMTConfig
 from rmt_megatron.corpus import Segment, document_text, reasoning_at
+from rmt_megatron.files import atomic_write
 from rmt_megatron.presets import get_preset
 from rmt_megatron.prompt import INSTRUCTION, build_prompt, prompt_header
 from rmt_megatron.step import make_forward_step
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]),
                "seconds": round(time.time() - started, 1), "torch": torch.__version__,
                "command": "python -m rmt_megatron.warmstart " + " ".join(argv or sys.argv[1:])}
-    (output / "base.json").write_text(json.dumps(summary, indent=1))
+    atomic_write(output / "base.json", json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0
 

@@ -324,6 +324,11 @@ class ModelConfig:
         """Key/value heads, with None resolved to one per query head."""
         return self.num_query_groups or self.num_attention_heads
 
+    @property
+    def head_dim(self) -> int:
+        """Width of one attention head, with kv_channels=None resolved."""
+        return self.kv_channels or self.hidden_size // self.num_attention_heads
+
 
 @dataclass
 class TrainConfig:

@@ -23,7 +23,8 @@ from rmt_megatron.config import ConfigError, ModelConfig
 from rmt_megatron.megatron_cpu import apply_cpu_patches, cpu_model_parallel_seed, cpu_only
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (for a one-process group's rendezvous)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -42,7 +43,7 @@ def initialize(config: ModelConfig, seed: int) -> None:
     if not dist.is_initialized():
         if world_size == 1:
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(_free_port()))
+            os.environ.setdefault("MASTER_PORT", str(free_port()))
         if not cpu_only():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("gloo" if cpu_only() else "nccl",
@@ -63,6 +64,16 @@ def set_seed(seed: int) -> None:
         cpu_model_parallel_seed(stage_seed)
     else:
         model_parallel_cuda_manual_seed(stage_seed)
+
+
+def share_from_last_stage(value):
+    """The last pipeline stage's `value` (any picklable object), on every stage of the group."""
+    if parallel_state.get_pipeline_model_parallel_world_size() == 1:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                               group=parallel_state.get_pipeline_model_parallel_group())
+    return box[0]
 
 
 def shutdown() -> None:

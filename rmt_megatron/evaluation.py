@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from rmt_megatron.config import TIER_NAMES, RMTConfig
+from rmt_megatron.distributed import share_from_last_stage
 from rmt_megatron.prompt import build_prompt
 from rmt_megatron.rewards import score_rollout
 from rmt_megatron.rollout import RolloutEngine
-from rmt_megatron.scoring import forward_statistics, share_from_last_stage
+from rmt_megatron.scoring import forward_statistics
 from rmt_megatron.tokenizer import SentencePieceTokenizer
 
 

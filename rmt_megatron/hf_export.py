@@ -59,7 +59,7 @@ def _as_ranks(value) -> list[torch.Tensor]:
 
 
 def _to_hf(tensors: dict, config: ModelConfig, vocab_size: int) -> dict[str, torch.Tensor]:
-    head_dim = config.kv_channels or config.hidden_size // config.num_attention_heads
+    head_dim = config.head_dim
     per_group = config.num_attention_heads // config.query_groups
     out: dict[str, torch.Tensor] = {}
     for name, value in tensors.items():

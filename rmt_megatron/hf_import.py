@@ -122,7 +122,7 @@ def _rank_range(total: int, rank: int, ranks: int) -> slice:
 def _fused_qkv(reader: SafetensorsReader, prefix: str, suffix: str, config: ModelConfig,
                tp_rank: int) -> torch.Tensor:
     """This rank's linear_qkv weight (suffix "weight") or bias ("bias"), grouped per KV head."""
-    head_dim = config.kv_channels or config.hidden_size // config.num_attention_heads
+    head_dim = config.head_dim
     groups = config.query_groups
     per_group = config.num_attention_heads // groups
     local = _rank_range(groups, tp_rank, config.tensor_model_parallel_size)
@@ -172,9 +172,7 @@ def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_ran
         return _fused_qkv(reader, f"{prefix}.self_attn", module.rsplit(".", 1)[1], config,
                           tp_rank)
     if module == "self_attention.linear_proj.weight":
-        columns = _rank_range(config.num_attention_heads * (
-            config.kv_channels or config.hidden_size // config.num_attention_heads),
-            tp_rank, tp)
+        columns = _rank_range(config.num_attention_heads * config.head_dim, tp_rank, tp)
         return reader.read(f"{prefix}.self_attn.o_proj.weight", slice(None), columns)
     if module == "mlp.linear_fc1.weight":
         rows = _rank_range(config.ffn_hidden_size, tp_rank, tp)

@@ -28,6 +28,7 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from tqdm import tqdm
 
+from rmt_megatron.distributed import share_from_last_stage
 from rmt_megatron.files import atomic_write
 from rmt_megatron.kernels import token_logprob_entropy
 from rmt_megatron.step import causal_mask
@@ -80,16 +81,6 @@ def entropy_statistic(top_k: int) -> Statistic:
         return values.reshape(logits.shape[:2])
 
     return statistic
-
-
-def share_from_last_stage(values: list[torch.Tensor] | None) -> list[torch.Tensor]:
-    """Make the last stage's results known on every rank of the pipeline group."""
-    if parallel_state.get_pipeline_model_parallel_world_size() == 1:
-        return values
-    box = [values]
-    dist.broadcast_object_list(box, src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                               group=parallel_state.get_pipeline_model_parallel_group())
-    return box[0]
 
 
 def _windows(document: np.ndarray, seq_length: int) -> list[tuple[int, np.ndarray]]:

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from megatron.core import parallel_state
 
 from rmt_megatron import distributed, megatron_cpu
 from rmt_megatron.builtin import prepare_builtin_data
@@ -187,14 +186,9 @@ class Run:
 
     def _share_losses(self, reports) -> dict[str, float]:
         """Loss sums and token counts from the last pipeline stage, known on every stage."""
-        values = [float(reports.get(key, torch.zeros(2))[i])
-                  for key in ("rl loss", "ntp loss", "rl entropy") for i in (0, 1)]
-        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            box = [values]
-            dist.broadcast_object_list(
-                box, src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                group=parallel_state.get_pipeline_model_parallel_group())
-            values = box[0]
+        values = distributed.share_from_last_stage(
+            [float(reports.get(key, torch.zeros(2))[i])
+             for key in ("rl loss", "ntp loss", "rl entropy") for i in (0, 1)])
         rl_sum, rl_count, ntp_sum, ntp_count, entropy_sum, _ = values
         return {"loss_rl": rl_sum / rl_count if rl_count else math.nan,
                 "loss_ntp": ntp_sum / ntp_count if ntp_count else math.nan,

@@ -13,17 +13,15 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-
-def _world(group) -> int:
-    return dist.get_world_size(group) if group is not None and dist.is_initialized() else 1
+from rmt_megatron.kernels.stats import tp_world_size
 
 
 @torch.no_grad()
 def vocab_parallel_topk_entropy(logits: torch.Tensor, k: int, group=None) -> torch.Tensor:
     """Entropy of the renormalised top-k distribution per row of `logits: [N, V_local]`."""
     local = logits.float().topk(min(k, logits.shape[-1]), dim=-1).values
-    if _world(group) > 1:
-        gathered = [torch.empty_like(local) for _ in range(_world(group))]
+    if tp_world_size(group) > 1:
+        gathered = [torch.empty_like(local) for _ in range(tp_world_size(group))]
         dist.all_gather(gathered, local.contiguous(), group=group)
         local = torch.cat(gathered, dim=-1)
     if local.shape[-1] < k:

@@ -10,16 +10,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
-import socket
 import traceback
 from collections.abc import Callable
 from typing import Any
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from rmt_megatron.distributed import free_port
 
 
 def _child(rank: int, world_size: int, port: int, queue, fn: Callable, args: tuple) -> None:
@@ -45,7 +40,7 @@ def run_ranks(world_size: int, fn: Callable, *args: Any, timeout: float = 300) -
                            "test ran training in-process; fork its ranks with run_ranks")
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    port = _free_port()
+    port = free_port()
     processes = [context.Process(target=_child, args=(rank, world_size, port, queue, fn, args))
                  for rank in range(world_size)]
     for process in processes:

@@ -60,7 +60,8 @@ def _imported(directory, tp, pp):
 
 
 def _megatron_logits(directory, tp, pp):
-    from rmt_megatron.scoring import forward_statistics, share_from_last_stage
+    from rmt_megatron.distributed import share_from_last_stage
+    from rmt_megatron.scoring import forward_statistics
 
     def gathered(logits, batch):
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region

@@ -44,8 +44,9 @@ def _loss_after_load(directory: str, tp: int, pp: int):
 
     from rmt_megatron import distributed, megatron_cpu
     from rmt_megatron.checkpointing import load_checkpoint
+    from rmt_megatron.distributed import share_from_last_stage
     from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.scoring import forward_statistics, share_from_last_stage
+    from rmt_megatron.scoring import forward_statistics
 
     distributed.initialize(_layout(tp, pp), seed=99)  # other init: the checkpoint must win
     with megatron_cpu.device_mode():

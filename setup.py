@@ -48,8 +48,11 @@ setup(
         # NVIDIA apex is built from its own source tree (the PyPI name "apex" is another
         # project): see CONTRIBUTING.md.
         "gpu": ["transformer-engine[pytorch]"],
-        # transformers builds the reference models the import tests compare against
-        "dev": ["pytest", "pytest-benchmark", "ruff", "transformers"],
+        # GGUF (llama.cpp) checkpoints: --gguf-checkpoint, rmt-preprocess on a .gguf vocabulary
+        "gguf": ["gguf>=0.17"],
+        # transformers builds the reference models the import tests compare against; gguf
+        # writes the tiny GGUF files the GGUF tests read
+        "dev": ["pytest", "pytest-benchmark", "ruff", "transformers", "gguf>=0.17"],
         "bench": ["matplotlib"],
     },
 )

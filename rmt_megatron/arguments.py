@@ -55,6 +55,7 @@ RMT_FLAGS = (
     Flag("--rmt-curriculum-transition-end", "curriculum", "transition_end"),
     Flag("--rmt-min-context", "curriculum", "min_context"),
     Flag("--rmt-entropy-top-k", "curriculum", "entropy_top_k"),
+    Flag("--rmt-proxy-checkpoint", "curriculum", "proxy_checkpoint"),
     Flag("--rmt-ntp-weight", "loss", "ntp_weight"),
     Flag("--rmt-rl-weight", "loss", "rl_weight"),
     Flag("--rmt-kl-beta", "loss", "kl_beta"),
@@ -126,9 +127,6 @@ def add_megatron_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     return parser
 
 
-_LAYOUT_FIELDS = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "params_dtype",
-                  "sequence_parallel", "make_vocab_size_divisible_by")
-"""Model fields that still come from the flags when --hf-checkpoint sets the model shape."""
 
 
 def config_from_args(args: argparse.Namespace, default_preset: str | None = None) -> RMTConfig:
@@ -146,12 +144,13 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
     try:
         config = replace(config, **{name: replace(getattr(config, name), **values)
                                     for name, values in overrides.items() if values})
-        if config.data.hf_checkpoint:
-            from rmt_megatron.hf_import import model_config_from_hf
+        if config.data.imported_checkpoint:
+            from rmt_megatron.model_import import LAYOUT_FIELDS, import_model_config
 
             model = config.model
-            config = replace(config, model=model_config_from_hf(
-                config.data.hf_checkpoint, **{k: getattr(model, k) for k in _LAYOUT_FIELDS}))
+            config = replace(config, model=import_model_config(
+                config.data.imported_checkpoint,
+                **{k: getattr(model, k) for k in LAYOUT_FIELDS}))
         return config
     except ConfigError as error:
         field_name = str(error).split("=", 1)[0]

@@ -126,6 +126,11 @@ class CurriculumConfig:
     """Difficulty is the entropy of the proxy model's top-k distribution renormalised over those
     k tokens (RPT); 0 uses the full-vocabulary entropy."""
 
+    proxy_checkpoint: str | None = None
+    """The proxy model that scores difficulty: a Hugging Face checkpoint directory or a .gguf
+    file with the run's tokenizer (the paper used a smaller model of the same family); None
+    scores with the starting policy."""
+
     def __post_init__(self) -> None:
         th = tuple(self.tier_thresholds)
         require(len(th) == len(TIER_NAMES), "curriculum.tier_thresholds", th,
@@ -269,6 +274,16 @@ class ModelConfig:
     rotary_base: int = 10000
     """RoPE base frequency θ."""
 
+    use_rope_scaling: bool = False
+    """Llama 3.x RoPE frequency scaling (megatron-core's: low/high frequency factors 1 and 4,
+    original context 8192)."""
+
+    rope_scaling_factor: float = 8.0
+    """Factor of the Llama 3.x RoPE scaling (with --use-rope-scaling)."""
+
+    rotary_seq_len_interpolation_factor: float | None = None
+    """Linear RoPE scaling (position interpolation): positions are divided by this factor."""
+
     qk_layernorm: bool = False
     """Per-head RMSNorm on queries and keys (Qwen3)."""
 
@@ -316,6 +331,12 @@ class ModelConfig:
         require(self.vocab_size is None or self.vocab_size >= 2, "model.vocab_size",
                 self.vocab_size, "a vocabulary needs at least 2 tokens (or None: tokenizer's)")
         require(self.norm_epsilon > 0, "model.norm_epsilon", self.norm_epsilon, "must be > 0")
+        require(self.rope_scaling_factor > 0, "model.rope_scaling_factor",
+                self.rope_scaling_factor, "must be > 0")
+        require(self.rotary_seq_len_interpolation_factor is None
+                or self.rotary_seq_len_interpolation_factor > 0,
+                "model.rotary_seq_len_interpolation_factor",
+                self.rotary_seq_len_interpolation_factor, "must be > 0 (or unset)")
         require(self.params_dtype in ("float32", "bfloat16", "float16"), "model.params_dtype",
                 self.params_dtype, "use 'float32', 'bfloat16' or 'float16'")
 
@@ -428,6 +449,11 @@ class DataConfig:
     sets the model shape, its weights are loaded sharded, and its tokenizer.json is the tokenizer
     unless --tokenizer-model says otherwise."""
 
+    gguf_checkpoint: str | None = None
+    """Start from this llama-family GGUF file (llama.cpp), dequantised to the model's dtype: its
+    metadata sets the model shape and its embedded vocabulary is the tokenizer unless
+    --tokenizer-model says otherwise."""
+
     pretrained_checkpoint: str | None = None
     """Checkpoint directory to start from (model weights only); None with the built-in corpus
     starts from the shipped warm-started base model, otherwise from random weights."""
@@ -442,19 +468,26 @@ class DataConfig:
         require(self.eval_positions >= 1, "data.eval_positions", self.eval_positions,
                 "evaluate at least one position")
         require(self.train_data_path is None or self.tokenizer_model is not None
-                or self.hf_checkpoint is not None, "data.tokenizer_model", self.tokenizer_model,
+                or self.imported_checkpoint is not None, "data.tokenizer_model",
+                self.tokenizer_model,
                 "--train-data-path needs the --tokenizer-model it was built with")
-        require(self.hf_checkpoint is None or self.pretrained_checkpoint is None,
-                "data.hf_checkpoint", self.hf_checkpoint,
-                "give --hf-checkpoint or --pretrained-checkpoint, not both")
-        require(self.hf_checkpoint is None or self.train_data_path is not None,
-                "data.hf_checkpoint", self.hf_checkpoint,
-                "a Hugging Face model needs --train-data-path/--valid-data-path built with its "
-                "tokenizer (rmt_megatron.preprocess --tokenizer-model DIR)")
+        starts = [s for s in (self.hf_checkpoint, self.gguf_checkpoint,
+                              self.pretrained_checkpoint) if s is not None]
+        require(len(starts) <= 1, "data.hf_checkpoint", self.hf_checkpoint,
+                "give one of --hf-checkpoint, --gguf-checkpoint and --pretrained-checkpoint")
+        require(self.imported_checkpoint is None or self.train_data_path is not None,
+                "data.hf_checkpoint", self.imported_checkpoint,
+                "an imported model needs --train-data-path/--valid-data-path built with its "
+                "tokenizer (rmt-preprocess --tokenizer-model DIR_OR_GGUF)")
         require((self.train_data_path is None) == (self.valid_data_path is None),
                 "data.valid_data_path", self.valid_data_path,
                 "give --train-data-path and --valid-data-path together (or neither, for the "
                 "built-in corpus)")
+
+    @property
+    def imported_checkpoint(self) -> str | None:
+        """The Hugging Face directory or GGUF file the run starts from, if any."""
+        return self.hf_checkpoint or self.gguf_checkpoint
 
 
 SECTIONS: dict[str, type] = {

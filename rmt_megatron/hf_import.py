@@ -39,17 +39,40 @@ class CheckpointFormatError(ValueError):
     """A Hugging Face checkpoint is incomplete or does not fit the model."""
 
 
-def _read_config(directory: Path) -> dict:
+def read_hf_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
         raise CheckpointFormatError(f"{path} does not exist: pass a Hugging Face checkpoint "
-                                    "directory (config.json + *.safetensors)")
+                                    "directory (config.json + *.safetensors) or a .gguf file")
     return json.loads(path.read_text())
 
 
 def model_config_from_hf(directory: str | os.PathLike, **overrides) -> ModelConfig:
     """`ModelConfig` for the checkpoint in `directory`; `overrides` set other fields (TP, PP)."""
-    hf = _read_config(Path(directory))
+    return model_config_from_hf_dict(read_hf_config(Path(directory)), **overrides)
+
+
+def _rope_fields(rope: dict) -> dict:
+    """ModelConfig's RoPE scaling fields for a Hugging Face `rope_scaling` dict."""
+    rope_type = rope.get("rope_type", rope.get("type", "default"))
+    if rope_type == "default":
+        return {}
+    if rope_type == "linear":
+        return {"rotary_seq_len_interpolation_factor": float(rope["factor"])}
+    if rope_type == "llama3":
+        fixed = {"low_freq_factor": 1, "high_freq_factor": 4,
+                 "original_max_position_embeddings": 8192}
+        other = {k: rope.get(k) for k, v in fixed.items() if rope.get(k, v) != v}
+        if other:
+            raise ConfigError(f"llama3 RoPE scaling with {other} is not supported: megatron-core "
+                              f"implements it with {fixed}")
+        return {"use_rope_scaling": True, "rope_scaling_factor": float(rope["factor"])}
+    raise ConfigError(f"RoPE scaling {rope_type!r} is not supported: use a checkpoint with "
+                      "plain, 'linear' or 'llama3' RoPE")
+
+
+def model_config_from_hf_dict(hf: dict, **overrides) -> ModelConfig:
+    """`ModelConfig` for a Hugging Face `config.json` given as a dict."""
     architecture = (hf.get("architectures") or ["?"])[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise ConfigError(f"architecture {architecture!r} is not supported: the importer reads "
@@ -58,9 +81,6 @@ def model_config_from_hf(directory: str | os.PathLike, **overrides) -> ModelConf
         raise ConfigError(f"hidden_act={hf['hidden_act']!r}: only SwiGLU (silu) MLPs map to "
                           "this model")
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    rope_type = rope.get("rope_type", rope.get("type", "default"))
-    if rope_type != "default":
-        raise ConfigError(f"RoPE scaling {rope_type!r} is not supported yet (only plain RoPE)")
     if architecture == "LlamaForCausalLM" and (hf.get("attention_bias") or hf.get("mlp_bias")):
         raise ConfigError("Llama checkpoints with attention or MLP biases are not supported")
     heads = hf["num_attention_heads"]
@@ -75,7 +95,8 @@ def model_config_from_hf(directory: str | os.PathLike, **overrides) -> ModelConf
         rotary_base=int(rope.get("rope_theta", hf.get("rope_theta", 10000))),
         qk_layernorm=architecture == "Qwen3ForCausalLM",
         add_qkv_bias=architecture == "Qwen2ForCausalLM",
-        untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False))
+        untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False),
+        **_rope_fields(rope))
     fields.update(overrides)
     return ModelConfig(**fields)
 
@@ -184,24 +205,28 @@ def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_ran
     raise CheckpointFormatError(f"no Hugging Face tensor maps to {name!r}")
 
 
-@torch.no_grad()
 def load_hf_weights(model, config: ModelConfig, directory: str | os.PathLike) -> None:
     """Fill this rank's GPTModel stage from the checkpoint in `directory` (sharded reads)."""
     directory = Path(directory)
-    vocab_size = _read_config(directory)["vocab_size"]
-    reader = SafetensorsReader(directory)
+    load_weights(model, config, SafetensorsReader(directory),
+                 read_hf_config(directory)["vocab_size"])
+
+
+@torch.no_grad()
+def load_weights(model, config: ModelConfig, reader, vocab_size: int) -> None:
+    """Fill this rank's GPTModel stage from `reader` (`name in reader`, `reader.read(name, rows,
+    columns)` by Hugging Face tensor name), one parameter at a time so that only one tensor is
+    ever held besides the model."""
     tp_rank = parallel_state.get_tensor_model_parallel_rank()
     stage = parallel_state.get_pipeline_model_parallel_rank()
     layer_offset = stage * (config.num_layers // config.pipeline_model_parallel_size)
-    state = {}
-    for name, current in model.state_dict().items():
+    for name, current in model.state_dict(keep_vars=True).items():
         if current is None or name.endswith("_extra_state"):
             continue
         value = _hf_tensor(name, reader, config, tp_rank, layer_offset, vocab_size)
         if value.shape != current.shape:
             raise CheckpointFormatError(
                 f"{name}: the checkpoint gives shape {tuple(value.shape)} but the model built "
-                f"from the config expects {tuple(current.shape)}: config.json and the weights "
-                "disagree")
-        state[name] = value.to(current.dtype)
-    model.load_state_dict(state, strict=False)
+                f"from the config expects {tuple(current.shape)}: the checkpoint's config and "
+                "its weights disagree")
+        current.copy_(value)

@@ -88,6 +88,9 @@ def build_gpt_model(config: ModelConfig, vocab_size: int) -> GPTModel:
         share_embeddings_and_output_weights=not config.untie_embeddings_and_output_weights,
         position_embedding_type="rope",
         rotary_base=config.rotary_base,
+        rope_scaling=config.use_rope_scaling,
+        rope_scaling_factor=config.rope_scaling_factor,
+        seq_len_interpolation_factor=config.rotary_seq_len_interpolation_factor,
     )
     if not cpu_only():
         model.cuda(torch.cuda.current_device())

@@ -9,6 +9,14 @@ step by step and box the single most probable next token, notes that a token may
 space and that \\text{} is not allowed, and (with the budget on) asks for exactly B_t thinking
 tokens. The context is the document's own token ids, so the boundary token is exact. The prompt
 ends by opening the think block, as a reasoning chat template does; the response continues it.
+
+Where the tokenizer has a chat template (an instruct model), the header and context are the user
+turn and the think block opens the assistant turn:
+
+    template(user: header + [context]) + "<think>"
+
+rendered once with a placeholder where the context goes, so the context ids are still the
+document's own.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from rmt_megatron.config import ConfigError
-from rmt_megatron.tokenizer import SentencePieceTokenizer
+from rmt_megatron.tokenizer import SentencePieceTokenizer, render_chat
 
 INSTRUCTION = ("Continue the text under ### Context by predicting its next token. Reason step by "
                "step inside <think></think>, then put the single most probable next token in "
@@ -25,6 +33,8 @@ INSTRUCTION = ("Continue the text under ### Context by predicting its next token
 BUDGET_CLAUSE = " Think for exactly {budget} tokens inside <think></think>, then give the answer."
 CONTEXT_HEADING = "\n### Context\n"
 THINK_START = "\n<think>"
+CONTEXT_SLOT = "\x00CONTEXT\x00"
+"""Stands for the context while the chat template is rendered."""
 
 
 def prompt_header(budget: int | None) -> str:
@@ -33,11 +43,22 @@ def prompt_header(budget: int | None) -> str:
     return INSTRUCTION + clause + CONTEXT_HEADING
 
 
+def _frame(tokenizer, header: str) -> tuple[list[int], list[int]]:
+    """(ids before the context, ids after it)."""
+    if tokenizer.chat_template is None:
+        return tokenizer.encode(header), tokenizer.encode(THINK_START)
+    text = render_chat(tokenizer, [{"role": "user", "content": header + CONTEXT_SLOT}])
+    if text.count(CONTEXT_SLOT) != 1:
+        raise ConfigError(f"the chat template of {tokenizer.path} does not place the user "
+                          "message once: the reasoning prompt cannot be framed by it")
+    before, after = text.split(CONTEXT_SLOT)
+    return tokenizer.encode(before), tokenizer.encode(after + THINK_START.lstrip("\n"))
+
+
 def build_prompt(tokenizer: SentencePieceTokenizer, context: Sequence[int], budget: int | None,
                  max_prompt_length: int) -> list[int]:
     """Token ids of the prompt for predicting the token after `context`."""
-    header = tokenizer.encode(prompt_header(budget))
-    tail = tokenizer.encode(THINK_START)
+    header, tail = _frame(tokenizer, prompt_header(budget))
     room = max_prompt_length - len(header) - len(tail)
     if room < 1:
         raise ConfigError(f"rollout.max_prompt_length={max_prompt_length} leaves no room for "

@@ -1,5 +1,6 @@
 """Tokenizers with exact per-token bytes (what the match rewards compare), behind one interface:
-`vocab_size`, `eos_id`, `encode`, `decode`, `token_bytes`.
+`vocab_size`, `eos_id`, `encode`, `decode`, `token_bytes`, and `chat_template` (None when the
+model has none; `render_chat` applies it).
 
 - `SentencePieceTokenizer`: a `.model` file. Models trained here use BPE with byte fallback,
   identity normalisation and no dummy prefix, so `decode(encode(text)) == text`, and digits split
@@ -7,6 +8,7 @@
 - `HFTokenizer`: a Hugging Face `tokenizer.json` (byte-level BPE as in Llama 3 / Qwen, or
   metaspace/byte-fallback vocabularies); byte-level pieces are mapped back through GPT-2's
   byte-to-character table, so a token that holds half of a UTF-8 character gives its real bytes.
+  Also built from a GGUF file's embedded vocabulary (`gguf_import.gguf_tokenizer`).
 
 `load_tokenizer(path)` picks the class from the path.
 """
@@ -36,6 +38,7 @@ class SentencePieceTokenizer:
             raise FileNotFoundError(f"tokenizer model {path} does not exist: pass the .model file "
                                     "written by `rmt-preprocess` or sentencepiece")
         self.path = path
+        self.chat_template = None
         self._sp = spm.SentencePieceProcessor()
         try:
             self._sp.load(str(path))
@@ -107,11 +110,28 @@ def _byte_level_decoder() -> dict[str, int]:
 
 
 class HFTokenizer:
-    """A Hugging Face `tokenizer.json` (a file, or a directory holding one)."""
+    """A Hugging Face `tokenizers.Tokenizer` with its end-of-sequence id and chat template."""
 
     EOS_CANDIDATES = ("<|endoftext|>", "<|im_end|>", "</s>", "<|end_of_text|>", "<eos>")
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, tokenizer, eos_id: int, source: str | os.PathLike,
+                 chat_template: str | None = None, bos_text: str = "") -> None:
+        self.path = Path(source)
+        self.chat_template = chat_template
+        self.bos_text = bos_text
+        """What the chat template's `bos_token` renders as ("" where the model adds none)."""
+        self._tokenizer = tokenizer
+        decoder = tokenizer.decoder
+        self._byte_level = decoder is not None and "ByteLevel" in repr(decoder)
+        self._special = {i for i, token in tokenizer.get_added_tokens_decoder().items()
+                         if token.special}
+        self._bytes = [self._piece_bytes(i) for i in range(self.vocab_size)]
+        self._eos = eos_id
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> HFTokenizer:
+        """`tokenizer.json` (a file, or a directory holding one, with its tokenizer_config.json
+        for the end-of-sequence token and chat template when present)."""
         from tokenizers import Tokenizer
 
         path = Path(path)
@@ -119,23 +139,19 @@ class HFTokenizer:
         if not file.is_file():
             raise FileNotFoundError(f"{file} does not exist: pass a tokenizer.json or the "
                                     "checkpoint directory that holds one")
-        self.path = file
-        self._tokenizer = Tokenizer.from_file(str(file))
-        decoder = self._tokenizer.decoder
-        self._byte_level = decoder is not None and "ByteLevel" in repr(decoder)
-        self._special = set(self._tokenizer.get_added_tokens_decoder())
-        self._bytes = [self._piece_bytes(i) for i in range(self.vocab_size)]
-        self._eos = self._find_eos(file.parent / "tokenizer_config.json")
-
-    def _find_eos(self, config_path: Path) -> int:
-        names = list(self.EOS_CANDIDATES)
-        if config_path.is_file():
-            eos = json.loads(config_path.read_text()).get("eos_token")
-            names.insert(0, eos["content"] if isinstance(eos, dict) else eos)
-        for name in names:
-            if name and self._tokenizer.token_to_id(name) is not None:
-                return self._tokenizer.token_to_id(name)
-        raise ValueError(f"{self.path} names no end-of-sequence token (looked for {names})")
+        tokenizer = Tokenizer.from_file(str(file))
+        config_path = file.parent / "tokenizer_config.json"
+        config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+        eos = config.get("eos_token")
+        names = [eos["content"] if isinstance(eos, dict) else eos, *cls.EOS_CANDIDATES]
+        eos_id = next((tokenizer.token_to_id(n) for n in names
+                       if n and tokenizer.token_to_id(n) is not None), None)
+        if eos_id is None:
+            raise ValueError(f"{file} names no end-of-sequence token (looked for {names})")
+        template = config.get("chat_template")
+        bos = config.get("bos_token") if config.get("add_bos_token", True) else None
+        return cls(tokenizer, eos_id, file, template if isinstance(template, str) else None,
+                   (bos["content"] if isinstance(bos, dict) else bos) or "")
 
     def _piece_bytes(self, token_id: int) -> bytes:
         piece = self._tokenizer.id_to_token(token_id)
@@ -172,8 +188,30 @@ _BYTE_DECODER = _byte_level_decoder()
 
 
 def load_tokenizer(path: str | os.PathLike) -> SentencePieceTokenizer | HFTokenizer:
-    """A `.model` file -> SentencePieceTokenizer; tokenizer.json or a directory -> HFTokenizer."""
+    """A `.model` file -> SentencePieceTokenizer; a `.gguf` file -> its embedded vocabulary;
+    tokenizer.json or a directory -> HFTokenizer."""
     path = Path(path)
     if path.suffix == ".model":
         return SentencePieceTokenizer(path)
-    return HFTokenizer(path)
+    if path.suffix == ".gguf":
+        from rmt_megatron.gguf_import import gguf_tokenizer
+
+        return gguf_tokenizer(path)
+    return HFTokenizer.from_file(path)
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The text of `messages` ([{"role", "content"}]) under the tokenizer's chat template, ending
+    with the assistant turn's opening (Hugging Face's add_generation_prompt=True)."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = raise_exception
+    template = environment.from_string(tokenizer.chat_template)
+    eos = tokenizer.decode([tokenizer.eos_id])
+    return template.render(messages=messages, add_generation_prompt=True, eos_token=eos,
+                           bos_token=getattr(tokenizer, "bos_text", ""))

@@ -33,8 +33,8 @@ from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
 from rmt_megatron.data import load_indexed_dataset
 from rmt_megatron.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.files import atomic_write
-from rmt_megatron.hf_import import load_hf_weights
 from rmt_megatron.metrics import MetricsWriter, progress_line
+from rmt_megatron.model_import import load_imported_weights, load_proxy
 from rmt_megatron.scoring import score_difficulty
 from rmt_megatron.step import make_forward_step
 from rmt_megatron.step_data import STAT_NAMES, StepBatchBuilder
@@ -67,7 +67,7 @@ def resolve_data(config: RMTConfig) -> RunData:
                       else builtin.base_checkpoint)
         return RunData(SentencePieceTokenizer(builtin.tokenizer_model), builtin.train_prefix,
                        builtin.valid_prefix, pretrained)
-    tokenizer = load_tokenizer(data.tokenizer_model or data.hf_checkpoint)
+    tokenizer = load_tokenizer(data.tokenizer_model or data.imported_checkpoint)
     return RunData(tokenizer, Path(data.train_data_path), Path(data.valid_data_path),
                    Path(data.pretrained_checkpoint) if data.pretrained_checkpoint else None)
 
@@ -141,9 +141,10 @@ class Run:
             self.resume_state = loaded.state
             self._log(f"resumed from {load} at step {loaded.step}")
             return loaded.step
-        if self.config.data.hf_checkpoint:
-            load_hf_weights(self.state.module, self.config.model, self.config.data.hf_checkpoint)
-            self._log(f"starting from {self.config.data.hf_checkpoint}")
+        imported = self.config.data.imported_checkpoint
+        if imported:
+            load_imported_weights(self.state.module, self.config.model, imported)
+            self._log(f"starting from {imported}")
         elif self.data.pretrained is not None:
             load_checkpoint(self.data.pretrained, self.state.module, restore_rng=False,
                             require_state=False)
@@ -151,13 +152,19 @@ class Run:
         return 0
 
     def _difficulty(self, prefix: Path, documents: list[np.ndarray]) -> np.ndarray:
-        """Proxy-model entropies (the starting policy is the proxy), cached next to the data."""
+        """Proxy-model entropies (--rmt-proxy-checkpoint, else the starting policy), cached next
+        to the data under a name that says which proxy scored them."""
         top_k = self.config.curriculum.entropy_top_k
+        proxy_path = self.config.curriculum.proxy_checkpoint
+        proxy_name = f"_{Path(proxy_path).stem}" if proxy_path else ""
         path = prefix.with_name(f"{prefix.name}_entropy_{f'top{top_k}' if top_k else 'full'}"
-                                ".npy")
-        return score_difficulty(self.state.module, documents, path, top_k,
-                                self.config.model.seq_length, self.config.train.micro_batch_size,
-                                self.data.tokenizer.eos_id)
+                                f"{proxy_name}.npy")
+        if path.is_file():
+            return np.load(path)
+        model = (load_proxy(proxy_path, self.config.model, self.data.tokenizer) if proxy_path
+                 else self.state.module)
+        return score_difficulty(model, documents, path, top_k, self.config.model.seq_length,
+                                self.config.train.micro_batch_size, self.data.tokenizer.eos_id)
 
     # ---- one step ----------------------------------------------------------------------------
 

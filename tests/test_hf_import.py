@@ -144,3 +144,51 @@ def test_export_command_writes_a_run_s_checkpoint_back(checkpoint, tmp_path):
     exported = load_file(tmp_path / "out" / "model.safetensors")
     assert sorted(exported) == sorted(original)
     assert all(torch.equal(exported[name], tensor) for name, tensor in original.items())
+
+
+ROPE_SCALING = {
+    "linear": {"rope_type": "linear", "factor": 4.0},
+    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ROPE_SCALING))
+def test_rope_scaling_variants_match_transformers(kind, tmp_path):
+    rope = dict(ROPE_SCALING[kind], rope_theta=10000.0)
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **dict(TINY, max_position_embeddings=16384), rope_parameters=rope,
+        initializer_range=0.1)).eval()
+    model.save_pretrained(tmp_path)
+    tokens = torch.randint(0, 300, (1, 1024), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # a long sequence: llama3 scaling acts on the slow frequencies only
+        reference = model(tokens).logits
+        plain = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+            **dict(TINY, max_position_embeddings=16384))).eval()
+        plain.load_state_dict(model.state_dict())
+        assert (plain(tokens).logits - reference).abs().max() > 1e-3
+    logits = run_ranks(1, _megatron_logits_of, str(tmp_path), tokens)[0]
+    assert (logits - reference).abs().max() <= 1e-4
+
+
+def _megatron_logits_of(directory, tokens):
+    from rmt_megatron.scoring import forward_statistics
+
+    with _imported(directory, 1, 1) as (_, model):
+        batch = {"tokens": tokens, "position_ids": torch.arange(tokens.shape[1])[None]}
+        return forward_statistics(model, [batch], lambda logits, _: logits[..., :300])[0]
+
+
+def test_unsupported_rope_scaling_is_named(tmp_path):
+    from rmt_megatron.config import ConfigError
+    from rmt_megatron.hf_import import model_config_from_hf_dict
+
+    config = transformers.LlamaConfig(**TINY).to_dict()
+    config["architectures"] = ["LlamaForCausalLM"]
+    config["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0}
+    with pytest.raises(ConfigError, match="'yarn' is not supported"):
+        model_config_from_hf_dict(config)
+    config["rope_parameters"] = dict(ROPE_SCALING["llama3"], high_freq_factor=2.0)
+    with pytest.raises(ConfigError, match="high_freq_factor"):
+        model_config_from_hf_dict(config)

@@ -147,3 +147,51 @@ def test_resume_may_change_the_layout_but_not_the_model(small_data, tmp_path, ca
     other = _argv(small_data, "--save", save, "--load", save, "--num-layers", "2")
     assert run_ranks(1, _expect_failure, other)[0] == 1
     assert "num_layers differ" in capfd.readouterr().err
+
+
+def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd):
+    import shutil
+
+    import torch
+    import transformers
+    from gguf_files import write_gguf
+    from test_gguf_import import _chat_vocabulary
+    from test_text_pipeline import _byte_level_tokenizer
+
+    from rmt_megatron import preprocess
+    from rmt_megatron.corpus import document_text
+
+    vocab_dir = tmp_path / "vocab"
+    vocab_dir.mkdir()
+    _, tokenizer = _chat_vocabulary(vocab_dir)
+    shape = dict(vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=96,
+                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    torch.manual_seed(0)
+    write_gguf(tmp_path / "policy.gguf", transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(num_hidden_layers=2, **shape)), tokenizer_dir=vocab_dir)
+    proxy = tmp_path / "proxy"
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(num_hidden_layers=1, **shape)
+                                  ).save_pretrained(proxy)
+    shutil.copy(vocab_dir / "tokenizer.json", proxy / "tokenizer.json")
+    for name, seed in (("train", 20), ("valid", 21)):
+        text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
+        (tmp_path / f"{name}.txt").write_text(text)
+        assert preprocess.main(["--input", str(tmp_path / f"{name}.txt"), "--output-prefix",
+                                str(tmp_path / name), "--tokenizer-model",
+                                str(tmp_path / "policy.gguf")]) == 0
+    argv = ["--gguf-checkpoint", str(tmp_path / "policy.gguf"),
+            "--rmt-proxy-checkpoint", str(proxy),
+            "--train-data-path", str(tmp_path / "train"),
+            "--valid-data-path", str(tmp_path / "valid"), "--train-iters", "2",
+            "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
+            "--eval-positions", "4", "--micro-batch-size", "4", "--rmt-max-response-length",
+            "16", "--rmt-max-prompt-length", "400", "--rmt-min-context", "4",
+            "--rmt-tier-thresholds", "0.0", "0.1", "0.2"]
+    result = run_ranks(1, _train, argv)[0]
+    assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])
+    assert (tmp_path / "train_entropy_top16_proxy.npy").is_file()
+
+    _byte_level_tokenizer(proxy)  # the vocabulary without the chat tokens
+    (tmp_path / "train_entropy_top16_proxy.npy").unlink()
+    assert run_ranks(1, _expect_failure, argv)[0] == 1
+    assert "another vocabulary than the run's tokenizer" in capfd.readouterr().err

@@ -1,0 +1,86 @@
+"""Starting weights from outside: a Hugging Face checkpoint directory or a GGUF file, one entry.
+
+    open_checkpoint(path)                 -> (config.json dict, reader of tensors by HF name)
+    import_model_config(path, **layout)   -> ModelConfig of the checkpoint (TP/PP from `layout`)
+    load_imported_weights(model, config, path)   this rank's slices into its GPTModel stage
+    load_proxy(path, run_model, tokenizer)       a difficulty proxy in the run's layout
+
+A path ending in `.gguf` is read by `gguf_import`, anything else as a Hugging Face directory by
+`hf_import`; both map onto the model through `hf_import.load_weights`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rmt_megatron.config import ConfigError, ModelConfig
+from rmt_megatron.hf_import import (
+    SafetensorsReader,
+    load_weights,
+    model_config_from_hf_dict,
+    read_hf_config,
+)
+
+
+def is_gguf(path: str | os.PathLike) -> bool:
+    return Path(path).suffix == ".gguf"
+
+
+def open_checkpoint(path: str | os.PathLike):
+    """(Hugging Face config dict, tensor reader) of the checkpoint at `path`."""
+    if is_gguf(path):
+        from rmt_megatron.gguf_import import GGUFCheckpoint
+
+        checkpoint = GGUFCheckpoint(path)
+        return checkpoint.config, checkpoint
+    return read_hf_config(Path(path)), SafetensorsReader(Path(path))
+
+
+def import_model_config(path: str | os.PathLike, **overrides) -> ModelConfig:
+    """`ModelConfig` of the checkpoint at `path`; `overrides` set other fields (TP, PP)."""
+    hf_config = open_checkpoint(path)[0] if is_gguf(path) else read_hf_config(Path(path))
+    return model_config_from_hf_dict(hf_config, **overrides)
+
+
+def load_imported_weights(model, config: ModelConfig, path: str | os.PathLike) -> None:
+    """Fill this rank's GPTModel stage from the checkpoint at `path` (sharded reads)."""
+    hf_config, reader = open_checkpoint(path)
+    load_weights(model, config, reader, hf_config["vocab_size"])
+
+
+LAYOUT_FIELDS = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "params_dtype",
+                 "sequence_parallel", "make_vocab_size_divisible_by")
+"""Model fields that come from the run, not from an imported checkpoint."""
+
+
+def _check_same_vocabulary(path: str | os.PathLike, tokenizer) -> None:
+    """The proxy's own tokenizer (where it ships one) must give every id the run's bytes."""
+    from rmt_megatron.tokenizer import load_tokenizer
+
+    has_tokenizer = is_gguf(path) or (Path(path) / "tokenizer.json").is_file()
+    if not has_tokenizer:
+        return
+    proxy = load_tokenizer(path)
+    ids = range(max(proxy.vocab_size, tokenizer.vocab_size))
+    if proxy.vocab_size != tokenizer.vocab_size or (proxy.token_bytes(ids)
+                                                    != tokenizer.token_bytes(ids)):
+        raise ConfigError(f"the proxy {path} has another vocabulary than the run's tokenizer "
+                          f"{tokenizer.path} ({proxy.vocab_size} vs {tokenizer.vocab_size} "
+                          "tokens): a difficulty proxy must share the tokenizer")
+
+
+def load_proxy(path: str | os.PathLike, run_model: ModelConfig, tokenizer):
+    """The difficulty-scoring proxy at `path` as this rank's GPTModel stage, in the run's
+    parallel layout and eval mode (build inside `megatron_cpu.device_mode()`)."""
+    from rmt_megatron.model import build_gpt_model
+
+    _check_same_vocabulary(path, tokenizer)
+    config = import_model_config(path, seq_length=run_model.seq_length,
+                                 **{k: getattr(run_model, k) for k in LAYOUT_FIELDS})
+    if config.vocab_size < tokenizer.vocab_size:
+        raise ConfigError(f"the proxy {path} has {config.vocab_size} embedding rows but the "
+                          f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens")
+    model = build_gpt_model(config, config.vocab_size)
+    load_imported_weights(model, config, path)
+    return model.eval()

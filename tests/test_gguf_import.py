@@ -1,0 +1,127 @@
+"""GGUF llama-family files into GPTModel: logits equal transformers' forward of the same
+(dequantised) weights at TP=1 and TP=2; the embedded vocabulary and chat template work; bad
+files are named."""
+
+import pytest
+import torch
+import transformers
+from gguf_files import permute_rows, write_gguf
+from ranks import run_ranks
+from test_text_pipeline import _byte_level_tokenizer
+
+TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+            rms_norm_eps=1e-5, rope_theta=5000.0)
+TOKENS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(1))
+
+
+def _tiny_llama(tie=True):
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(**TINY, tie_word_embeddings=tie)).eval()
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
+def gguf_file(request, tmp_path_factory):
+    directory = tmp_path_factory.mktemp("gguf")
+    model = _tiny_llama(tie=request.param)
+    path = directory / "tiny.gguf"
+    write_gguf(path, model)
+    with torch.no_grad():
+        return path, model(TOKENS).logits
+
+
+def _megatron_logits(path, tp):
+    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.model_import import import_model_config, load_imported_weights
+    from rmt_megatron.scoring import forward_statistics
+
+    config = import_model_config(path, tensor_model_parallel_size=tp,
+                                 make_vocab_size_divisible_by=64)
+    distributed.initialize(config, seed=0)
+    try:
+        with megatron_cpu.device_mode():
+            model = build_gpt_model(config, config.vocab_size)
+            load_imported_weights(model, config, path)
+            batch = {"tokens": TOKENS, "position_ids": torch.arange(12)[None].expand(2, 12)}
+            return forward_statistics(model, [batch], lambda logits, _: (
+                gather_from_tensor_model_parallel_region(logits)[..., :300]))[0]
+    finally:
+        distributed.shutdown()
+
+
+@pytest.mark.parametrize("tp", [1, 2])
+def test_gguf_logits_equal_the_reference_forward(gguf_file, tp):
+    path, reference = gguf_file
+    for logits in run_ranks(tp, _megatron_logits, str(path), tp):
+        assert (logits - reference).abs().max() <= 1e-4
+
+
+def test_unpermute_inverts_llama_cpp_s_row_order():
+    from rmt_megatron.gguf_import import unpermute_rows
+
+    weight = torch.randn(4 * 16, 8)
+    stored = torch.from_numpy(permute_rows(weight.numpy(), heads=4))
+    assert not torch.equal(stored, weight)
+    assert torch.equal(unpermute_rows(stored, head_dim=16), weight)
+    assert torch.equal(unpermute_rows(stored[16:48], head_dim=16), weight[16:48])  # two heads
+
+
+def _chat_vocabulary(directory):
+    """The test byte-level tokenizer with ChatML's two control tokens added."""
+    from tokenizers import AddedToken, Tokenizer
+
+    _byte_level_tokenizer(directory)
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.add_special_tokens([AddedToken("<|im_start|>", special=True),
+                                  AddedToken("<|im_end|>", special=True)])
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory, tokenizer
+
+
+def test_embedded_vocabulary_and_chat_template(tmp_path):
+    from rmt_megatron.prompt import build_prompt
+    from rmt_megatron.tokenizer import load_tokenizer
+
+    _, reference = _chat_vocabulary(tmp_path)
+    config = dict(TINY, vocab_size=reference.get_vocab_size())
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
+    write_gguf(tmp_path / "chat.gguf", model, tokenizer_dir=tmp_path)
+    tokenizer = load_tokenizer(tmp_path / "chat.gguf")
+    assert tokenizer.vocab_size == reference.get_vocab_size()
+    for text in ("Ben has 12 apples.", "é ü 日本\n\thello world", "<|im_start|>user\nhi"):
+        ids = tokenizer.encode(text)
+        assert ids == reference.encode(text, add_special_tokens=False).ids
+        assert tokenizer.decode(ids) == text
+        assert b"".join(tokenizer.token_bytes(ids)) == text.encode()
+    assert tokenizer.eos_id == reference.token_to_id("<|im_end|>")
+    context = tokenizer.encode("Ben has 12")
+    prompt = tokenizer.decode(build_prompt(tokenizer, context, 20, 1000))
+    assert prompt.startswith("<|im_start|>user\nContinue the text")
+    assert prompt.endswith("Ben has 12<|im_end|>\n<|im_start|>assistant\n<think>")
+
+
+def test_bad_gguf_files_are_named(tmp_path):
+    from rmt_megatron.config import ConfigError
+    from rmt_megatron.hf_import import CheckpointFormatError
+    from rmt_megatron.model_import import import_model_config, open_checkpoint
+
+    (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all" * 10)
+    with pytest.raises(CheckpointFormatError, match="not a readable GGUF"):
+        import_model_config(tmp_path / "junk.gguf")
+    with pytest.raises(CheckpointFormatError, match="does not exist"):
+        import_model_config(tmp_path / "missing.gguf")
+    write_gguf(tmp_path / "gpt2.gguf", _tiny_llama(), architecture="gpt2")
+    with pytest.raises(ConfigError, match=r"'gpt2' is not supported.*llama"):
+        import_model_config(tmp_path / "gpt2.gguf")
+    write_gguf(tmp_path / "holed.gguf", _tiny_llama(), drop=("blk.1.ffn_up.weight",))
+    _, reader = open_checkpoint(tmp_path / "holed.gguf")
+    with pytest.raises(CheckpointFormatError, match=r"blk\.1\.ffn_up\.weight"):
+        reader.read("model.layers.1.mlp.up_proj.weight")
+    with pytest.raises(ConfigError, match="tokenizer model None is not supported"):
+        from rmt_megatron.tokenizer import load_tokenizer
+
+        load_tokenizer(tmp_path / "holed.gguf")

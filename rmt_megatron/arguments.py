@@ -145,12 +145,12 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
         config = replace(config, **{name: replace(getattr(config, name), **values)
                                     for name, values in overrides.items() if values})
         if config.data.imported_checkpoint:
-            from rmt_megatron.model_import import LAYOUT_FIELDS, import_model_config
+            from rmt_megatron.model_import import RUN_FIELDS, import_model_config
 
             model = config.model
             config = replace(config, model=import_model_config(
                 config.data.imported_checkpoint,
-                **{k: getattr(model, k) for k in LAYOUT_FIELDS}))
+                **{k: getattr(model, k) for k in RUN_FIELDS}))
         return config
     except ConfigError as error:
         field_name = str(error).split("=", 1)[0]

@@ -49,9 +49,10 @@ def load_imported_weights(model, config: ModelConfig, path: str | os.PathLike) -
     load_weights(model, config, reader, hf_config["vocab_size"])
 
 
-LAYOUT_FIELDS = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "params_dtype",
-                 "sequence_parallel", "make_vocab_size_divisible_by")
-"""Model fields that come from the run, not from an imported checkpoint."""
+RUN_FIELDS = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "params_dtype",
+              "sequence_parallel", "make_vocab_size_divisible_by", "seq_length")
+"""Model fields that come from the run's flags, not from an imported checkpoint: the parallel
+layout, the dtype and the training sequence length."""
 
 
 def _check_same_vocabulary(path: str | os.PathLike, tokenizer) -> None:
@@ -76,8 +77,7 @@ def load_proxy(path: str | os.PathLike, run_model: ModelConfig, tokenizer):
     from rmt_megatron.model import build_gpt_model
 
     _check_same_vocabulary(path, tokenizer)
-    config = import_model_config(path, seq_length=run_model.seq_length,
-                                 **{k: getattr(run_model, k) for k in LAYOUT_FIELDS})
+    config = import_model_config(path, **{k: getattr(run_model, k) for k in RUN_FIELDS})
     if config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"the proxy {path} has {config.vocab_size} embedding rows but the "
                           f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens")

@@ -1,13 +1,10 @@
-"""Chunked pure-torch backend: the math of `stats.py` one vocabulary (and token) chunk at a time.
+"""Chunked pure-torch backend for the logits op: the math of `stats.py` one vocabulary chunk at a
+time.
 
 From logits `[N, V_local]`: one online pass over V chunks gives the partial statistics; backward
-recomputes p chunk by chunk and writes the gradient. fp32 temporaries are `[N, chunk]`, never the
-whole `[N, V]` (which matters for bf16/fp16 logits).
-
-From a hidden state and the output layer (`hidden: [N, H]`, `weight: [V_local, H]`): logits are
-formed one `[n_chunk, v_chunk]` tile at a time, in the forward for the statistics and again in the
-backward, which accumulates `grad_hidden = Σ dz·W` and `grad_weight = Σ dzᵀ·h` per tile. Only
-per-token statistics `[N]` are kept between the two, so the `[N, V]` logits never exist.
+recomputes p chunk by chunk and writes the gradient (into `out`, which may be the logits
+themselves). fp32 temporaries are `[N, chunk]`, never the whole `[N, V]` (which matters for
+bf16/fp16 logits).
 """
 
 from __future__ import annotations
@@ -19,7 +16,6 @@ import torch
 from rmt_megatron.kernels.stats import PartialStats
 
 DEFAULT_V_CHUNK = 4096
-DEFAULT_N_CHUNK = 1024
 
 
 def _spans(total: int, chunk: int) -> Iterator[tuple[int, int]]:
@@ -66,9 +62,9 @@ def _grad_z(z: torch.Tensor, start: int, local_label: torch.Tensor, log_z: torch
 
 @torch.no_grad()
 def logits_partial_stats(logits: torch.Tensor, local_label: torch.Tensor, temperature: float,
-                         v_chunk: int = DEFAULT_V_CHUNK) -> PartialStats:
+                         v_chunk: int | None = None) -> PartialStats:
     stats = _OnlineStats(logits.shape[0], logits.device)
-    for start, end in _spans(logits.shape[1], v_chunk):
+    for start, end in _spans(logits.shape[1], v_chunk or DEFAULT_V_CHUNK):
         stats.update(logits[:, start:end].float() / temperature, start, local_label)
     return stats.result()
 
@@ -76,43 +72,11 @@ def logits_partial_stats(logits: torch.Tensor, local_label: torch.Tensor, temper
 @torch.no_grad()
 def logits_grad(logits: torch.Tensor, local_label: torch.Tensor, log_z: torch.Tensor,
                 mean_z: torch.Tensor, g_lp: torch.Tensor, g_h: torch.Tensor,
-                temperature: float, v_chunk: int = DEFAULT_V_CHUNK) -> torch.Tensor:
-    grad = torch.empty_like(logits)
-    for start, end in _spans(logits.shape[1], v_chunk):
+                temperature: float, out: torch.Tensor | None = None,
+                v_chunk: int | None = None) -> torch.Tensor:
+    grad = torch.empty_like(logits) if out is None else out
+    for start, end in _spans(logits.shape[1], v_chunk or DEFAULT_V_CHUNK):
         z = logits[:, start:end].float() / temperature
         grad[:, start:end] = (_grad_z(z, start, local_label, log_z, mean_z, g_lp, g_h)
                               / temperature).to(logits.dtype)
     return grad
-
-
-@torch.no_grad()
-def linear_partial_stats(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.Tensor,
-                         temperature: float, n_chunk: int = DEFAULT_N_CHUNK,
-                         v_chunk: int = DEFAULT_V_CHUNK) -> PartialStats:
-    parts = []
-    for n0, n1 in _spans(hidden.shape[0], n_chunk):
-        stats = _OnlineStats(n1 - n0, hidden.device)
-        for v0, v1 in _spans(weight.shape[0], v_chunk):
-            z = (hidden[n0:n1] @ weight[v0:v1].T).float() / temperature
-            stats.update(z, v0, local_label[n0:n1])
-        parts.append(stats.result())
-    return PartialStats(*(torch.cat(values) for values in zip(*parts, strict=True)))
-
-
-@torch.no_grad()
-def linear_grads(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.Tensor,
-                 log_z: torch.Tensor, mean_z: torch.Tensor, g_lp: torch.Tensor,
-                 g_h: torch.Tensor, temperature: float, n_chunk: int = DEFAULT_N_CHUNK,
-                 v_chunk: int = DEFAULT_V_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
-    grad_hidden = torch.zeros(hidden.shape, dtype=torch.float32, device=hidden.device)
-    grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
-    for n0, n1 in _spans(hidden.shape[0], n_chunk):
-        h = hidden[n0:n1]
-        for v0, v1 in _spans(weight.shape[0], v_chunk):
-            w = weight[v0:v1]
-            z = (h @ w.T).float() / temperature
-            dz = (_grad_z(z, v0, local_label[n0:n1], log_z[n0:n1], mean_z[n0:n1],
-                          g_lp[n0:n1], g_h[n0:n1]) / temperature).to(hidden.dtype)
-            grad_hidden[n0:n1] += (dz @ w).float()
-            grad_weight[v0:v1] += (dz.T @ h).float()
-    return grad_hidden.to(hidden.dtype), grad_weight.to(weight.dtype)

@@ -18,11 +18,12 @@ the statistics, the objective and its per-token gradients (g_lp, g_H); the backw
 over the vocabulary applying them. Its result is `(loss, logprob, entropy)` with the last two
 detached.
 
-Backend: `backend=` "triton" (Triton kernels for the logits op; CUDA, or CPU under
-TRITON_INTERPRET=1), "chunked" (pure torch, any device) or "reference" (unfused torch, logits op
-only). The environment variable RMT_KERNEL_BACKEND sets the default; otherwise "triton" for CUDA
-tensors when triton imports, else "chunked". The linear ops run the chunked tiles under every
-backend (their matmuls are torch's; a fused Triton linear kernel is not written yet).
+Backend: `backend=` "triton" (Triton kernels; CUDA, or CPU under TRITON_INTERPRET=1), "chunked"
+(pure torch, any device) or "reference" (unfused torch, logits op only). The environment variable
+RMT_KERNEL_BACKEND sets the default; otherwise "triton" for CUDA tensors when triton imports,
+else "chunked". The linear ops (`linear.py`) form the logits a block of tokens at a time with a
+torch matmul (cuBLAS on a GPU) and give each block to the chosen backend's statistics and
+gradient kernels.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from collections.abc import Callable
 
 import torch
 
-from rmt_megatron.kernels import chunked
+from rmt_megatron.kernels import chunked, linear
 from rmt_megatron.kernels.reference import token_logprob_entropy_reference
 from rmt_megatron.kernels.stats import (
     combine,
@@ -108,12 +109,14 @@ class _LogitsOp(torch.autograd.Function):
 
 class _LinearOp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, temperature, ignore_index, tp_group, objective):
+    def forward(ctx, hidden, weight, labels, temperature, ignore_index, tp_group, objective,
+                impl):
         local, ignored = local_labels(labels, vocab_start(weight.shape[0], tp_group),
                                       weight.shape[0], ignore_index)
-        stats = combine(chunked.linear_partial_stats(hidden, weight, local, temperature),
+        stats = combine(linear.linear_partial_stats(hidden, weight, local, temperature, impl),
                         ignored, tp_group)
         ctx.temperature = temperature
+        ctx.impl = impl
         ctx.objective = objective is not None
         if objective is None:
             ctx.save_for_backward(hidden, weight, local, ignored, stats.log_z, stats.mean_z)
@@ -137,9 +140,9 @@ class _LinearOp(torch.autograd.Function):
         else:
             g_lp, g_h = grad_coefficients(grads[0], grads[1], ignored, hidden.shape[0],
                                           hidden.device)
-        grad_hidden, grad_weight = chunked.linear_grads(hidden, weight, local, log_z, mean_z,
-                                                        g_lp, g_h, ctx.temperature)
-        return grad_hidden, grad_weight, None, None, None, None, None
+        grad_hidden, grad_weight = linear.linear_grads(hidden, weight, local, log_z, mean_z,
+                                                       g_lp, g_h, ctx.temperature, ctx.impl)
+        return grad_hidden, grad_weight, None, None, None, None, None, None
 
 
 def token_logprob_entropy(logits: torch.Tensor, labels: torch.Tensor, *,
@@ -160,21 +163,27 @@ def token_logprob_entropy(logits: torch.Tensor, labels: torch.Tensor, *,
                            _logits_impl(backend))
 
 
-def _check_linear(hidden, weight, labels, temperature, tp_group, backend) -> None:
+def _linear_impl(hidden, weight, labels, temperature, tp_group, backend):
+    """Check the linear ops' inputs; the logits backend module that processes each block."""
     if hidden.dim() != 2 or weight.dim() != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"expected hidden [N, H] and weight [V_local, H], got "
                          f"{tuple(hidden.shape)} and {tuple(weight.shape)}")
+    if hidden.dtype != weight.dtype:
+        raise ValueError(f"hidden is {hidden.dtype} but weight is {weight.dtype}: cast one")
     _check(labels, hidden.shape[0], weight.shape[0], temperature, tp_group)
-    if resolve_backend(backend, hidden.is_cuda) == "reference":
+    backend = resolve_backend(backend, hidden.is_cuda)
+    if backend == "reference":
         raise ValueError("the reference backend has no linear op: use 'chunked' or 'triton'")
+    return _logits_impl(backend)
 
 
 def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, *,
                            temperature: float = 1.0, ignore_index: int = -100, tp_group=None,
                            backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`(logprob [N], entropy [N])` of `labels` under `softmax(hidden @ weight.T / τ)`."""
-    _check_linear(hidden, weight, labels, temperature, tp_group, backend)
-    return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group, None)
+    impl = _linear_impl(hidden, weight, labels, temperature, tp_group, backend)
+    return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group, None,
+                           impl)
 
 
 def linear_token_objective(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -183,6 +192,6 @@ def linear_token_objective(hidden: torch.Tensor, weight: torch.Tensor, labels: t
                            backend: str | None = None
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(objective(logprob, entropy), logprob, entropy)`, differentiable through the first."""
-    _check_linear(hidden, weight, labels, temperature, tp_group, backend)
+    impl = _linear_impl(hidden, weight, labels, temperature, tp_group, backend)
     return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group,
-                           objective)
+                           objective, impl)

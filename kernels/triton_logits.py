@@ -2,7 +2,8 @@
 
 `partial_stats` computes this rank's (m, s, w, t) of `stats.PartialStats` with an online
 max/sum over `BLOCK`-wide column tiles; `grad` recomputes p tile by tile and writes
-∂L/∂x = (1/τ)·[g_lp·(onehot - p) - g_H·p·(z - E_p[z])]. Same signatures as the chunked torch
+∂L/∂x = (1/τ)·[g_lp·(onehot - p) - g_H·p·(z - E_p[z])] (into `out`, which may be the logits
+themselves: each element is read before it is written). Same signatures as the chunked torch
 functions they replace. On CPU they run only under `TRITON_INTERPRET=1` (set before triton is
 imported), which is how the tests check them; their speed is measured on a GPU.
 """
@@ -81,9 +82,9 @@ def logits_partial_stats(logits: torch.Tensor, local_label: torch.Tensor,
 
 def logits_grad(logits: torch.Tensor, local_label: torch.Tensor, log_z: torch.Tensor,
                 mean_z: torch.Tensor, g_lp: torch.Tensor, g_h: torch.Tensor,
-                temperature: float) -> torch.Tensor:
+                temperature: float, out: torch.Tensor | None = None) -> torch.Tensor:
     logits = logits.contiguous()
-    grad = torch.empty_like(logits)
+    grad = torch.empty_like(logits) if out is None else out
     n, vocab = logits.shape
     _grad_kernel[(n,)](logits, grad, local_label.contiguous(), log_z.contiguous(),
                        mean_z.contiguous(), g_lp.contiguous(), g_h.contiguous(),

@@ -185,6 +185,11 @@ class LossConfig:
     filter_zero_variance_groups: bool = False
     """Dynamic sampling: drop groups whose G rewards are all equal (they carry no signal)."""
 
+    fused_output_layer: bool = False
+    """Compute the loss from the final hidden states and the output layer's weight without
+    forming the [tokens, vocabulary] logits (kernels.linear_token_objective): the same loss and
+    gradients in far less memory on a large vocabulary."""
+
     def __post_init__(self) -> None:
         for name in ("ntp_weight", "rl_weight", "kl_beta", "entropy_coeff"):
             value = getattr(self, name)

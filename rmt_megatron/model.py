@@ -28,8 +28,9 @@ def padded_vocab_size(vocab_size: int, config: ModelConfig) -> int:
     return -(-vocab_size // multiple) * multiple
 
 
-def transformer_config(config: ModelConfig) -> TransformerConfig:
-    """megatron-core's `TransformerConfig` for `config`."""
+def transformer_config(config: ModelConfig, initialize: bool = True) -> TransformerConfig:
+    """megatron-core's `TransformerConfig` for `config`; `initialize=False` leaves the weights
+    uninitialised (for a model whose every weight is loaded next)."""
     dtype = DTYPES[config.params_dtype]
     if config.sequence_parallel and cpu_only():
         raise ConfigError("sequence parallelism needs Transformer Engine or apex norms, which "
@@ -58,6 +59,7 @@ def transformer_config(config: ModelConfig) -> TransformerConfig:
         bf16=dtype is torch.bfloat16,
         fp16=dtype is torch.float16,
         use_cpu_initialization=cpu_only(),
+        perform_initialization=initialize,
     )
 
 
@@ -74,11 +76,12 @@ def _layer_spec(config: ModelConfig):
     return get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=config.qk_layernorm)
 
 
-def build_gpt_model(config: ModelConfig, vocab_size: int) -> GPTModel:
+def build_gpt_model(config: ModelConfig, vocab_size: int, initialize: bool = True) -> GPTModel:
     """This rank's stage of the model (parallel state must be initialised). `vocab_size` is the
-    tokenizer's; the embedding is padded per `padded_vocab_size`."""
+    tokenizer's; the embedding is padded per `padded_vocab_size`. `initialize=False` skips the
+    random initialisation (minutes for a 14B model on CPU) when every weight is loaded next."""
     model = GPTModel(
-        config=transformer_config(config),
+        config=transformer_config(config, initialize),
         transformer_layer_spec=_layer_spec(config),
         vocab_size=padded_vocab_size(vocab_size, config),
         max_sequence_length=config.max_position_embeddings,

@@ -81,6 +81,6 @@ def load_proxy(path: str | os.PathLike, run_model: ModelConfig, tokenizer):
     if config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"the proxy {path} has {config.vocab_size} embedding rows but the "
                           f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens")
-    model = build_gpt_model(config, config.vocab_size)
+    model = build_gpt_model(config, config.vocab_size, initialize=False)
     load_imported_weights(model, config, path)
     return model.eval()

@@ -14,18 +14,29 @@ where loss_sum = Σ_n loss_weight_n · ℓ_n, ℓ_n the per-token RL loss (clipp
 entropy bonus, see `rmt_megatron.loss`) on RL tokens and -logprob_n on NTP tokens. The schedule
 must run with `calculate_per_token_loss=True`, so Megatron divides the gradients by the step's
 total `num_tokens`; `batches.collate` chose the weights for that division.
+
+With `loss.fused_output_layer` the `[b, s, V_local]` logits are never formed: during the step's
+forward the model's output layer hands back its input (the final hidden states `[b, s, H]`,
+TP-copied as ColumnParallelLinear would) and its weight `[V_local, H]`, and the loss function
+evaluates the same loss_sum with `kernels.linear_token_objective`, which forms the logits a
+block of tokens at a time and turns the objective's per-token gradients into weight and hidden
+gradients in one more sweep.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
+import torch.distributed as dist
 from megatron.core import parallel_state
+from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
+from megatron.core.utils import unwrap_model
 
 from rmt_megatron.config import LossConfig
-from rmt_megatron.kernels import token_logprob_entropy
+from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
 from rmt_megatron.loss import rl_token_losses
 
 
@@ -42,7 +53,31 @@ def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig,
     logprob, entropy = token_logprob_entropy(
         output.reshape(-1, output.shape[-1]), labels.reshape(-1),
         tp_group=parallel_state.get_tensor_model_parallel_group())
-    logprob, entropy = logprob.view(labels.shape), entropy.view(labels.shape)
+    return _dual_terms(batch, loss_config, logprob.view(labels.shape),
+                       entropy.view(labels.shape))
+
+
+def fused_dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig,
+                         output: tuple[torch.Tensor, torch.Tensor]):
+    """`dual_loss_func` from `output = (hidden [b, s, H], output weight [V_local, H])`."""
+    hidden, weight = output
+    labels = batch["labels"]
+
+    def objective(logprob, entropy):
+        return _dual_terms(batch, loss_config, logprob.view(labels.shape),
+                           entropy.view(labels.shape))[0]
+
+    loss_sum, logprob, entropy = linear_token_objective(
+        hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1), objective,
+        tp_group=parallel_state.get_tensor_model_parallel_group())
+    _, tokens, report = _dual_terms(batch, loss_config, logprob.view(labels.shape),
+                                    entropy.view(labels.shape))
+    return loss_sum, tokens, report
+
+
+def _dual_terms(batch: dict[str, torch.Tensor], loss_config: LossConfig,
+                logprob: torch.Tensor, entropy: torch.Tensor):
+    """(loss_sum, num_tokens, report) from per-token `[b, s]` log-probabilities/entropies."""
     rl_mask, ntp_mask = batch["rl_mask"], batch["ntp_mask"]
     per_token, _, _ = rl_token_losses(logprob, batch["advantages"], loss_config,
                                       entropy=entropy)
@@ -59,6 +94,45 @@ def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig,
     return loss_sum, (n_rl + n_ntp).int(), report
 
 
+class _AllReduceGradient(torch.autograd.Function):
+    """Identity forward; backward sums the gradient over the tensor-parallel group (what
+    ColumnParallelLinear does to its input's gradient). megatron's
+    copy_to_tensor_model_parallel_region would skip the sum for the non-contiguous gradient
+    that GPTModel's final transpose hands back here (it all-reduces a contiguous copy)."""
+
+    @staticmethod
+    def forward(ctx, hidden):
+        return hidden.view_as(hidden)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous()
+        if parallel_state.get_tensor_model_parallel_world_size() > 1:
+            dist.all_reduce(grad, group=parallel_state.get_tensor_model_parallel_group())
+        return grad
+
+
+@contextlib.contextmanager
+def hidden_states_out(model) -> Iterator[dict[str, torch.Tensor]]:
+    """While active, the GPTModel's output layer returns its input instead of logits, prepared as
+    ColumnParallelLinear prepares it (copy to the TP region, or the sequence-parallel gather),
+    and records the weight it would have used under "weight"."""
+    layer = unwrap_model(model).output_layer
+    used: dict[str, torch.Tensor] = {}
+
+    def forward(hidden, weight=None, runtime_gather_output=None):
+        used["weight"] = layer.weight if weight is None else weight
+        if layer.sequence_parallel:
+            return gather_from_sequence_parallel_region(hidden, True), None
+        return _AllReduceGradient.apply(hidden), None
+
+    layer.forward = forward
+    try:
+        yield used
+    finally:
+        del layer.forward
+
+
 def make_forward_step(loss_config: LossConfig) -> Callable:
     """`forward_step(data_iterator, model)` computing the RMT dual loss."""
     if loss_config.kl_beta > 0:
@@ -68,8 +142,11 @@ def make_forward_step(loss_config: LossConfig) -> Callable:
 
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
         batch = next(data_iterator)
-        output = model(batch["tokens"], batch["position_ids"],
-                       causal_mask(batch["tokens"].shape[1]))
-        return output, partial(dual_loss_func, batch, loss_config)
+        inputs = (batch["tokens"], batch["position_ids"], causal_mask(batch["tokens"].shape[1]))
+        if not (loss_config.fused_output_layer and unwrap_model(model).post_process):
+            return model(*inputs), partial(dual_loss_func, batch, loss_config)
+        with hidden_states_out(model) as used:
+            hidden = model(*inputs)
+        return (hidden, used["weight"]), partial(fused_dual_loss_func, batch, loss_config)
 
     return forward_step

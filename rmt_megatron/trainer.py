@@ -102,7 +102,8 @@ class Run:
         self.valid_docs = documents_of(load_indexed_dataset(self.data.valid_prefix,
                                                             tokenizer.vocab_size))
         self.state = build_training(config.model, config.train,
-                                    config.model.vocab_size or tokenizer.vocab_size)
+                                    config.model.vocab_size or tokenizer.vocab_size,
+                                    initialize=not self._starts_from_import())
         self.forward_step = make_forward_step(config.loss)
         self.start_step = self._load_weights()
         train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs) if self.rl
@@ -124,6 +125,12 @@ class Run:
             self.builder.load_state_dict(self.resume_state["sampler"])
 
     # ---- setup -------------------------------------------------------------------------------
+
+    def _starts_from_import(self) -> bool:
+        """True when every weight will come from --hf/--gguf-checkpoint (no resume)."""
+        load = self.config.train.load
+        return bool(self.config.data.imported_checkpoint) and not (
+            load and latest_step(load) is not None)
 
     def _load_weights(self) -> int:
         """Resume from --load if it holds a checkpoint, else start from the pretrained one."""

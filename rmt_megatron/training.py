@@ -54,9 +54,10 @@ class StepOutput:
 
 
 def build_training(model_config: ModelConfig, train_config: TrainConfig,
-                   vocab_size: int) -> TrainingState:
-    """Model stage, DDP wrapper, Megatron optimizer and scheduler for this rank."""
-    model = build_gpt_model(model_config, vocab_size)
+                   vocab_size: int, initialize: bool = True) -> TrainingState:
+    """Model stage, DDP wrapper, Megatron optimizer and scheduler for this rank (`initialize`:
+    see `build_gpt_model`)."""
+    model = build_gpt_model(model_config, vocab_size, initialize)
     config = model.config
     config.calculate_per_token_loss = True
     config.finalize_model_grads_func = finalize_model_grads

@@ -58,7 +58,7 @@ def test_rollouts_are_identical_under_tensor_and_pipeline_parallelism(checkpoint
         assert ranks_result == reference
 
 
-def _train(directory, tp, pp, steps):
+def _train(directory, tp, pp, steps, fused=False):
     from rmt_megatron import distributed, megatron_cpu
     from rmt_megatron.batches import collate, ntp_sequence, rl_sequence, token_weights
     from rmt_megatron.checkpointing import load_checkpoint
@@ -81,7 +81,7 @@ def _train(directory, tp, pp, steps):
     with megatron_cpu.device_mode():
         state = build_training(config, TrainConfig(train_iters=10, lr=1e-2), VOCAB)
         load_checkpoint(directory, state.module)
-        forward_step = make_forward_step(LossConfig())
+        forward_step = make_forward_step(LossConfig(fused_output_layer=fused))
         for _ in range(steps):
             out = train_step(state, forward_step, micro, 16)
             results.append((report_mean(out.reports, "rl loss"),
@@ -90,10 +90,13 @@ def _train(directory, tp, pp, steps):
     return results
 
 
-@pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])
-def test_training_steps_match_the_single_process_run(checkpoint, tp, pp):
+@pytest.mark.parametrize(("tp", "pp", "fused"),
+                         [(2, 1, False), (1, 2, False), (1, 1, True), (2, 1, True)])
+def test_training_steps_match_the_single_process_run(checkpoint, tp, pp, fused):
+    """Under TP/PP, and with the fused output layer (no logits), the steps equal the plain
+    single-process run's."""
     reference = run_ranks(1, _train, checkpoint, 1, 1, 3)[0]
-    results = run_ranks(tp * pp, _train, checkpoint, tp, pp, 3)
+    results = run_ranks(tp * pp, _train, checkpoint, tp, pp, 3, fused)
     last_stage = results[-1]
     for (rl, ntp, norm), (rl_ref, ntp_ref, norm_ref) in zip(last_stage, reference, strict=True):
         assert ntp == pytest.approx(ntp_ref, rel=1e-5)

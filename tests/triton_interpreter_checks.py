@@ -45,3 +45,16 @@ def test_triton_logits_op(n, v, temperature, scale, ignored, dtype):
     tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {
         "rtol": 2 ** -8, "atol": 1e-3}
     torch.testing.assert_close(g, ref_g, **tolerance)
+
+
+@pytest.mark.parametrize("name", ["ragged_blocks", "all_ignored", "huge_logits"])
+def test_triton_linear_op(name, monkeypatch):
+    from test_kernels import LINEAR_CASES, linear_against_reference
+
+    from rmt_megatron.kernels import linear
+
+    monkeypatch.setitem(linear.BLOCK_BYTES, "cpu", 2 * 21 * 4)  # blocks of 2 tokens
+    ours, reference = linear_against_reference(LINEAR_CASES[name], backend="triton")
+    scale = reference[2].abs().max().item() + 1.0
+    for got, want in zip(ours, reference, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)

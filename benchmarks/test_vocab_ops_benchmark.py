@@ -8,6 +8,7 @@ quick 1024,256,8000) on CUDA when present, else CPU. Peak memory and the CSV/plo
 `python benchmarks/vocab_ops.py`, which isolates each provider in its own process.
 """
 
+import importlib.util
 import os
 
 import pytest
@@ -16,7 +17,10 @@ from vocab_ops import _provider_fn
 
 N, H, V = (int(x) for x in os.environ.get("RMT_BENCH_SHAPE", "1024,256,8000").split(","))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-PROVIDERS = ["naive", "compile", "chunked"] + (["triton"] if DEVICE == "cuda" else [])
+PROVIDERS = ["naive", "compile", "chunked"] + (
+    ["matmul", "triton"] + [p for p, module in (("liger", "liger_kernel"), ("verl", "verl"))
+                            if importlib.util.find_spec(module)]
+    if DEVICE == "cuda" else [])
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,7 @@ def test_forward_backward(benchmark, inputs, provider):
     def run():
         h, w = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
         logprob, entropy = fn(h, w, labels)
-        (logprob.sum() + entropy.sum()).backward()
+        (logprob.sum() + (0 if entropy is None else entropy.sum())).backward()
         if DEVICE == "cuda":
             torch.cuda.synchronize()
 

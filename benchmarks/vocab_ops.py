@@ -6,11 +6,14 @@ time and peak extra memory of each implementation, measured in one run.
     python benchmarks/vocab_ops.py --device cuda --n 8192 --h 4096 --v 131072 --dtype bfloat16
 
 Providers: `naive` (logits = h·Wᵀ, log_softmax, gather + entropy, autograd), `compile`
-(torch.compile of naive, where it compiles), `chunked` (our `linear_logprob_entropy`), and on CUDA
-`triton` (our logits kernels after a torch matmul) and, when importable, `liger` (Liger-Kernel's
-fused linear cross-entropy, logprob only). Each provider runs in its own subprocess: after the
-inputs exist its memory is recorded, then the op runs `--repeats` times; the median time and the
-peak memory above that baseline are reported (CPU: peak RSS from getrusage; CUDA:
+(torch.compile of naive, where it compiles), `chunked` (our `linear_logprob_entropy`, torch
+blocks), and on CUDA `matmul` (the three matmuls alone: the bound), `triton` (our linear op with
+its Triton block kernels) and, when importable, `liger` (Liger-Kernel's fused linear
+cross-entropy, logprob only) and `verl` (verl's linear_cross_entropy: logprob and entropy;
+importing verl needs its package dependencies, e.g. tensordict, beside the wheel).
+Each provider runs in its own subprocess: after the inputs exist its memory is recorded, then
+the op runs `--repeats` times; the median time and the peak memory above that baseline are
+reported (CPU: peak RSS from getrusage; CUDA:
 torch.cuda.max_memory_allocated). Rows go to benchmarks/results/vocab_ops_<device>.csv, with
 time and memory ratios against `naive`, and a plot next to it when matplotlib is installed.
 """
@@ -28,7 +31,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROVIDERS = ("naive", "compile", "chunked", "triton", "liger")
+PROVIDERS = ("matmul", "naive", "compile", "chunked", "triton", "liger", "verl")
+"""All providers; on CPU the default run measures naive, compile and chunked."""
 
 
 def _naive(hidden, weight, labels):
@@ -52,14 +56,20 @@ def _provider_fn(name: str):
 
         return lambda h, w, y: linear_logprob_entropy(h, w, y, backend="chunked")
     if name == "triton":
-        from rmt_megatron.kernels import token_logprob_entropy
+        from rmt_megatron.kernels import linear_logprob_entropy
 
-        return lambda h, w, y: token_logprob_entropy(h @ w.T, y, backend="triton")
+        return lambda h, w, y: linear_logprob_entropy(h, w, y, backend="triton")
+    if name == "matmul":  # the bound: h·Wᵀ forward, ∂h and ∂W backward, nothing else
+        return lambda h, w, y: ((h @ w.T).sum(-1), None)
     if name == "liger":
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
         return lambda h, w, y: (-liger_fused_linear_cross_entropy(h, w, y, reduction="none"),
                                 None)
+    if name == "verl":
+        from verl.utils.kernel.linear_cross_entropy import linear_cross_entropy
+
+        return lambda h, w, y: linear_cross_entropy(h, w, y, 1.0, "none")
     raise ValueError(name)
 
 

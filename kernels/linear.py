@@ -1,15 +1,19 @@
-"""The linear ops' tiling: logits from a hidden state and the output layer, a block of tokens at a
-time, so the `[N, V]` logits never exist.
+"""The linear ops' tiling: logits from a hidden state and the output layer, one tile at a time,
+so the `[N, V]` logits never exist.
 
-`hidden: [N, H]`, `weight: [V_local, H]`. For each block of `rows` tokens the forward forms
-`z = h_blk · Wᵀ` (`[rows, V_local]`, the inputs' dtype; a cuBLAS/BLAS matmul) and hands it to a
-logits backend (`chunked` or `triton_logits`) for the partial statistics of `stats.py`. The
-backward forms each block again, lets the backend overwrite it with ∂L/∂z, and accumulates
+`hidden: [N, H]`, `weight: [V_local, H]`. The forward forms each tile `z = h_blk · W_colᵀ`
+(`[rows, cols]`, the inputs' dtype; a cuBLAS/BLAS matmul), hands it to a logits backend
+(`chunked` or `triton_logits`) for the tile's partial statistics (`stats.PartialStats`) and
+merges the tiles of a row block with `stats.merge`. The backward forms each tile again, lets the
+backend overwrite it with ∂L/∂z, and accumulates
 
-    grad_hidden[blk] = ∂L/∂z · W,      grad_weight += (∂L/∂z)ᵀ · h_blk.
+    grad_hidden[blk] += ∂L/∂z · W_col,      grad_weight[col] += (∂L/∂z)ᵀ · h_blk.
 
-Only per-token statistics `[N]` are kept between forward and backward. The block is sized so that
-one `[rows, V_local]` block takes about `block_bytes` (device default: `BLOCK_BYTES`).
+Only per-token statistics `[N]` are kept between forward and backward. Tile shapes per device
+(`tile_shape`): on a GPU a tile spans the whole vocabulary slice and about `TILE_BYTES` (long
+matmuls keep the tensor cores busy; one Triton program sweeps a row); on a CPU 4096 columns and
+about 16 MiB (cache-sized, and the CPU target is a small peak). grad_weight accumulates in the
+weight's dtype (each product is summed in fp32 by the BLAS).
 """
 
 from __future__ import annotations
@@ -18,44 +22,56 @@ from types import ModuleType
 
 import torch
 
-from rmt_megatron.kernels.stats import PartialStats
+from rmt_megatron.kernels.stats import PartialStats, merge
 
-BLOCK_BYTES = {"cuda": 512 * 2**20, "cpu": 16 * 2**20}
-"""Default size of one block of logits: large on a GPU (a long matmul keeps the tensor cores
-busy; the extra-memory target there is 1 GiB), small on a CPU (cache and peak memory)."""
+TILE_BYTES = {"cuda": 512 * 2**20, "cpu": 16 * 2**20}
+"""Bytes of one tile of logits, by device type."""
+
+TILE_COLS = {"cuda": None, "cpu": 4096}
+"""Vocabulary columns of one tile, by device type (None: the whole slice)."""
 
 
-def block_rows(hidden: torch.Tensor, weight: torch.Tensor, block_bytes: int | None = None) -> int:
-    """Tokens per block for `[rows, V_local]` logits of about `block_bytes`."""
-    budget = block_bytes or BLOCK_BYTES.get(hidden.device.type, BLOCK_BYTES["cpu"])
-    return max(1, min(hidden.shape[0], budget // (weight.shape[0] * hidden.element_size())))
+def tile_shape(hidden: torch.Tensor, weight: torch.Tensor) -> tuple[int, int]:
+    """(rows, cols) of one tile for this device."""
+    device = hidden.device.type if hidden.device.type in TILE_BYTES else "cpu"
+    cols = min(weight.shape[0], TILE_COLS[device] or weight.shape[0])
+    rows = TILE_BYTES[device] // (cols * hidden.element_size())
+    return max(1, min(hidden.shape[0], rows)), cols
+
+
+def _tiles(total: int, size: int) -> list[slice]:
+    return [slice(start, min(start + size, total)) for start in range(0, total, size)]
 
 
 @torch.no_grad()
 def linear_partial_stats(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.Tensor,
-                         temperature: float, impl: ModuleType,
-                         block_bytes: int | None = None) -> PartialStats:
-    rows = block_rows(hidden, weight, block_bytes)
-    parts = [impl.logits_partial_stats(hidden[n0:n0 + rows] @ weight.T,
-                                       local_label[n0:n0 + rows], temperature)
-             for n0 in range(0, hidden.shape[0], rows)]
-    return PartialStats(*(torch.cat(values) for values in zip(*parts, strict=True)))
+                         temperature: float, impl: ModuleType) -> PartialStats:
+    rows, cols = tile_shape(hidden, weight)
+    blocks = []
+    for blk in _tiles(hidden.shape[0], rows):
+        h = hidden[blk]
+        blocks.append(merge([
+            impl.logits_partial_stats(h @ weight[col].T,
+                                      local_label[blk] - col.start, temperature)
+            for col in _tiles(weight.shape[0], cols)]))
+    return PartialStats(*(torch.cat(values) for values in zip(*blocks, strict=True)))
 
 
 @torch.no_grad()
 def linear_grads(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.Tensor,
                  log_z: torch.Tensor, mean_z: torch.Tensor, g_lp: torch.Tensor,
-                 g_h: torch.Tensor, temperature: float, impl: ModuleType,
-                 block_bytes: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    rows = block_rows(hidden, weight, block_bytes)
-    grad_hidden = torch.empty_like(hidden)
+                 g_h: torch.Tensor, temperature: float,
+                 impl: ModuleType) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, cols = tile_shape(hidden, weight)
+    grad_hidden = torch.zeros_like(hidden)
     grad_weight = torch.zeros_like(weight)
-    for n0 in range(0, hidden.shape[0], rows):
-        block = slice(n0, n0 + rows)
-        h = hidden[block]
-        dz = h @ weight.T
-        impl.logits_grad(dz, local_label[block], log_z[block], mean_z[block], g_lp[block],
-                         g_h[block], temperature, out=dz)
-        torch.mm(dz, weight, out=grad_hidden[block])
-        grad_weight.addmm_(dz.T, h)
+    for blk in _tiles(hidden.shape[0], rows):
+        h = hidden[blk]
+        for col in _tiles(weight.shape[0], cols):
+            w = weight[col]
+            dz = h @ w.T
+            impl.logits_grad(dz, local_label[blk] - col.start, log_z[blk], mean_z[blk],
+                             g_lp[blk], g_h[blk], temperature, out=dz)
+            grad_hidden[blk].addmm_(dz, w)
+            grad_weight[col].addmm_(dz.T, h)
     return grad_hidden, grad_weight

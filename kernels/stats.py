@@ -44,6 +44,18 @@ class TokenStats(NamedTuple):
     mean_z: torch.Tensor
 
 
+def merge(parts: list[PartialStats]) -> PartialStats:
+    """Partial statistics over disjoint column sets (tiles of one rank's slice) -> over their
+    union: the same rescaling as `combine`, without a collective."""
+    if len(parts) == 1:
+        return parts[0]
+    peak = torch.stack([p.peak for p in parts]).amax(dim=0)
+    scales = [torch.exp(p.peak - peak) for p in parts]
+    return PartialStats(peak, sum(p.sum_exp * s for p, s in zip(parts, scales, strict=True)),
+                        sum(p.sum_exp_z * s for p, s in zip(parts, scales, strict=True)),
+                        sum(p.target for p in parts))
+
+
 def combine(partial: PartialStats, ignored: torch.Tensor, tp_group=None) -> TokenStats:
     """Global statistics from this rank's partial ones (see module docstring)."""
     peak = partial.peak.clone()

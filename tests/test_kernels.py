@@ -32,10 +32,11 @@ CASES = {  # name: (N, V, temperature, logit scale, ignored rows)
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch):
-    """8-column vocabulary chunks and blocks of 2 tokens in the linear ops (fp32, V = 21), so
-    every shape below spans several chunks and blocks with a ragged last one."""
+    """8-column vocabulary chunks, and 2 × 8 tiles in the linear ops (fp32), so every shape below
+    spans several chunks and tiles with ragged last ones."""
     monkeypatch.setattr(chunked, "DEFAULT_V_CHUNK", 8)
-    monkeypatch.setitem(linear.BLOCK_BYTES, "cpu", 2 * 21 * 4)
+    monkeypatch.setitem(linear.TILE_COLS, "cpu", 8)
+    monkeypatch.setitem(linear.TILE_BYTES, "cpu", 2 * 8 * 4)
 
 
 def _case(name, dtype=torch.float32):

@@ -53,7 +53,8 @@ def test_triton_linear_op(name, monkeypatch):
 
     from rmt_megatron.kernels import linear
 
-    monkeypatch.setitem(linear.BLOCK_BYTES, "cpu", 2 * 21 * 4)  # blocks of 2 tokens
+    monkeypatch.setitem(linear.TILE_COLS, "cpu", None)  # as on a GPU: one tile spans V
+    monkeypatch.setitem(linear.TILE_BYTES, "cpu", 2 * 21 * 4)  # blocks of 2 tokens
     ours, reference = linear_against_reference(LINEAR_CASES[name], backend="triton")
     scale = reference[2].abs().max().item() + 1.0
     for got, want in zip(ours, reference, strict=True):

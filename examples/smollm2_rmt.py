@@ -68,7 +68,7 @@ def _reference_model(checkpoint):
     import transformers
 
     config = transformers.LlamaConfig(**{k: v for k, v in checkpoint.config.items()
-                                         if k != "architectures"})
+                                         if k not in ("architectures", "model_type")})
     model = transformers.LlamaForCausalLM(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():

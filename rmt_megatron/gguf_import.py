@@ -126,6 +126,7 @@ class GGUFCheckpoint:
             raise CheckpointFormatError(f"{self.path} has no token_embd.weight tensor")
         config = {
             "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
             "num_hidden_layers": self._arch("block_count"),
             "hidden_size": hidden,
             "intermediate_size": self._arch("feed_forward_length"),

@@ -11,6 +11,7 @@ and renamed when complete. Import followed by export reproduces the weights bitw
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -101,10 +102,38 @@ def _layer_to_hf(layer: str, module: str, value, per_group: int,
     raise ValueError(f"no Hugging Face tensor for {layer}.{module}")
 
 
-def export_hf(model, config: ModelConfig, vocab_size: int, source_config: str | os.PathLike,
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "generation_config.json")
+"""Files of a Hugging Face source checkpoint that are copied beside the exported weights."""
+
+
+def _write_source_files(source: Path, directory: Path) -> None:
+    """config.json and the tokenizer files of the checkpoint the run started from: copied from a
+    Hugging Face directory, or written from a GGUF file's metadata and vocabulary."""
+    if source.suffix == ".gguf":
+        from rmt_megatron.gguf_import import GGUFCheckpoint, gguf_tokenizer
+
+        (directory / "config.json").write_text(
+            json.dumps(GGUFCheckpoint(source).config, indent=2))
+        gguf_tokenizer(source).save(directory)
+        return
+    for name in ("config.json", *TOKENIZER_FILES):
+        if (source / name).is_file():
+            shutil.copy(source / name, directory / name)
+
+
+def source_vocab_size(source: str | os.PathLike) -> int:
+    """The unpadded vocabulary size of the checkpoint a run started from."""
+    from rmt_megatron.model_import import open_checkpoint
+
+    return open_checkpoint(source)[0]["vocab_size"]
+
+
+def export_hf(model, config: ModelConfig, vocab_size: int, source: str | os.PathLike,
               output: str | os.PathLike) -> Path | None:
-    """Write `output/` (config.json + model.safetensors) from every rank's stage; collective.
-    Returns the directory on rank 0, None elsewhere."""
+    """Write `output/` (config.json, tokenizer files, model.safetensors) from every rank's
+    stage; `source` is the Hugging Face directory or GGUF file the run started from.
+    Collective; returns the directory on rank 0, None elsewhere."""
     from safetensors.torch import save_file
 
     tensors = _stage_tensors(model, config)
@@ -121,18 +150,18 @@ def export_hf(model, config: ModelConfig, vocab_size: int, source_config: str | 
     temporary.mkdir(parents=True)
     save_file(_to_hf(tensors, config, vocab_size), str(temporary / "model.safetensors"),
               metadata={"format": "pt"})
-    shutil.copy(source_config, temporary / "config.json")
+    _write_source_files(Path(source), temporary)
     shutil.rmtree(output, ignore_errors=True)
     temporary.replace(output)
     return output
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`[torchrun ...] python -m rmt_megatron.hf_export --load SAVE --hf-source HF_DIR --output
-    OUT`: the newest checkpoint under SAVE (a run started with --hf-checkpoint HF_DIR) written
-    back as a Hugging Face checkpoint with HF_DIR's config.json."""
+    """`[torchrun ...] python -m rmt_megatron.hf_export --load SAVE --hf-source SOURCE --output
+    OUT`: the newest checkpoint under SAVE (a run started with --hf-checkpoint or
+    --gguf-checkpoint SOURCE) written back as a Hugging Face checkpoint with SOURCE's config and
+    tokenizer."""
     import argparse
-    import json
     import sys
     from dataclasses import replace
 
@@ -143,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Checkpoint -> Hugging Face checkpoint.")
     parser.add_argument("--load", required=True, help="checkpoint directory (--save of a run)")
     parser.add_argument("--hf-source", required=True,
-                        help="the Hugging Face checkpoint the run started from")
+                        help="the Hugging Face directory or GGUF file the run started from")
     parser.add_argument("--output", required=True)
     parser.add_argument("--tensor-model-parallel-size", type=int, default=1)
     parser.add_argument("--pipeline-model-parallel-size", type=int, default=1)
@@ -156,14 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(ModelConfig(**saved["config"]["model"]),
                      tensor_model_parallel_size=args.tensor_model_parallel_size,
                      pipeline_model_parallel_size=args.pipeline_model_parallel_size)
-    vocab_size = json.loads((Path(args.hf_source) / "config.json").read_text())["vocab_size"]
+    vocab_size = source_vocab_size(args.hf_source)
     distributed.initialize(config, seed=0)
     try:
         with megatron_cpu.device_mode():
             model = build_gpt_model(config, config.vocab_size or vocab_size)
             load_checkpoint(args.load, model, restore_rng=False)
-            written = export_hf(model, config, vocab_size,
-                                Path(args.hf_source) / "config.json", args.output)
+            written = export_hf(model, config, vocab_size, args.hf_source, args.output)
     except CheckpointError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

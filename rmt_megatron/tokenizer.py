@@ -153,6 +153,19 @@ class HFTokenizer:
         return cls(tokenizer, eos_id, file, template if isinstance(template, str) else None,
                    (bos["content"] if isinstance(bos, dict) else bos) or "")
 
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write tokenizer.json and a tokenizer_config.json (end-of-sequence token, chat
+        template) that Hugging Face's AutoTokenizer reads."""
+        directory = Path(directory)
+        self._tokenizer.save(str(directory / "tokenizer.json"))
+        config = {"tokenizer_class": "PreTrainedTokenizerFast",
+                  "eos_token": self._tokenizer.id_to_token(self._eos),
+                  "bos_token": self.bos_text or None,
+                  "add_bos_token": bool(self.bos_text)}
+        if self.chat_template is not None:
+            config["chat_template"] = self.chat_template
+        atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2))
+
     def _piece_bytes(self, token_id: int) -> bytes:
         piece = self._tokenizer.id_to_token(token_id)
         if piece is None:

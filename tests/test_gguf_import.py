@@ -125,3 +125,42 @@ def test_bad_gguf_files_are_named(tmp_path):
         from rmt_megatron.tokenizer import load_tokenizer
 
         load_tokenizer(tmp_path / "holed.gguf")
+
+
+def _export(path, output, tp):
+    from rmt_megatron import distributed, megatron_cpu
+    from rmt_megatron.hf_export import export_hf, source_vocab_size
+    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.model_import import import_model_config, load_imported_weights
+
+    config = import_model_config(path, tensor_model_parallel_size=tp)
+    distributed.initialize(config, seed=0)
+    try:
+        with megatron_cpu.device_mode():
+            model = build_gpt_model(config, config.vocab_size, initialize=False)
+            load_imported_weights(model, config, path)
+            export_hf(model, config, source_vocab_size(path), path, output)
+    finally:
+        distributed.shutdown()
+
+
+def test_a_gguf_model_exports_to_a_hugging_face_checkpoint(tmp_path):
+    """GGUF -> GPTModel (TP=2) -> Hugging Face directory that transformers loads, with the
+    same logits, and a tokenizer AutoTokenizer reads with the same ids and chat template."""
+    _, reference_tokenizer = _chat_vocabulary(tmp_path)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **dict(TINY, vocab_size=reference_tokenizer.get_vocab_size()))).eval()
+    write_gguf(tmp_path / "chat.gguf", model, tokenizer_dir=tmp_path)
+    run_ranks(2, _export, str(tmp_path / "chat.gguf"), str(tmp_path / "hf"), 2)
+    exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    tokens = TOKENS % reference_tokenizer.get_vocab_size()
+    with torch.no_grad():
+        assert (exported(tokens).logits - model(tokens).logits).abs().max() <= 1e-5
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    text = "Ben has 12 apples. é 日本"
+    assert tokenizer.encode(text, add_special_tokens=False) == reference_tokenizer.encode(
+        text, add_special_tokens=False).ids
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                         add_generation_prompt=True)
+    assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    assert tokenizer.eos_token == "<|im_end|>"

@@ -104,7 +104,7 @@ def _round_trip(directory, output, tp, pp):
     from rmt_megatron.hf_export import export_hf
 
     with _imported(directory, tp, pp) as (config, model):
-        export_hf(model, config, config.vocab_size, f"{directory}/config.json", output)
+        export_hf(model, config, config.vocab_size, directory, output)
 
 
 @pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])

@@ -77,7 +77,6 @@ def _measure(args) -> dict:
     """Runs in the child process: one provider, JSON result on stdout."""
     import resource
 
-    import psutil
     import torch
 
     dtype = getattr(torch, args.dtype)
@@ -103,6 +102,8 @@ def _measure(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
         baseline = torch.cuda.memory_allocated()
     else:
+        import psutil
+
         baseline = psutil.Process().memory_info().rss
     times = []
     for _ in range(args.repeats):

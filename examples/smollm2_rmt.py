@@ -13,7 +13,9 @@ What it does, printing each result:
 2. answers a chat question greedily (the GGUF's chat template, our KV-cache rollout engine);
 3. states the perplexity of PARAGRAPHS under the model;
 4. writes PARAGRAPHS as an indexed dataset with the GGUF's own vocabulary and runs `--steps` RMT
-   steps with `pretrain_rmt.py --gguf-checkpoint` (the command is printed).
+   steps with `pretrain_rmt.py --gguf-checkpoint` at the paper's learning rate 1e-6 (the
+   command is printed; the tiny_cpu preset's 5e-5 is for the 4-layer toy: two Adam steps at it
+   already change this model's greedy answers).
 
 What to expect from step 4: this 135M Q4_1 model almost never boxes the right next token after
 a think block, so the match reward is nearly always 0 and GRPO gets almost no signal; the NTP
@@ -93,7 +95,7 @@ def check_import(path: Path) -> None:
     try:
         with megatron_cpu.device_mode():
             started = time.time()
-            model = build_gpt_model(config, config.vocab_size)
+            model = build_gpt_model(config, config.vocab_size, initialize=False)
             load_imported_weights(model, config, path)
             model.eval()
             print(f"[1] imported {path.name}: {sum(p.numel() for p in model.parameters()):,} "
@@ -144,7 +146,8 @@ def run_steps(path: Path, workdir: Path, steps: int) -> None:
     command = [sys.executable, str(Path(__file__).resolve().parents[1] / "pretrain_rmt.py"),
                "--gguf-checkpoint", str(path), "--train-data-path", str(workdir / "train"),
                "--valid-data-path", str(workdir / "valid"), "--train-iters", str(steps),
-               "--lr-warmup-iters", "0", "--micro-batch-size", "2", "--seq-length", "256",
+               "--lr", "1e-6", "--lr-warmup-iters", "0", "--micro-batch-size", "2",
+               "--seq-length", "256",
                "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
                "--rmt-max-response-length", "48", "--rmt-max-prompt-length", "320",
                "--rmt-min-context", "8", "--eval-positions", "4", "--eval-interval",

@@ -7,12 +7,12 @@ import torch
 import transformers
 from gguf_files import permute_rows, write_gguf
 from ranks import run_ranks
+from test_hf_import import TOKENS, _imported, _megatron_logits
 from test_text_pipeline import _byte_level_tokenizer
 
 TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
             rms_norm_eps=1e-5, rope_theta=5000.0)
-TOKENS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(1))
 
 
 def _tiny_llama(tie=True):
@@ -31,32 +31,10 @@ def gguf_file(request, tmp_path_factory):
         return path, model(TOKENS).logits
 
 
-def _megatron_logits(path, tp):
-    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
-
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.model_import import import_model_config, load_imported_weights
-    from rmt_megatron.scoring import forward_statistics
-
-    config = import_model_config(path, tensor_model_parallel_size=tp,
-                                 make_vocab_size_divisible_by=64)
-    distributed.initialize(config, seed=0)
-    try:
-        with megatron_cpu.device_mode():
-            model = build_gpt_model(config, config.vocab_size)
-            load_imported_weights(model, config, path)
-            batch = {"tokens": TOKENS, "position_ids": torch.arange(12)[None].expand(2, 12)}
-            return forward_statistics(model, [batch], lambda logits, _: (
-                gather_from_tensor_model_parallel_region(logits)[..., :300]))[0]
-    finally:
-        distributed.shutdown()
-
-
 @pytest.mark.parametrize("tp", [1, 2])
 def test_gguf_logits_equal_the_reference_forward(gguf_file, tp):
     path, reference = gguf_file
-    for logits in run_ranks(tp, _megatron_logits, str(path), tp):
+    for logits in run_ranks(tp, _megatron_logits, str(path), tp, 1):
         assert (logits - reference).abs().max() <= 1e-4
 
 
@@ -128,20 +106,10 @@ def test_bad_gguf_files_are_named(tmp_path):
 
 
 def _export(path, output, tp):
-    from rmt_megatron import distributed, megatron_cpu
     from rmt_megatron.hf_export import export_hf, source_vocab_size
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.model_import import import_model_config, load_imported_weights
 
-    config = import_model_config(path, tensor_model_parallel_size=tp)
-    distributed.initialize(config, seed=0)
-    try:
-        with megatron_cpu.device_mode():
-            model = build_gpt_model(config, config.vocab_size, initialize=False)
-            load_imported_weights(model, config, path)
-            export_hf(model, config, source_vocab_size(path), path, output)
-    finally:
-        distributed.shutdown()
+    with _imported(path, tp, 1) as (config, model):
+        export_hf(model, config, source_vocab_size(path), path, output)
 
 
 def test_a_gguf_model_exports_to_a_hugging_face_checkpoint(tmp_path):

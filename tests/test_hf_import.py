@@ -41,19 +41,20 @@ def checkpoint(request, tmp_path_factory):
 
 @contextlib.contextmanager
 def _imported(directory, tp, pp):
-    """(config, GPTModel stage) with the checkpoint's weights, inside this rank's process group."""
+    """(config, GPTModel stage) with the weights of the checkpoint (a Hugging Face directory
+    or a GGUF file), inside this rank's process group."""
     from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.hf_import import load_hf_weights, model_config_from_hf
     from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.model_import import import_model_config, load_imported_weights
 
-    config = model_config_from_hf(directory, tensor_model_parallel_size=tp,
-                                  pipeline_model_parallel_size=pp,
-                                  make_vocab_size_divisible_by=64)
+    config = import_model_config(directory, tensor_model_parallel_size=tp,
+                                 pipeline_model_parallel_size=pp,
+                                 make_vocab_size_divisible_by=64)
     distributed.initialize(config, seed=0)
     try:
         with megatron_cpu.device_mode():
-            model = build_gpt_model(config, config.vocab_size)
-            load_hf_weights(model, config, directory)
+            model = build_gpt_model(config, config.vocab_size, initialize=False)
+            load_imported_weights(model, config, directory)
             yield config, model
     finally:
         distributed.shutdown()

@@ -107,13 +107,31 @@ def test_a_diverging_run_names_the_step_and_the_last_checkpoint(small_data, tmp_
     assert math.isfinite(float((tmp_path / "latest_checkpointed_iteration.txt").read_text()))
 
 
+def _imported_run_argv(directory, tokenizer_model, *start):
+    """Write small train/valid datasets with `tokenizer_model` into `directory`; the argv of a
+    two-step run on them that starts with `start` (e.g. --hf-checkpoint DIR)."""
+    from rmt_megatron import preprocess
+    from rmt_megatron.corpus import document_text
+
+    for name, seed in (("train", 20), ("valid", 21)):
+        text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
+        (directory / f"{name}.txt").write_text(text)
+        assert preprocess.main(["--input", str(directory / f"{name}.txt"), "--output-prefix",
+                                str(directory / name), "--tokenizer-model",
+                                str(tokenizer_model)]) == 0
+    return [*start, "--train-data-path", str(directory / "train"),
+            "--valid-data-path", str(directory / "valid"), "--train-iters", "2",
+            "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
+            "--eval-positions", "4", "--micro-batch-size", "4", "--rmt-max-response-length",
+            "16", "--rmt-max-prompt-length", "400", "--rmt-min-context", "4",
+            "--rmt-tier-thresholds", "0.0", "0.1", "0.2"]
+
+
 def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
     import torch
     import transformers
     from test_text_pipeline import _byte_level_tokenizer
 
-    from rmt_megatron import preprocess
-    from rmt_megatron.corpus import document_text
 
     _byte_level_tokenizer(tmp_path)
     torch.manual_seed(0)
@@ -122,17 +140,7 @@ def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
         num_attention_heads=4, num_key_value_heads=2, head_dim=16,
         max_position_embeddings=512, tie_word_embeddings=False))
     model.save_pretrained(tmp_path)
-    for name, seed in (("train", 20), ("valid", 21)):
-        text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
-        (tmp_path / f"{name}.txt").write_text(text)
-        assert preprocess.main(["--input", str(tmp_path / f"{name}.txt"), "--output-prefix",
-                                str(tmp_path / name), "--tokenizer-model", str(tmp_path)]) == 0
-    argv = ["--hf-checkpoint", str(tmp_path), "--train-data-path", str(tmp_path / "train"),
-            "--valid-data-path", str(tmp_path / "valid"), "--train-iters", "2",
-            "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
-            "--eval-positions", "4", "--micro-batch-size", "4", "--rmt-max-response-length",
-            "16", "--rmt-max-prompt-length", "400", "--rmt-min-context", "4",
-            "--rmt-tier-thresholds", "0.0", "0.1", "0.2"]
+    argv = _imported_run_argv(tmp_path, tmp_path, "--hf-checkpoint", str(tmp_path))
     result = run_ranks(1, _train, argv)[0]
     assert len(result["metrics"]) == 2
     assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])
@@ -158,8 +166,6 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
     from test_gguf_import import _chat_vocabulary
     from test_text_pipeline import _byte_level_tokenizer
 
-    from rmt_megatron import preprocess
-    from rmt_megatron.corpus import document_text
 
     vocab_dir = tmp_path / "vocab"
     vocab_dir.mkdir()
@@ -173,20 +179,9 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
     transformers.LlamaForCausalLM(transformers.LlamaConfig(num_hidden_layers=1, **shape)
                                   ).save_pretrained(proxy)
     shutil.copy(vocab_dir / "tokenizer.json", proxy / "tokenizer.json")
-    for name, seed in (("train", 20), ("valid", 21)):
-        text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
-        (tmp_path / f"{name}.txt").write_text(text)
-        assert preprocess.main(["--input", str(tmp_path / f"{name}.txt"), "--output-prefix",
-                                str(tmp_path / name), "--tokenizer-model",
-                                str(tmp_path / "policy.gguf")]) == 0
-    argv = ["--gguf-checkpoint", str(tmp_path / "policy.gguf"),
-            "--rmt-proxy-checkpoint", str(proxy),
-            "--train-data-path", str(tmp_path / "train"),
-            "--valid-data-path", str(tmp_path / "valid"), "--train-iters", "2",
-            "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
-            "--eval-positions", "4", "--micro-batch-size", "4", "--rmt-max-response-length",
-            "16", "--rmt-max-prompt-length", "400", "--rmt-min-context", "4",
-            "--rmt-tier-thresholds", "0.0", "0.1", "0.2"]
+    policy = tmp_path / "policy.gguf"
+    argv = _imported_run_argv(tmp_path, policy, "--gguf-checkpoint", str(policy),
+                              "--rmt-proxy-checkpoint", str(proxy))
     result = run_ranks(1, _train, argv)[0]
     assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])
     assert (tmp_path / "train_entropy_top16_proxy.npy").is_file()

@@ -447,7 +447,8 @@ class DataConfig:
 
     tokenizer_model: str | None = None
     """Tokenizer the datasets were built with: a SentencePiece .model, a Hugging Face
-    tokenizer.json or a directory holding one; None: the built-in tokenizer."""
+    tokenizer.json or a directory holding one, or a .gguf file; None: the built-in tokenizer (or
+    the imported checkpoint's)."""
 
     hf_checkpoint: str | None = None
     """Start from this Hugging Face checkpoint directory (Llama, Qwen2, Qwen3): its config.json

@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json-keys", default="text", help="JSONL field holding the text")
     tokenizer = parser.add_mutually_exclusive_group(required=True)
     tokenizer.add_argument("--tokenizer-model", help="an existing sentencepiece .model, a "
-                           "Hugging Face tokenizer.json, or a checkpoint directory holding one")
+                           "Hugging Face tokenizer.json, a checkpoint directory holding one, or "
+                           "a .gguf file (its embedded vocabulary)")
     tokenizer.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
                            help="train a BPE tokenizer of this size on the input first")
     parser.add_argument("--no-append-eod", action="store_true",

@@ -67,8 +67,10 @@ def fused_dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig
         return _dual_terms(batch, loss_config, logprob.view(labels.shape),
                            entropy.view(labels.shape))[0]
 
+    # Megatron-LM's Float16Module hands the last stage's output back in fp32
     loss_sum, logprob, entropy = linear_token_objective(
-        hidden.reshape(-1, hidden.shape[-1]), weight, labels.reshape(-1), objective,
+        hidden.reshape(-1, hidden.shape[-1]).to(weight.dtype), weight, labels.reshape(-1),
+        objective,
         tp_group=parallel_state.get_tensor_model_parallel_group())
     _, tokens, report = _dual_terms(batch, loss_config, logprob.view(labels.shape),
                                     entropy.view(labels.shape))

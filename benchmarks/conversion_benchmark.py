@@ -31,39 +31,11 @@ import time
 from pathlib import Path
 
 import torch
+from peak_memory import AnonPeak, rss_anon
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = ("source", "tp", "rank", "parameters_on_rank", "build_s", "load_s", "baseline_gb",
           "peak_anon_gb", "peak_rss_gb")
-
-
-class AnonPeak:
-    """Peak anonymous resident memory (RssAnon: the process's own memory, not the checkpoint's
-    memory-mapped file pages, which ru_maxrss also counts), sampled every few milliseconds."""
-
-    def __init__(self) -> None:
-        import threading
-
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-
-    def _sample(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_anon())
-            self._stop.wait(0.005)
-
-    def stop(self) -> int:
-        self._stop.set()
-        self._thread.join()
-        return max(self.peak, _rss_anon())
-
-
-def _rss_anon() -> int:
-    with open("/proc/self/status") as status:
-        line = next(x for x in status if x.startswith("RssAnon:"))
-    return int(line.split()[1]) * 1024
 
 
 def write_checkpoint(directory: Path, layers: int, hidden: int) -> None:
@@ -115,7 +87,7 @@ def worker(source: str) -> None:
     distributed.initialize(config, seed=0)
     try:
         with megatron_cpu.device_mode():
-            baseline = _rss_anon()
+            baseline = rss_anon()
             sampler = AnonPeak()
             started = time.perf_counter()
             model = build_gpt_model(config, config.vocab_size, initialize=False)

@@ -17,7 +17,7 @@ from vocab_ops import _provider_fn
 
 N, H, V = (int(x) for x in os.environ.get("RMT_BENCH_SHAPE", "1024,256,8000").split(","))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-PROVIDERS = ["naive", "compile", "chunked"] + (
+PROVIDERS = ["naive", "compile", "chunked", "objective"] + (
     ["matmul", "triton"] + [p for p, module in (("liger", "liger_kernel"), ("verl", "verl"))
                             if importlib.util.find_spec(module)]
     if DEVICE == "cuda" else [])

@@ -7,13 +7,15 @@ time and peak extra memory of each implementation, measured in one run.
 
 Providers: `naive` (logits = h·Wᵀ, log_softmax, gather + entropy, autograd), `compile`
 (torch.compile of naive, where it compiles), `chunked` (our `linear_logprob_entropy`, torch
-blocks), and on CUDA `matmul` (the three matmuls alone: the bound), `triton` (our linear op with
-its Triton block kernels) and, when importable, `liger` (Liger-Kernel's fused linear
-cross-entropy, logprob only) and `verl` (verl's linear_cross_entropy: logprob and entropy;
-importing verl needs its package dependencies, e.g. tensordict, beside the wheel).
+tiles), `objective` (our `linear_token_objective` on the same loss, Σ logprob + Σ entropy:
+gradients formed in the forward; Triton tiles on CUDA), and on CUDA `matmul` (the three
+matmuls alone: the bound), `triton` (our linear op with its Triton tile kernels) and, when
+importable, `liger` (Liger-Kernel's fused linear cross-entropy, logprob only) and `verl`
+(verl's linear_cross_entropy: logprob and entropy; importing verl needs its package
+dependencies, e.g. ray and tensordict, beside the wheel).
 Each provider runs in its own subprocess: after the inputs exist its memory is recorded, then
 the op runs `--repeats` times; the median time and the peak memory above that baseline are
-reported (CPU: peak RSS from getrusage; CUDA:
+reported (CPU: sampled anonymous RSS during the timed runs, `peak_memory.py`; CUDA:
 torch.cuda.max_memory_allocated). Rows go to benchmarks/results/vocab_ops_<device>.csv, with
 time and memory ratios against `naive`, and a plot next to it when matplotlib is installed.
 """
@@ -31,8 +33,8 @@ import time
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PROVIDERS = ("matmul", "naive", "compile", "chunked", "triton", "liger", "verl")
-"""All providers; on CPU the default run measures naive, compile and chunked."""
+PROVIDERS = ("matmul", "naive", "compile", "chunked", "objective", "triton", "liger", "verl")
+"""All providers; on CPU the default run measures naive, compile, chunked and objective."""
 
 
 def _naive(hidden, weight, labels):
@@ -55,6 +57,14 @@ def _provider_fn(name: str):
         from rmt_megatron.kernels import linear_logprob_entropy
 
         return lambda h, w, y: linear_logprob_entropy(h, w, y, backend="chunked")
+    if name == "objective":  # the same loss, gradients formed in the forward (3 matmuls)
+        from rmt_megatron.kernels import linear_token_objective
+
+        def objective(h, w, y):
+            loss, _, _ = linear_token_objective(h, w, y, lambda lp, ent: lp.sum() + ent.sum())
+            return loss[None], None
+
+        return objective
     if name == "triton":
         from rmt_megatron.kernels import linear_logprob_entropy
 
@@ -75,8 +85,6 @@ def _provider_fn(name: str):
 
 def _measure(args) -> dict:
     """Runs in the child process: one provider, JSON result on stdout."""
-    import resource
-
     import torch
 
     dtype = getattr(torch, args.dtype)
@@ -102,9 +110,10 @@ def _measure(args) -> dict:
         torch.cuda.reset_peak_memory_stats()
         baseline = torch.cuda.memory_allocated()
     else:
-        import psutil
+        from peak_memory import AnonPeak, rss_anon
 
-        baseline = psutil.Process().memory_info().rss
+        baseline = rss_anon()
+        sampler = AnonPeak()
     times = []
     for _ in range(args.repeats):
         started = time.perf_counter()
@@ -113,10 +122,7 @@ def _measure(args) -> dict:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - started)
         del grads
-    if cuda:
-        peak = torch.cuda.max_memory_allocated()
-    else:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = torch.cuda.max_memory_allocated() if cuda else sampler.stop()
     return {"seconds": statistics.median(times), "extra_bytes": max(peak - baseline, 0)}
 
 
@@ -136,7 +142,7 @@ def main() -> None:
         print(json.dumps(_measure(args)))
         return
     wanted = args.providers.split(",") if args.providers else (
-        list(PROVIDERS) if args.device == "cuda" else ["naive", "compile", "chunked"])
+        list(PROVIDERS) if args.device == "cuda" else ["naive", "compile", "chunked", "objective"])
     device_name = _device_name(args.device)
     rows = []
     for provider in wanted:

@@ -36,9 +36,9 @@ class _OnlineStats:
         """Fold in `z: [n, c]` (fp32, already divided by τ) for columns [start, start + c)."""
         new_peak = torch.maximum(self.peak, z.max(dim=-1).values)
         rescale = torch.exp(self.peak - new_peak)
-        e = torch.exp(z - new_peak[:, None])
+        e = torch.sub(z, new_peak[:, None]).exp_()
         self.sum_exp = self.sum_exp * rescale + e.sum(dim=-1)
-        self.sum_exp_z = self.sum_exp_z * rescale + (e * z).sum(dim=-1)
+        self.sum_exp_z = self.sum_exp_z * rescale + torch.einsum("nc,nc->n", e, z)
         self.peak = new_peak
         inside = (local_label >= start) & (local_label < start + z.shape[1])
         column = (local_label - start).clamp(0, z.shape[1] - 1)
@@ -51,9 +51,11 @@ class _OnlineStats:
 
 def _grad_z(z: torch.Tensor, start: int, local_label: torch.Tensor, log_z: torch.Tensor,
             mean_z: torch.Tensor, g_lp: torch.Tensor, g_h: torch.Tensor) -> torch.Tensor:
-    """∂L/∂z for one chunk `z: [n, c]`: g_lp·(onehot - p) - g_H·p·(z - E_p[z])."""
-    p = torch.exp(z - log_z[:, None])
-    grad = -p * (g_lp[:, None] + g_h[:, None] * (z - mean_z[:, None]))
+    """∂L/∂z for one chunk `z: [n, c]` (a temporary: overwritten with the result):
+    g_lp·(onehot - p) - g_H·p·(z - E_p[z])."""
+    p = torch.sub(z, log_z[:, None]).exp_()
+    coefficient = z.sub_(mean_z[:, None]).mul_(g_h[:, None]).add_(g_lp[:, None])
+    grad = p.mul_(coefficient).neg_()
     inside = (local_label >= start) & (local_label < start + z.shape[1])
     rows = torch.nonzero(inside).squeeze(1)
     grad[rows, local_label[rows] - start] += g_lp[rows]
@@ -77,6 +79,6 @@ def logits_grad(logits: torch.Tensor, local_label: torch.Tensor, log_z: torch.Te
     grad = torch.empty_like(logits) if out is None else out
     for start, end in _spans(logits.shape[1], v_chunk or DEFAULT_V_CHUNK):
         z = logits[:, start:end].float() / temperature
-        grad[:, start:end] = (_grad_z(z, start, local_label, log_z, mean_z, g_lp, g_h)
-                              / temperature).to(logits.dtype)
+        grad[:, start:end] = _grad_z(z, start, local_label, log_z, mean_z, g_lp,
+                                     g_h).div_(temperature)
     return grad

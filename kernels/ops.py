@@ -12,11 +12,12 @@ all-reduce SUM, and the backward needs no collective. The linear ops never form 
 logits. They do not all-reduce `grad_hidden` over TP ranks: as in Megatron's ColumnParallelLinear,
 pass `copy_to_tensor_model_parallel_region(hidden)` when TP > 1.
 
-`linear_token_objective` evaluates `objective(logprob, entropy) -> scalar` (any differentiable
-function of the `[N]` statistics, e.g. the RMT dual loss) in the same pass: the forward computes
-the statistics, the objective and its per-token gradients (g_lp, g_H); the backward is one sweep
-over the vocabulary applying them. Its result is `(loss, logprob, entropy)` with the last two
-detached.
+`linear_token_objective` evaluates `objective(logprob, entropy) -> scalar` (a sum of per-token
+terms of the `[N]` statistics with constant weights, e.g. the RMT dual loss) in one pass: each
+block of tokens is formed once, its statistics give the objective's per-token gradients
+(g_lp, g_H), and the block is turned into its share of grad_hidden and grad_weight right away,
+so the backward only scales them (three matmuls in all, not four). Its result is
+`(loss, logprob, entropy)` with the last two detached.
 
 Backend: `backend=` "triton" (Triton kernels; CUDA, or CPU under TRITON_INTERPRET=1), "chunked"
 (pure torch, any device) or "reference" (unfused torch, logits op only). The environment variable
@@ -109,40 +110,76 @@ class _LogitsOp(torch.autograd.Function):
 
 class _LinearOp(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, hidden, weight, labels, temperature, ignore_index, tp_group, objective,
-                impl):
+    def forward(ctx, hidden, weight, labels, temperature, ignore_index, tp_group, impl):
         local, ignored = local_labels(labels, vocab_start(weight.shape[0], tp_group),
                                       weight.shape[0], ignore_index)
         stats = combine(linear.linear_partial_stats(hidden, weight, local, temperature, impl),
                         ignored, tp_group)
+        ctx.save_for_backward(hidden, weight, local, ignored, stats.log_z, stats.mean_z)
         ctx.temperature = temperature
         ctx.impl = impl
-        ctx.objective = objective is not None
-        if objective is None:
-            ctx.save_for_backward(hidden, weight, local, ignored, stats.log_z, stats.mean_z)
-            return stats.logprob, stats.entropy
-        with torch.enable_grad():
-            logprob = stats.logprob.detach().requires_grad_()
-            entropy = stats.entropy.detach().requires_grad_()
-            loss = objective(logprob, entropy)
-            g_lp, g_h = torch.autograd.grad(loss, [logprob, entropy], allow_unused=True,
-                                            materialize_grads=True)
-        g_lp = torch.where(ignored, torch.zeros_like(g_lp), g_lp)
-        ctx.save_for_backward(hidden, weight, local, ignored, stats.log_z, stats.mean_z,
-                              g_lp, g_h)
-        return loss.detach(), stats.logprob, stats.entropy
+        return stats.logprob, stats.entropy
 
     @staticmethod
-    def backward(ctx, *grads):
-        hidden, weight, local, ignored, log_z, mean_z = ctx.saved_tensors[:6]
-        if ctx.objective:
-            g_lp, g_h = (coefficient * grads[0] for coefficient in ctx.saved_tensors[6:])
-        else:
-            g_lp, g_h = grad_coefficients(grads[0], grads[1], ignored, hidden.shape[0],
-                                          hidden.device)
+    def backward(ctx, grad_logprob, grad_entropy):
+        hidden, weight, local, ignored, log_z, mean_z = ctx.saved_tensors
+        g_lp, g_h = grad_coefficients(grad_logprob, grad_entropy, ignored, hidden.shape[0],
+                                      hidden.device)
         grad_hidden, grad_weight = linear.linear_grads(hidden, weight, local, log_z, mean_z,
                                                        g_lp, g_h, ctx.temperature, ctx.impl)
-        return grad_hidden, grad_weight, None, None, None, None, None, None
+        return grad_hidden, grad_weight, None, None, None, None, None
+
+
+def _objective_coefficients(objective, logprob, entropy, ignored):
+    """(objective value, g_lp, g_H) at the `[N]` statistics; g_lp = 0 where ignored."""
+    with torch.enable_grad():
+        logprob = logprob.detach().requires_grad_()
+        entropy = entropy.detach().requires_grad_()
+        loss = objective(logprob, entropy)
+        g_lp, g_h = torch.autograd.grad(loss, [logprob, entropy], allow_unused=True,
+                                        materialize_grads=True)
+    return loss.detach(), torch.where(ignored, torch.zeros_like(g_lp), g_lp), g_h
+
+
+class _LinearObjectiveOp(torch.autograd.Function):
+    """The objective's gradients are formed in the forward, block by block (see
+    `linear.linear_objective_grads`); the backward only scales them by the upstream gradient.
+    Each block's coefficients come from the objective evaluated on the statistics known so far,
+    which is exact for a sum of per-token terms; the forward checks this against the final
+    coefficients and refuses an objective that couples tokens through their statistics."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, labels, temperature, ignore_index, tp_group, objective,
+                impl):
+        local, ignored = local_labels(labels, vocab_start(weight.shape[0], tp_group),
+                                      weight.shape[0], ignore_index)
+        logprob, entropy, g_lp_used, g_h_used = (
+            torch.zeros(hidden.shape[0], device=hidden.device) for _ in range(4))
+
+        def block_coefficients(block, stats):
+            logprob[block], entropy[block] = stats.logprob, stats.entropy
+            _, g_lp, g_h = _objective_coefficients(objective, logprob, entropy, ignored)
+            g_lp_used[block], g_h_used[block] = g_lp[block], g_h[block]
+            return g_lp[block], g_h[block]
+
+        grad_hidden, grad_weight = linear.linear_objective_grads(
+            hidden, weight, local, ignored, temperature, impl, block_coefficients, tp_group)
+        loss, g_lp, g_h = _objective_coefficients(objective, logprob, entropy, ignored)
+        if not (torch.allclose(g_lp, g_lp_used, rtol=1e-5, atol=1e-7)
+                and torch.allclose(g_h, g_h_used, rtol=1e-5, atol=1e-7)):
+            raise ValueError("linear_token_objective needs an objective that is a sum of "
+                             "per-token terms (its gradient for one token must not depend on "
+                             "other tokens' log-probabilities or entropies): use "
+                             "linear_logprob_entropy and build the objective on its outputs")
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        return loss, logprob, entropy
+
+    @staticmethod
+    def backward(ctx, grad_loss, *_):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (grad_hidden.mul_(grad_loss.to(grad_hidden.dtype)),
+                grad_weight.mul_(grad_loss.to(grad_weight.dtype)),
+                None, None, None, None, None, None)
 
 
 def token_logprob_entropy(logits: torch.Tensor, labels: torch.Tensor, *,
@@ -182,8 +219,7 @@ def linear_logprob_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: t
                            backend: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """`(logprob [N], entropy [N])` of `labels` under `softmax(hidden @ weight.T / τ)`."""
     impl = _linear_impl(hidden, weight, labels, temperature, tp_group, backend)
-    return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group, None,
-                           impl)
+    return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group, impl)
 
 
 def linear_token_objective(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor,
@@ -193,5 +229,5 @@ def linear_token_objective(hidden: torch.Tensor, weight: torch.Tensor, labels: t
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`(objective(logprob, entropy), logprob, entropy)`, differentiable through the first."""
     impl = _linear_impl(hidden, weight, labels, temperature, tp_group, backend)
-    return _LinearOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group,
-                           objective, impl)
+    return _LinearObjectiveOp.apply(hidden, weight, labels, temperature, ignore_index, tp_group,
+                                    objective, impl)

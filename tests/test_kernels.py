@@ -127,7 +127,9 @@ def test_linear_op_in_bf16():
         torch.testing.assert_close(got.float(), want, rtol=2 ** -6, atol=5e-2)
 
 
-def test_fused_objective_gives_the_objective_s_gradient_in_one_sweep():
+def fused_objective_against_reference(backend=None):
+    """(ours, reference) as (loss, grad_hidden, grad_weight) of the dual loss (clipped ratios,
+    entropy bonus) through `linear_token_objective`, block by block, with upstream gradient 2."""
     from rmt_megatron.config import LossConfig
     from rmt_megatron.loss import dual_loss
 
@@ -143,14 +145,23 @@ def test_fused_objective_gives_the_objective_s_gradient_in_one_sweep():
                          old_logprob=old, entropy=entropy, config=config).loss
 
     h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
-    loss, _, _ = linear_token_objective(h1, w1, labels, objective)
+    loss, _, _ = linear_token_objective(h1, w1, labels, objective, backend=backend)
     (2 * loss).backward()
     h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
     ref_loss = objective(*token_logprob_entropy_reference(h2 @ w2.T, labels))
     (2 * ref_loss).backward()
-    torch.testing.assert_close(loss, ref_loss.detach(), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(h1.grad, h2.grad, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(w1.grad, w2.grad, rtol=1e-5, atol=1e-6)
+    return (loss.detach(), h1.grad, w1.grad), (ref_loss.detach(), h2.grad, w2.grad)
+
+
+def test_fused_objective_forms_its_gradients_in_the_forward():
+    for got, want in zip(*fused_objective_against_reference(), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_objective_refuses_an_objective_that_couples_tokens():
+    h, w, labels, _ = _linear_case()
+    with pytest.raises(ValueError, match="sum of per-token terms"):
+        linear_token_objective(h, w, labels, lambda logprob, entropy: logprob.sum() ** 2)
 
 
 def _vocab_parallel(world):
@@ -218,4 +229,4 @@ def test_triton_kernels_under_the_interpreter():
                             env={**os.environ, "TRITON_INTERPRET": "1"},
                             cwd=checks.parent.parent)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "11 passed" in result.stdout
+    assert "12 passed" in result.stdout

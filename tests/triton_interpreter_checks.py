@@ -59,3 +59,14 @@ def test_triton_linear_op(name, monkeypatch):
     scale = reference[2].abs().max().item() + 1.0
     for got, want in zip(ours, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
+
+
+def test_triton_fused_objective(monkeypatch):
+    from test_kernels import fused_objective_against_reference
+
+    from rmt_megatron.kernels import linear
+
+    monkeypatch.setitem(linear.TILE_COLS, "cpu", None)
+    monkeypatch.setitem(linear.TILE_BYTES, "cpu", 2 * 21 * 4)
+    for got, want in zip(*fused_objective_against_reference(backend="triton"), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

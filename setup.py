@@ -49,10 +49,10 @@ setup(
         # project): see CONTRIBUTING.md.
         "gpu": ["transformer-engine[pytorch]"],
         # GGUF (llama.cpp) checkpoints: --gguf-checkpoint, rmt-preprocess on a .gguf vocabulary
-        "gguf": ["gguf>=0.17"],
+        "gguf": ["gguf>=0.19"],
         # transformers builds the reference models the import tests compare against; gguf
         # writes the tiny GGUF files the GGUF tests read
-        "dev": ["pytest", "pytest-benchmark", "ruff", "transformers", "gguf>=0.17"],
+        "dev": ["pytest", "pytest-benchmark", "ruff", "transformers", "gguf>=0.19"],
         "bench": ["matplotlib"],
     },
 )

@@ -91,7 +91,8 @@ def _train(directory, tp, pp, steps, fused=False):
 
 
 @pytest.mark.parametrize(("tp", "pp", "fused"),
-                         [(2, 1, False), (1, 2, False), (1, 1, True), (2, 1, True)])
+                         [(2, 1, False), (1, 2, False), (1, 1, True), (2, 1, True),
+                          (1, 2, True)])
 def test_training_steps_match_the_single_process_run(checkpoint, tp, pp, fused):
     """Under TP/PP, and with the fused output layer (no logits), the steps equal the plain
     single-process run's."""

@@ -11,6 +11,7 @@ evaluation runs before training, every `eval_interval` steps and at the end.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -106,6 +107,7 @@ class Run:
                                     initialize=not self._starts_from_import())
         self.forward_step = make_forward_step(config.loss)
         self.start_step = self._load_weights()
+        self._proxy = None  # the difficulty proxy, loaded once while the datasets are scored
         train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs) if self.rl
                          else None)
         self.builder = StepBatchBuilder(config, self.state.module, tokenizer, self.train_docs,
@@ -118,6 +120,7 @@ class Run:
             self.valid_docs, self._difficulty(self.data.valid_prefix, self.valid_docs),
             config.curriculum.tier_thresholds[0], config.curriculum.min_context,
             config.data.eval_positions, config.train.seed)
+        self._proxy = None  # scoring is done: free it
         self.writer = MetricsWriter(config.train.tensorboard_dir, distributed.is_main_rank())
         self.last_checkpoint: Path | None = None
         if self.resume_state is not None:
@@ -163,15 +166,20 @@ class Run:
         to the data under a name that says which proxy scored them."""
         top_k = self.config.curriculum.entropy_top_k
         proxy_path = self.config.curriculum.proxy_checkpoint
-        proxy_name = f"_{Path(proxy_path).stem}" if proxy_path else ""
+        proxy_name = ""
+        if proxy_path:
+            digest = hashlib.sha256(str(Path(proxy_path).resolve()).encode()).hexdigest()[:8]
+            proxy_name = f"_{Path(proxy_path).stem}-{digest}"
         path = prefix.with_name(f"{prefix.name}_entropy_{f'top{top_k}' if top_k else 'full'}"
                                 f"{proxy_name}.npy")
         if path.is_file():
             return np.load(path)
-        model = (load_proxy(proxy_path, self.config.model, self.data.tokenizer) if proxy_path
-                 else self.state.module)
-        return score_difficulty(model, documents, path, top_k, self.config.model.seq_length,
-                                self.config.train.micro_batch_size, self.data.tokenizer.eos_id)
+        if proxy_path and self._proxy is None:
+            self._proxy = load_proxy(proxy_path, self.config.model, self.data.tokenizer)
+        model = self.state.module if self._proxy is None else self._proxy
+        return score_difficulty(model, documents, path, top_k,
+                                self.config.model.seq_length, self.config.train.micro_batch_size,
+                                self.data.tokenizer.eos_id)
 
     # ---- one step ----------------------------------------------------------------------------
 

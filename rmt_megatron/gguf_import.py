@@ -112,7 +112,7 @@ class GGUFCheckpoint:
     def _hf_config(self) -> dict:
         hidden = self._arch("embedding_length")
         heads = self._arch("attention.head_count")
-        head_dim = self._arch("attention.key_length") or hidden // heads
+        head_dim = self._arch("attention.key_length") or (hidden and heads and hidden // heads)
         rotary = self._arch("rope.dimension_count", head_dim)
         if rotary != head_dim:
             raise ConfigError(f"{self.path}: RoPE on {rotary} of {head_dim} head dimensions "

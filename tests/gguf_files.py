@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import torch
-from gguf import GGMLQuantizationType, GGUFWriter, TokenType
+from gguf import GGMLQuantizationType, GGUFWriter, RopeScalingType, TokenType
 from gguf.quants import dequantize, quantize
 
 CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
@@ -59,6 +59,10 @@ def write_gguf(path, model, tokenizer_dir=None, architecture="llama", drop=()) -
     writer.add_rope_freq_base(float(config.rope_parameters["rope_theta"]))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_rope_dimension_count(config.head_dim)
+    rope = config.rope_parameters
+    if rope.get("rope_type", "default") == "linear":
+        writer.add_rope_scaling_type(RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(rope["factor"])
     if tokenizer_dir is not None:
         _add_vocabulary(writer, tokenizer_dir)
     params = dict(model.named_parameters())  # a tied lm_head is listed once, as embed_tokens

@@ -38,6 +38,18 @@ def test_gguf_logits_equal_the_reference_forward(gguf_file, tp):
         assert (logits - reference).abs().max() <= 1e-4
 
 
+def test_linear_rope_scaling_from_gguf_metadata(tmp_path):
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **dict(TINY, initializer_range=0.1), tie_word_embeddings=True,
+        rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 5000.0})).eval()
+    write_gguf(tmp_path / "linear.gguf", model)
+    with torch.no_grad():
+        reference = model(TOKENS).logits
+    logits = run_ranks(1, _megatron_logits, str(tmp_path / "linear.gguf"), 1, 1)[0]
+    assert (logits - reference).abs().max() <= 1e-4
+
+
 def test_unpermute_inverts_llama_cpp_s_row_order():
     from rmt_megatron.gguf_import import unpermute_rows
 

@@ -1,5 +1,5 @@
 """GGUF llama-family files into GPTModel: logits equal transformers' forward of the same
-(dequantised) weights at TP=1 and TP=2; the embedded vocabulary and chat template work; bad
+(dequantised) weights at TP=1, TP=2 and PP=2; the embedded vocabulary and chat template work; bad
 files are named."""
 
 import pytest
@@ -31,10 +31,10 @@ def gguf_file(request, tmp_path_factory):
         return path, model(TOKENS).logits
 
 
-@pytest.mark.parametrize("tp", [1, 2])
-def test_gguf_logits_equal_the_reference_forward(gguf_file, tp):
+@pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 1), (1, 2)])
+def test_gguf_logits_equal_the_reference_forward(gguf_file, tp, pp):
     path, reference = gguf_file
-    for logits in run_ranks(tp, _megatron_logits, str(path), tp, 1):
+    for logits in run_ranks(tp * pp, _megatron_logits, str(path), tp, pp):
         assert (logits - reference).abs().max() <= 1e-4
 
 

@@ -94,8 +94,8 @@ def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | 
                      seq_length: int, micro_batch_size: int, pad_id: int,
                      chunk_documents: int = 256, show_progress: bool = True) -> np.ndarray:
     """Entropy at every token of `documents` (token-id arrays; see the module docstring),
-    written to `output_path` (.npy) and returned. Collective over the model-parallel group;
-    every rank returns it."""
+    written to `output_path` (.npy) and returned. Collective over all ranks (data-parallel
+    replicas share the windows); every rank returns it."""
     output_path = Path(output_path)
     if output_path.is_file():
         return np.load(output_path)
@@ -115,13 +115,12 @@ def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | 
         last = min(first + chunk_documents, len(lengths))
         windows = [(doc, start, tokens) for doc in range(first, last)
                    for start, tokens in _windows(np.asarray(documents[doc]), seq_length)]
-        batches = _window_batches([w[2] for w in windows], micro_batch_size, seq_length, pad_id)
-        results = share_from_last_stage(forward_statistics(model, batches, statistic))
-        values = torch.cat(results).numpy()
-        for row, (doc, start, tokens) in enumerate(windows):
+        for row, values in _score_windows(model, [w[2] for w in windows], statistic,
+                                          micro_batch_size, seq_length, pad_id):
+            doc, start, tokens = windows[row]
             span = len(tokens) - 1
             begin = offsets[doc] + start + 1
-            scores[begin:begin + span] = values[row, :span]
+            scores[begin:begin + span] = values[:span]
         if is_writer:
             _atomic_save(partial_path, scores)
             atomic_write(progress_path, json.dumps({"documents": last}))
@@ -132,6 +131,30 @@ def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | 
         partial_path.unlink(missing_ok=True)
         progress_path.unlink(missing_ok=True)
     return scores
+
+
+def _score_windows(model, windows: list[np.ndarray], statistic: Statistic,
+                   micro_batch_size: int, seq_length: int, pad_id: int):
+    """(window index, per-position values) for every window; data-parallel replicas each
+    score every DP-th window and exchange their results (one all-gather over the DP group)."""
+    dp_rank, dp_size = 0, 1
+    if parallel_state.model_parallel_is_initialized():
+        dp_rank = parallel_state.get_data_parallel_rank()
+        dp_size = parallel_state.get_data_parallel_world_size()
+    mine = list(range(dp_rank, len(windows), dp_size))
+    values = np.zeros((0, 0), dtype=np.float32)
+    if mine:
+        batches = _window_batches([windows[i] for i in mine], micro_batch_size, seq_length,
+                                  pad_id)
+        values = torch.cat(share_from_last_stage(forward_statistics(model, batches,
+                                                                    statistic))).numpy()
+    shares = [(mine, values)]
+    if dp_size > 1:
+        shares = [None] * dp_size
+        dist.all_gather_object(shares, (mine, values),
+                               group=parallel_state.get_data_parallel_group())
+    for rows, share in shares:
+        yield from zip(rows, share[:len(rows)], strict=True)
 
 
 def _window_batches(windows: list[np.ndarray], micro_batch_size: int, seq_length: int,

@@ -50,7 +50,7 @@ def _score(checkpoint, output, tp):
     return scores
 
 
-def test_scoring_windows_tp_and_resume(tmp_path):
+def test_scoring_windows_tp_dp_and_resume(tmp_path):
     run_ranks(1, _save_model, str(tmp_path / "ck"))
     reference = run_ranks(1, _score, str(tmp_path / "ck"), str(tmp_path / "a.npy"), 1)[0]
     offsets = np.concatenate([[0], np.cumsum([len(d) for d in DOCUMENTS])])
@@ -58,6 +58,9 @@ def test_scoring_windows_tp_and_resume(tmp_path):
     assert np.isnan(reference[offsets[:-1]]).all()  # position 0 of each document: no context
     assert np.isfinite(np.delete(reference, offsets[:-1])).all()  # the 12-token doc spans 2 windows
     for rank_scores in run_ranks(2, _score, str(tmp_path / "ck"), str(tmp_path / "b.npy"), 2):
+        np.testing.assert_allclose(rank_scores, reference, rtol=1e-5, atol=1e-6)
+    # two data-parallel replicas split the windows and exchange their scores
+    for rank_scores in run_ranks(2, _score, str(tmp_path / "ck"), str(tmp_path / "d.npy"), 1):
         np.testing.assert_allclose(rank_scores, reference, rtol=1e-5, atol=1e-6)
 
     # An interrupted pass: two documents done (marked with a sentinel), the rest still to do.

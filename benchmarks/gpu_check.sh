@@ -2,7 +2,8 @@
 # One prepared run on a GPU machine (the `device` tool), for the kernels' correctness and speed.
 # Prepare here, then run there with the wheels carried (see CONTRIBUTING.md, "On a GPU"):
 #   pip wheel --no-deps -w wheels . && pip download --no-deps --only-binary=:all: \
-#     --python-version 3.12 --platform manylinux_2_28_x86_64 megatron-core==0.16.1 liger-kernel -d wheels
+#     --python-version 3.12 --platform manylinux_2_28_x86_64 megatron-core==0.16.1 liger-kernel \
+#     packaging -d wheels    (liger-kernel imports packaging)
 #   run: bash benchmarks/gpu_check.sh        (carry: wheels)
 # Results land in $OUT (or benchmarks/results when run by hand).
 set -uo pipefail

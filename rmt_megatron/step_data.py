@@ -86,7 +86,9 @@ class StepBatchBuilder:
     """Builds each step's micro-batches from the policy `model` (this rank's GPTModel stage).
 
     train_entropy: the proxy's entropy at every token of `documents` (flat, NaN where unscored);
-    required when RL is on (config.loss.rl_weight > 0), unused otherwise."""
+    needed to draw RL positions (config.loss.rl_weight > 0), unused otherwise. With RL on and
+    None, the builder only serves evaluation (`engine`, `budget`; --skip-train) and `build`
+    refuses."""
 
     def __init__(self, config: RMTConfig, model, tokenizer: SentencePieceTokenizer,
                  documents: list[np.ndarray], train_entropy: np.ndarray | None) -> None:
@@ -103,7 +105,9 @@ class StepBatchBuilder:
         self.engine = RolloutEngine(model, tokenizer.vocab_size, tokenizer.eos_id,
                                     tokenizer.token_bytes, config.model.hidden_size,
                                     DTYPES[config.model.params_dtype])
-        if self.rl:
+        if self.rl and train_entropy is None:  # evaluation only: no positions to draw
+            self.tiers = self.sampler = None
+        elif self.rl:
             eligible = eligible_positions(documents, tokenizer, config.curriculum.min_context)
             self.tiers = assign_tiers(train_entropy, config.curriculum.tier_thresholds, eligible)
             self.sampler = CurriculumSampler(self.tiers, config.train.seed)
@@ -133,6 +137,9 @@ class StepBatchBuilder:
         return [(int(d), int(f - self.offsets[d])) for d, f in zip(docs, flat, strict=True)]
 
     def build(self, step: int) -> StepBatches:
+        if self.sampler is None:
+            raise RuntimeError("this builder was made without the training set's difficulty "
+                               "scores (evaluation only): it cannot draw RL positions")
         config = self.config
         stats = SumsAndCounts()
         budget = self.budget(step)

@@ -108,11 +108,12 @@ class Run:
         self.forward_step = make_forward_step(config.loss)
         self.start_step = self._load_weights()
         self._proxy = None  # the difficulty proxy, loaded once while the datasets are scored
-        train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs) if self.rl
-                         else None)
+        scores_train = self.rl and not config.train.skip_train  # eval-only runs need none
+        train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs)
+                         if scores_train else None)
         self.builder = StepBatchBuilder(config, self.state.module, tokenizer, self.train_docs,
                                         train_entropy)
-        if self.rl:
+        if scores_train:
             self._log("RL positions per tier: " + ", ".join(
                 f"{name} {int((self.builder.tiers == k).sum())}"
                 for k, name in enumerate(TIER_NAMES)))
@@ -123,7 +124,7 @@ class Run:
         self._proxy = None  # scoring is done: free it
         self.writer = MetricsWriter(config.train.tensorboard_dir, distributed.is_main_rank())
         self.last_checkpoint: Path | None = None
-        if self.resume_state is not None:
+        if self.resume_state is not None and not config.train.skip_train:
             self.state.scheduler.load_state_dict(self.resume_state["scheduler"])
             self.builder.load_state_dict(self.resume_state["sampler"])
 

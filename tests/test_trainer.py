@@ -190,3 +190,19 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
     scores.unlink()
     assert run_ranks(1, _expect_failure, argv)[0] == 1
     assert "another vocabulary than the run's tokenizer" in capfd.readouterr().err
+
+
+def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(small_data,
+                                                                             tmp_path):
+    import json
+    import shutil
+
+    save = str(tmp_path / "s")
+    run_ranks(1, _train, _argv(small_data, "--save", save, "--train-iters", "2"))
+    fresh = tmp_path / "fresh"  # the datasets without any cached difficulty scores
+    shutil.copytree(small_data, fresh, ignore=shutil.ignore_patterns("*entropy*"))
+    result = run_ranks(1, _train, _argv(fresh, "--load", save, "--save", save,
+                                        "--skip-train"))[0]
+    assert result["metrics"] == [] and len(result["evaluations"]) == 1
+    assert json.loads((tmp_path / "s" / "eval" / "latest.json").read_text())["step"] == 2
+    assert list(fresh.glob("valid_entropy*.npy")) and not list(fresh.glob("train_entropy*"))

@@ -49,6 +49,25 @@ def _tiles(total: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, total)) for start in range(0, total, size)]
 
 
+def _block_stats(tiles, label: torch.Tensor, temperature: float,
+                 impl: ModuleType) -> PartialStats:
+    """This rank's statistics of one row block from its `(col, z)` tiles; `label` is the
+    block's local labels."""
+    return merge([impl.logits_partial_stats(z, label - col.start, temperature)
+                  for col, z in tiles])
+
+
+def _add_block_grads(tiles, h: torch.Tensor, weight: torch.Tensor, label: torch.Tensor,
+                     log_z, mean_z, g_lp, g_h, temperature: float, impl: ModuleType,
+                     grad_hidden_block: torch.Tensor, grad_weight: torch.Tensor) -> None:
+    """Overwrite each `(col, z)` tile of a row block with ∂L/∂z and accumulate its products
+    into the block's grad_hidden rows and grad_weight."""
+    for col, dz in tiles:
+        impl.logits_grad(dz, label - col.start, log_z, mean_z, g_lp, g_h, temperature, out=dz)
+        grad_hidden_block.addmm_(dz, weight[col])
+        grad_weight[col].addmm_(dz.T, h)
+
+
 @torch.no_grad()
 def linear_partial_stats(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.Tensor,
                          temperature: float, impl: ModuleType) -> PartialStats:
@@ -56,10 +75,8 @@ def linear_partial_stats(hidden: torch.Tensor, weight: torch.Tensor, local_label
     blocks = []
     for blk in _tiles(hidden.shape[0], rows):
         h = hidden[blk]
-        blocks.append(merge([
-            impl.logits_partial_stats(h @ weight[col].T,
-                                      local_label[blk] - col.start, temperature)
-            for col in _tiles(weight.shape[0], cols)]))
+        tiles = ((col, h @ weight[col].T) for col in _tiles(weight.shape[0], cols))
+        blocks.append(_block_stats(tiles, local_label[blk], temperature, impl))
     return PartialStats(*(torch.cat(values) for values in zip(*blocks, strict=True)))
 
 
@@ -73,13 +90,9 @@ def linear_grads(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.
     grad_weight = torch.zeros_like(weight)
     for blk in _tiles(hidden.shape[0], rows):
         h = hidden[blk]
-        for col in _tiles(weight.shape[0], cols):
-            w = weight[col]
-            dz = h @ w.T
-            impl.logits_grad(dz, local_label[blk] - col.start, log_z[blk], mean_z[blk],
-                             g_lp[blk], g_h[blk], temperature, out=dz)
-            grad_hidden[blk].addmm_(dz, w)
-            grad_weight[col].addmm_(dz.T, h)
+        tiles = ((col, h @ weight[col].T) for col in _tiles(weight.shape[0], cols))
+        _add_block_grads(tiles, h, weight, local_label[blk], log_z[blk], mean_z[blk], g_lp[blk],
+                         g_h[blk], temperature, impl, grad_hidden[blk], grad_weight)
     return grad_hidden, grad_weight
 
 
@@ -101,13 +114,9 @@ def linear_objective_grads(hidden: torch.Tensor, weight: torch.Tensor,
     for blk in _tiles(hidden.shape[0], rows):
         h = hidden[blk]
         tiles = [(col, h @ weight[col].T) for col in _tiles(weight.shape[0], cols)]
-        stats = combine(merge([impl.logits_partial_stats(z, local_label[blk] - col.start,
-                                                         temperature) for col, z in tiles]),
-                        ignored[blk], tp_group)
+        stats = combine(_block_stats(tiles, local_label[blk], temperature, impl), ignored[blk],
+                        tp_group)
         g_lp, g_h = block_coefficients(blk, stats)
-        for col, dz in tiles:
-            impl.logits_grad(dz, local_label[blk] - col.start, stats.log_z, stats.mean_z, g_lp,
-                             g_h, temperature, out=dz)
-            grad_hidden[blk].addmm_(dz, weight[col])
-            grad_weight[col].addmm_(dz.T, h)
+        _add_block_grads(tiles, h, weight, local_label[blk], stats.log_z, stats.mean_z, g_lp,
+                         g_h, temperature, impl, grad_hidden[blk], grad_weight)
     return grad_hidden, grad_weight

@@ -124,9 +124,9 @@ def _write_source_files(source: Path, directory: Path) -> None:
 
 def source_vocab_size(source: str | os.PathLike) -> int:
     """The unpadded vocabulary size of the checkpoint a run started from."""
-    from rmt_megatron.model_import import open_checkpoint
+    from rmt_megatron.model_import import checkpoint_config
 
-    return open_checkpoint(source)[0]["vocab_size"]
+    return checkpoint_config(source)["vocab_size"]
 
 
 def export_hf(model, config: ModelConfig, vocab_size: int, source: str | os.PathLike,

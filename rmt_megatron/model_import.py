@@ -1,6 +1,7 @@
 """Starting weights from outside: a Hugging Face checkpoint directory or a GGUF file, one entry.
 
     open_checkpoint(path)                 -> (config.json dict, reader of tensors by HF name)
+    checkpoint_config(path)               -> the config.json dict alone
     import_model_config(path, **layout)   -> ModelConfig of the checkpoint (TP/PP from `layout`)
     load_imported_weights(model, config, path)   this rank's slices into its GPTModel stage
     load_proxy(path, run_model, tokenizer)       a difficulty proxy in the run's layout
@@ -37,10 +38,14 @@ def open_checkpoint(path: str | os.PathLike):
     return read_hf_config(Path(path)), SafetensorsReader(Path(path))
 
 
+def checkpoint_config(path: str | os.PathLike) -> dict:
+    """The Hugging Face config dict of the checkpoint at `path`, without opening its weights."""
+    return open_checkpoint(path)[0] if is_gguf(path) else read_hf_config(Path(path))
+
+
 def import_model_config(path: str | os.PathLike, **overrides) -> ModelConfig:
     """`ModelConfig` of the checkpoint at `path`; `overrides` set other fields (TP, PP)."""
-    hf_config = open_checkpoint(path)[0] if is_gguf(path) else read_hf_config(Path(path))
-    return model_config_from_hf_dict(hf_config, **overrides)
+    return model_config_from_hf_dict(checkpoint_config(path), **overrides)
 
 
 def load_imported_weights(model, config: ModelConfig, path: str | os.PathLike) -> None:

@@ -47,26 +47,27 @@ def test_triton_logits_op(n, v, temperature, scale, ignored, dtype):
     torch.testing.assert_close(g, ref_g, **tolerance)
 
 
-@pytest.mark.parametrize("name", ["ragged_blocks", "all_ignored", "huge_logits"])
-def test_triton_linear_op(name, monkeypatch):
-    from test_kernels import LINEAR_CASES, linear_against_reference
-
+@pytest.fixture
+def gpu_like_tiles(monkeypatch):
+    """As on a GPU, one tile spans the vocabulary; blocks of 2 tokens (fp32, V = 21)."""
     from rmt_megatron.kernels import linear
 
-    monkeypatch.setitem(linear.TILE_COLS, "cpu", None)  # as on a GPU: one tile spans V
-    monkeypatch.setitem(linear.TILE_BYTES, "cpu", 2 * 21 * 4)  # blocks of 2 tokens
+    monkeypatch.setitem(linear.TILE_COLS, "cpu", None)
+    monkeypatch.setitem(linear.TILE_BYTES, "cpu", 2 * 21 * 4)
+
+
+@pytest.mark.parametrize("name", ["ragged_blocks", "all_ignored", "huge_logits"])
+def test_triton_linear_op(name, gpu_like_tiles):
+    from test_kernels import LINEAR_CASES, linear_against_reference
+
     ours, reference = linear_against_reference(LINEAR_CASES[name], backend="triton")
     scale = reference[2].abs().max().item() + 1.0
     for got, want in zip(ours, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
 
 
-def test_triton_fused_objective(monkeypatch):
+def test_triton_fused_objective(gpu_like_tiles):
     from test_kernels import fused_objective_against_reference
 
-    from rmt_megatron.kernels import linear
-
-    monkeypatch.setitem(linear.TILE_COLS, "cpu", None)
-    monkeypatch.setitem(linear.TILE_BYTES, "cpu", 2 * 21 * 4)
     for got, want in zip(*fused_objective_against_reference(backend="triton"), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -1,10 +1,12 @@
 """Hugging Face checkpoints (Llama, Qwen2, Qwen3) into a megatron-core GPTModel, loaded sharded.
 
-`model_config_from_hf(dir)` maps `config.json` to `ModelConfig` (RMSNorm ε, SwiGLU, GQA and head
-size, RoPE θ, Qwen2's QKV bias, Qwen3's per-head q/k norms, tied or untied embeddings).
-`load_hf_weights(model, config, dir)` fills this rank's `GPTModel` stage, reading from the
-`*.safetensors` files (one file or an index) only the rows and columns this rank holds, so no
-rank ever holds the whole model:
+`model_config_from_hf_dict(config)` maps a `config.json` dict to `ModelConfig` (RMSNorm ε,
+SwiGLU, GQA and head size, RoPE θ and scaling, Qwen2's QKV bias, Qwen3's per-head q/k norms, tied
+or untied embeddings). `load_weights(model, config, reader, vocab_size)` fills this rank's
+`GPTModel` stage from a reader of tensors by Hugging Face name (`SafetensorsReader` reads the
+`*.safetensors` files, one file or an index; `gguf_import.GGUFCheckpoint` a GGUF file) asking
+only for the rows and columns this rank holds, so no rank ever holds the whole model.
+`model_import` is the entry point that picks the reader:
 
     embed_tokens / lm_head [V, H]      -> vocab rows of this TP rank (padded rows zero)
     q/k/v_proj [(nq|nkv)·d, H]         -> linear_qkv, Megatron's layout grouped per KV head:
@@ -23,7 +25,6 @@ shard file or tensor, and an unsupported architecture are errors that say which.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -45,11 +46,6 @@ def read_hf_config(directory: Path) -> dict:
         raise CheckpointFormatError(f"{path} does not exist: pass a Hugging Face checkpoint "
                                     "directory (config.json + *.safetensors) or a .gguf file")
     return json.loads(path.read_text())
-
-
-def model_config_from_hf(directory: str | os.PathLike, **overrides) -> ModelConfig:
-    """`ModelConfig` for the checkpoint in `directory`; `overrides` set other fields (TP, PP)."""
-    return model_config_from_hf_dict(read_hf_config(Path(directory)), **overrides)
 
 
 def _rope_fields(rope: dict) -> dict:
@@ -203,13 +199,6 @@ def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_ran
         columns = _rank_range(config.ffn_hidden_size, tp_rank, tp)
         return reader.read(f"{prefix}.mlp.down_proj.weight", slice(None), columns)
     raise CheckpointFormatError(f"no Hugging Face tensor maps to {name!r}")
-
-
-def load_hf_weights(model, config: ModelConfig, directory: str | os.PathLike) -> None:
-    """Fill this rank's GPTModel stage from the checkpoint in `directory` (sharded reads)."""
-    directory = Path(directory)
-    load_weights(model, config, SafetensorsReader(directory),
-                 read_hf_config(directory)["vocab_size"])
 
 
 @torch.no_grad()

@@ -82,17 +82,14 @@ def test_imported_logits_equal_transformers(checkpoint, tp, pp):
 
 def test_bad_checkpoints_are_named(checkpoint, tmp_path):
     from rmt_megatron.config import ConfigError
-    from rmt_megatron.hf_import import (
-        CheckpointFormatError,
-        SafetensorsReader,
-        model_config_from_hf,
-    )
+    from rmt_megatron.hf_import import CheckpointFormatError, SafetensorsReader
+    from rmt_megatron.model_import import import_model_config
 
     directory, _ = checkpoint
     config = json.loads((directory / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2"]}))
     with pytest.raises(ConfigError, match="LlamaForCausalLM, Qwen2ForCausalLM"):
-        model_config_from_hf(tmp_path)
+        import_model_config(tmp_path)
     with pytest.raises(CheckpointFormatError, match=r"neither model\.safetensors"):
         SafetensorsReader(tmp_path)
     (tmp_path / "model.safetensors.index.json").write_text(

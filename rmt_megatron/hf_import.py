@@ -6,7 +6,7 @@ or untied embeddings). `load_weights(model, config, reader, vocab_size)` fills t
 `GPTModel` stage from a reader of tensors by Hugging Face name (`SafetensorsReader` reads the
 `*.safetensors` files, one file or an index; `gguf_import.GGUFCheckpoint` a GGUF file) asking
 only for the rows and columns this rank holds, so no rank ever holds the whole model.
-`model_import` is the entry point that picks the reader:
+`model_import` is the entry point that picks the reader. The mapping:
 
     embed_tokens / lm_head [V, H]      -> vocab rows of this TP rank (padded rows zero)
     q/k/v_proj [(nq|nkv)·d, H]         -> linear_qkv, Megatron's layout grouped per KV head:

@@ -15,6 +15,7 @@ model has none; `render_chat` applies it).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -213,9 +214,9 @@ def load_tokenizer(path: str | os.PathLike) -> SentencePieceTokenizer | HFTokeni
     return HFTokenizer.from_file(path)
 
 
-def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The text of `messages` ([{"role", "content"}]) under the tokenizer's chat template, ending
-    with the assistant turn's opening (Hugging Face's add_generation_prompt=True)."""
+@functools.cache
+def _chat_template(source: str):
+    """A chat template compiled once (jinja2 sandbox, Hugging Face's settings)."""
     from jinja2.exceptions import TemplateError
     from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -224,7 +225,13 @@ def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
 
     environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
     environment.globals["raise_exception"] = raise_exception
-    template = environment.from_string(tokenizer.chat_template)
+    return environment.from_string(source)
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """The text of `messages` ([{"role", "content"}]) under the tokenizer's chat template, ending
+    with the assistant turn's opening (Hugging Face's add_generation_prompt=True)."""
     eos = tokenizer.decode([tokenizer.eos_id])
-    return template.render(messages=messages, add_generation_prompt=True, eos_token=eos,
-                           bos_token=getattr(tokenizer, "bos_text", ""))
+    return _chat_template(tokenizer.chat_template).render(
+        messages=messages, add_generation_prompt=True, eos_token=eos,
+        bos_token=getattr(tokenizer, "bos_text", ""))

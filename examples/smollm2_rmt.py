@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import os
 import subprocess
 import sys
 import time
@@ -154,9 +153,7 @@ def run_steps(path: Path, workdir: Path, steps: int) -> None:
                str(steps), "--log-interval", "1", "--save", str(workdir / "checkpoints"),
                "--save-interval", str(steps), "--tensorboard-dir", str(workdir / "tensorboard")]
     print("[4] " + " ".join(command), flush=True)
-    # a fresh rendezvous: step 1's single-process group set MASTER_PORT in this environment
-    env = {k: v for k, v in os.environ.items() if k not in ("MASTER_ADDR", "MASTER_PORT")}
-    subprocess.run(command, check=True, env=env)
+    subprocess.run(command, check=True)
 
 
 def main() -> None:

@@ -41,12 +41,14 @@ def initialize(config: ModelConfig, seed: int) -> None:
             f"pipeline_model_parallel_size = {model_parallel}: launch a multiple of "
             f"{model_parallel} processes (torchrun --nproc_per_node)")
     if not dist.is_initialized():
-        if world_size == 1:
-            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-            os.environ.setdefault("MASTER_PORT", str(free_port()))
+        init_method = None  # torchrun's environment
+        if world_size == 1 and "MASTER_PORT" not in os.environ:
+            # a private rendezvous, left out of os.environ so that processes started later
+            # (e.g. a torchrun from this one) do not inherit a port that is in use
+            init_method = f"tcp://127.0.0.1:{free_port()}"
         if not cpu_only():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("gloo" if cpu_only() else "nccl",
+        dist.init_process_group("gloo" if cpu_only() else "nccl", init_method=init_method,
                                 rank=int(os.environ.get("RANK", "0")), world_size=world_size)
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=config.tensor_model_parallel_size,

@@ -11,14 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rmt_megatron.arguments import add_megatron_args, add_rmt_args, config_from_args
-from rmt_megatron.budget import budget_at
-from rmt_megatron.checkpointing import CheckpointError
-from rmt_megatron.config import ConfigError, RMTConfig
-from rmt_megatron.curriculum import tier_probabilities
-from rmt_megatron.data import DatasetError
-from rmt_megatron.distributed import is_main_rank
-from rmt_megatron.trainer import TrainingError, run_training
+from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
+from rmt_megatron.config.sections import ConfigError, RMTConfig
+from rmt_megatron.mcore.checkpoint import CheckpointError
+from rmt_megatron.mcore.indexed_dataset import DatasetError
+from rmt_megatron.mcore.parallel import is_main_rank
+from rmt_megatron.method.budget import budget_at
+from rmt_megatron.method.curriculum import tier_probabilities
+from rmt_megatron.run.trainer import TrainingError, run_training
 
 
 def build_parser() -> argparse.ArgumentParser:

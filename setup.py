@@ -6,9 +6,9 @@ top-level `kernels`, which is another project's name on PyPI).
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-RMT_PACKAGES = ["rmt_megatron"]
+RMT_PACKAGES = ["rmt_megatron", *(f"rmt_megatron.{name}" for name in find_packages("rmt_megatron"))]
 KERNEL_PACKAGES = ["rmt_megatron.kernels"]
 
 setup(
@@ -35,14 +35,14 @@ setup(
         "tqdm",
         "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
-    package_data={"rmt_megatron": ["assets/tiny_base/*", "assets/tiny_base/checkpoint/*",
-                                   "assets/tiny_base/checkpoint/*/*",
-                                   "assets/tiny_base/checkpoint/*/*/*",
-                                   "assets/tiny_base/checkpoint/*/.metadata"]},
+    package_data={"rmt_megatron.builtin": ["assets/tiny_base/*", "assets/tiny_base/checkpoint/*",
+                                           "assets/tiny_base/checkpoint/*/*",
+                                           "assets/tiny_base/checkpoint/*/*/*",
+                                           "assets/tiny_base/checkpoint/*/.metadata"]},
     entry_points={"console_scripts": [
-        "rmt-preprocess=rmt_megatron.preprocess:main",
-        "rmt-warmstart=rmt_megatron.warmstart:main",
-        "rmt-export-hf=rmt_megatron.hf_export:main",
+        "rmt-preprocess=rmt_megatron.model_io.preprocess:main",
+        "rmt-warmstart=rmt_megatron.builtin.warmstart:main",
+        "rmt-export-hf=rmt_megatron.model_io.hf_export:main",
     ]},
     extras_require={
         # NVIDIA apex is built from its own source tree (the PyPI name "apex" is another

@@ -78,15 +78,15 @@ def write_checkpoint(directory: Path, layers: int, hidden: int) -> None:
 
 def worker(source: str) -> None:
     """One rank (under torchrun): build the stage, load it, print a CSV row."""
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.model_import import import_model_config, load_imported_weights
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
 
     tp = int(os.environ["WORLD_SIZE"])
     config = import_model_config(source, tensor_model_parallel_size=tp)
-    distributed.initialize(config, seed=0)
+    parallel.initialize(config, seed=0)
     try:
-        with megatron_cpu.device_mode():
+        with cpu.device_mode():
             baseline = rss_anon()
             sampler = AnonPeak()
             started = time.perf_counter()
@@ -104,7 +104,7 @@ def worker(source: str) -> None:
                                     / 2**20, 3)}
         print("ROW " + json.dumps(row), flush=True)
     finally:
-        distributed.shutdown()
+        parallel.shutdown()
 
 
 def measure(source: str, tp: int) -> list[dict]:
@@ -120,7 +120,7 @@ def measure(source: str, tp: int) -> list[dict]:
 
 def _smallest_tp(source: str) -> int:
     """The smallest TP size > 1 that divides the model's heads and key/value groups."""
-    from rmt_megatron.model_import import import_model_config
+    from rmt_megatron.model_io.checkpoints import import_model_config
 
     config = import_model_config(source)
     return next(tp for tp in range(2, config.query_groups + 1)

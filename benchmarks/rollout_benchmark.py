@@ -24,18 +24,18 @@ from pathlib import Path
 
 import torch
 
-from rmt_megatron import distributed, megatron_cpu
-from rmt_megatron.budget import budget_at, rollout_token_cap
-from rmt_megatron.builtin import prepare_builtin_data
-from rmt_megatron.checkpointing import load_checkpoint
-from rmt_megatron.data import load_indexed_dataset
-from rmt_megatron.model import build_gpt_model
-from rmt_megatron.presets import tiny_cpu
-from rmt_megatron.prompt import build_prompt
-from rmt_megatron.rollout import RolloutEngine
-from rmt_megatron.step_data import ANSWER_ALLOWANCE
-from rmt_megatron.tokenizer import SentencePieceTokenizer
-from rmt_megatron.trainer import documents_of
+from rmt_megatron.builtin.datasets import prepare_builtin_data
+from rmt_megatron.config.presets import tiny_cpu
+from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore.checkpoint import load_checkpoint
+from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.gpt_model import build_gpt_model
+from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+from rmt_megatron.method.budget import budget_at, rollout_token_cap
+from rmt_megatron.method.prompt import build_prompt
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.step_builder import ANSWER_ALLOWANCE
+from rmt_megatron.run.trainer import documents_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,11 +60,11 @@ def main() -> None:
     args = parser.parse_args()
     config = tiny_cpu()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    distributed.initialize(config.model, config.train.seed)
+    parallel.initialize(config.model, config.train.seed)
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else (
         f"cpu-{platform.machine()}-{torch.get_num_threads()}threads")
     rows = []
-    with megatron_cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
+    with cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
         builtin = prepare_builtin_data(scratch)
         tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
         documents = documents_of(load_indexed_dataset(builtin.valid_prefix,
@@ -91,7 +91,7 @@ def main() -> None:
                          "budget": final_budget, "generated_tokens": tokens,
                          "seconds": round(seconds, 4),
                          "tokens_per_s": round(tokens / seconds, 1)})
-    distributed.shutdown()
+    parallel.shutdown()
     cached, recompute, capped, uncapped = rows
     rows.append({"measurement": "ratio", "setting": "kv_cache_speedup_tokens_per_s",
                  "device": device,

@@ -18,17 +18,17 @@ import tempfile
 
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rmt_megatron import distributed, megatron_cpu
-from rmt_megatron.arguments import add_megatron_args, config_from_args
-from rmt_megatron.builtin import prepare_builtin_data
-from rmt_megatron.checkpointing import load_checkpoint
-from rmt_megatron.data import load_indexed_dataset
+from rmt_megatron.builtin.datasets import prepare_builtin_data
+from rmt_megatron.config.flags import add_megatron_args, config_from_args
 from rmt_megatron.dropin import add_rmt_args, configure, forward_step  # RMT
-from rmt_megatron.scoring import score_difficulty
-from rmt_megatron.step_data import StepBatchBuilder
-from rmt_megatron.tokenizer import SentencePieceTokenizer
-from rmt_megatron.trainer import documents_of
-from rmt_megatron.training import build_training
+from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore.checkpoint import load_checkpoint
+from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+from rmt_megatron.mcore.optimizer import build_training
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.difficulty import score_difficulty
+from rmt_megatron.run.step_builder import StepBatchBuilder
+from rmt_megatron.run.trainer import documents_of
 
 
 def train_step(data_iterator, model, optimizer, scheduler, num_microbatches, seq_length,
@@ -53,8 +53,8 @@ def main() -> None:
     args = parser.parse_args()
     config = config_from_args(args, default_preset="tiny_cpu")
     configure(config)  # inside Megatron-LM the --rmt-* arguments are read instead
-    distributed.initialize(config.model, config.train.seed)
-    with megatron_cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
+    parallel.initialize(config.model, config.train.seed)
+    with cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
         builtin = prepare_builtin_data(scratch)
         tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
         documents = documents_of(load_indexed_dataset(builtin.train_prefix,
@@ -78,7 +78,7 @@ def main() -> None:
                 sum(float(x["ntp loss"][1]) for x in losses), 1)
             print(f"step {step + 1}: B_t {batches.budget}, L_RL {rl:.4f}, L_NTP {ntp:.4f}, "
                   f"grad norm {grad_norm:.4f}", flush=True)
-    distributed.shutdown()
+    parallel.shutdown()
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from rmt_megatron.advantages import grpo_advantages
-from rmt_megatron.budget import budget_at
-from rmt_megatron.config import TIER_NAMES, RMTConfig
-from rmt_megatron.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
+from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
 from rmt_megatron.kernels import token_logprob_entropy_reference
-from rmt_megatron.loss import dual_loss
-from rmt_megatron.rewards import score_rollout
+from rmt_megatron.method.advantages import grpo_advantages
+from rmt_megatron.method.budget import budget_at
+from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
+from rmt_megatron.method.dual_loss import dual_loss
+from rmt_megatron.method.rewards import score_rollout
 
 DOCUMENT = [b"The", b" sum", b" of", b" 17", b" and", b" 25", b" is", b" 42", b"."]
 ENTROPY = np.array([3.1, 2.2, 0.1, 1.7, 0.2, 1.8, 0.6, 1.2, 0.3])

@@ -80,19 +80,19 @@ def _reference_model(checkpoint):
 def check_import(path: Path) -> None:
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.gguf_import import GGUFCheckpoint
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.model_import import import_model_config, load_imported_weights
-    from rmt_megatron.rollout import RolloutEngine
-    from rmt_megatron.scoring import forward_statistics
-    from rmt_megatron.tokenizer import load_tokenizer, render_chat
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.generation import RolloutEngine
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
+    from rmt_megatron.model_io.gguf import GGUFCheckpoint
+    from rmt_megatron.model_io.tokenizers import load_tokenizer, render_chat
+    from rmt_megatron.run.difficulty import forward_statistics
 
     tokenizer = load_tokenizer(path)
     config = import_model_config(path, seq_length=512)
-    distributed.initialize(config, seed=0)
+    parallel.initialize(config, seed=0)
     try:
-        with megatron_cpu.device_mode():
+        with cpu.device_mode():
             started = time.time()
             model = build_gpt_model(config, config.vocab_size, initialize=False)
             load_imported_weights(model, config, path)
@@ -132,7 +132,7 @@ def check_import(path: Path) -> None:
             print(f"[3] perplexity of the {len(PARAGRAPHS)} paragraphs: {math.exp(nll / count):.2f}"
                   f" over {count} predicted tokens (no BOS)")
     finally:
-        distributed.shutdown()
+        parallel.shutdown()
 
 
 def run_steps(path: Path, workdir: Path, steps: int) -> None:

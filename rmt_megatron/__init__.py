@@ -9,8 +9,8 @@ Vocabulary kernels: `rmt_megatron.kernels`.
 Importing this package imports neither megatron-core, Transformer Engine nor apex.
 """
 
-from rmt_megatron.config import ConfigError, RMTConfig
-from rmt_megatron.presets import PRESETS, apply_method, get_preset
+from rmt_megatron.config.presets import PRESETS, apply_method, get_preset
+from rmt_megatron.config.sections import ConfigError, RMTConfig
 
 __version__ = "0.1.0"
 

@@ -26,7 +26,7 @@ STEP_KEYS = ("budget", "loss_rl", "loss_ntp", "grad_norm", "match_reward",
 
 def golden_argv(data: Path) -> list[str]:
     """The run: shipped tokenizer and base model, tiny_cpu preset, three RMT steps."""
-    from rmt_megatron.builtin import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
+    from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
 
     return ["--train-data-path", str(data / "train"), "--valid-data-path", str(data / "valid"),
             "--tokenizer-model", str(ASSETS / TOKENIZER_FILE),
@@ -39,10 +39,10 @@ def golden_argv(data: Path) -> list[str]:
 
 def write_data(directory: Path) -> Path:
     """48 training and 16 held-out corpus documents (seeds 10 and 11) as indexed datasets."""
-    from rmt_megatron.builtin import ASSETS, TOKENIZER_FILE, encode_document
-    from rmt_megatron.corpus import arithmetic_documents
-    from rmt_megatron.data import write_indexed_dataset
-    from rmt_megatron.tokenizer import SentencePieceTokenizer
+    from rmt_megatron.builtin.corpus import arithmetic_documents
+    from rmt_megatron.builtin.datasets import ASSETS, TOKENIZER_FILE, encode_document
+    from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
+    from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
     tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
     for name, count, seed in (("train", 48, 10), ("valid", 16, 11)):
@@ -56,8 +56,8 @@ def write_data(directory: Path) -> Path:
 def golden_numbers(argv: list[str]) -> dict:
     """Train with `argv` in this process (call it in a forked rank) and keep the golden part."""
     import pretrain_rmt
-    from rmt_megatron.arguments import config_from_args
-    from rmt_megatron.trainer import run_training
+    from rmt_megatron.config.flags import config_from_args
+    from rmt_megatron.run.trainer import run_training
 
     config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
     result = run_training(config)

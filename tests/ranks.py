@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from rmt_megatron.distributed import free_port
+from rmt_megatron.mcore.parallel import free_port
 
 
 def _child(rank: int, world_size: int, port: int, queue, fn: Callable, args: tuple) -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rmt_megatron.advantages import grpo_advantages, informative_groups
+from rmt_megatron.method.advantages import grpo_advantages, informative_groups
 
 
 def test_constant_groups_get_zero_advantage_exactly():

@@ -5,9 +5,9 @@ import argparse
 import pytest
 
 import pretrain_rmt
-from rmt_megatron.arguments import add_megatron_args, add_rmt_args, config_from_args
-from rmt_megatron.config import ConfigError, RMTConfig
-from rmt_megatron.presets import tiny_cpu
+from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
+from rmt_megatron.config.presets import tiny_cpu
+from rmt_megatron.config.sections import ConfigError, RMTConfig
 
 
 def _megatron_lm_like_parser() -> argparse.ArgumentParser:

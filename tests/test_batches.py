@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from rmt_megatron.batches import (
+from rmt_megatron.method.packing import (
     TrainingSequence,
     collate,
     ntp_sequence,

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from rmt_megatron.budget import budget_at, combined_reward, length_reward, rollout_token_cap
-from rmt_megatron.config import BudgetConfig, RewardConfig
+from rmt_megatron.config.sections import BudgetConfig, RewardConfig
+from rmt_megatron.method.budget import budget_at, combined_reward, length_reward, rollout_token_cap
 
 SPEC_TABLE = [800, 681, 579, 493, 420, 357, 304, 259, 220, 187, 160]
 

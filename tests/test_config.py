@@ -4,7 +4,8 @@ import dataclasses
 
 import pytest
 
-from rmt_megatron.config import (
+from rmt_megatron.config.presets import PRESETS, apply_method, get_preset
+from rmt_megatron.config.sections import (
     BudgetConfig,
     ConfigError,
     CurriculumConfig,
@@ -16,7 +17,6 @@ from rmt_megatron.config import (
     TrainConfig,
     field_docs,
 )
-from rmt_megatron.presets import PRESETS, apply_method, get_preset
 
 
 def test_defaults_are_the_spec_recommendations():

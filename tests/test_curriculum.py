@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from rmt_megatron.config import CurriculumConfig
-from rmt_megatron.curriculum import (
+from rmt_megatron.config.sections import CurriculumConfig
+from rmt_megatron.method.curriculum import (
     NTP_ONLY,
     CurriculumSampler,
     assign_tiers,

@@ -8,7 +8,7 @@ import torch
 from ranks import run_ranks
 from test_megatron_glue import VOCAB, _layout
 
-from rmt_megatron.config import RMTConfig, TrainConfig
+from rmt_megatron.config.sections import RMTConfig, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,11 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
     from megatron.core.pipeline_parallel import get_forward_backward_func
 
-    from rmt_megatron import distributed, dropin, megatron_cpu
-    from rmt_megatron.batches import collate, ntp_sequence, rl_sequence, token_weights
-    from rmt_megatron.training import build_training
+    from rmt_megatron import dropin
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.optimizer import build_training
+    from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
-    distributed.initialize(_layout(), seed=3)
+    parallel.initialize(_layout(), seed=3)
     sequences = [rl_sequence([5, 6, 7], [8, 9], 1.0), rl_sequence([5, 6, 7], [10], -1.0),
                  ntp_sequence([11, 12, 13, 14, 15], [3])]
     weights = token_weights(sum(s.rl_tokens for s in sequences),
@@ -29,7 +30,7 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
     if configured:
         dropin.configure(RMTConfig())
     try:
-        with megatron_cpu.device_mode():
+        with cpu.device_mode():
             state = build_training(_layout(), TrainConfig(lr=1e-3), VOCAB)
             state.model.config.calculate_per_token_loss = per_token_loss
             state.model.zero_grad_buffer()
@@ -42,7 +43,7 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
     except (RuntimeError, ValueError) as error:
         return str(error)
     finally:
-        distributed.shutdown()
+        parallel.shutdown()
 
 
 def test_forward_step_runs_through_get_forward_backward_func():

@@ -19,7 +19,7 @@ def test_rmt_step_walkthrough_runs():
 
 
 def test_warm_start_command_runs_and_records_what_it_did(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rmt_megatron.warmstart", "--output",
+    result = subprocess.run([sys.executable, "-m", "rmt_megatron.builtin.warmstart", "--output",
                              str(tmp_path), "--train-iters", "2", "--sequences-per-step", "8",
                              "--micro-batch-size", "4"],
                             capture_output=True, text=True, check=False, timeout=600)

@@ -51,7 +51,7 @@ def test_linear_rope_scaling_from_gguf_metadata(tmp_path):
 
 
 def test_unpermute_inverts_llama_cpp_s_row_order():
-    from rmt_megatron.gguf_import import unpermute_rows
+    from rmt_megatron.model_io.gguf import unpermute_rows
 
     weight = torch.randn(4 * 16, 8)
     stored = torch.from_numpy(permute_rows(weight.numpy(), heads=4))
@@ -73,8 +73,8 @@ def _chat_vocabulary(directory):
 
 
 def test_embedded_vocabulary_and_chat_template(tmp_path):
-    from rmt_megatron.prompt import build_prompt
-    from rmt_megatron.tokenizer import load_tokenizer
+    from rmt_megatron.method.prompt import build_prompt
+    from rmt_megatron.model_io.tokenizers import load_tokenizer
 
     _, reference = _chat_vocabulary(tmp_path)
     config = dict(TINY, vocab_size=reference.get_vocab_size())
@@ -95,9 +95,9 @@ def test_embedded_vocabulary_and_chat_template(tmp_path):
 
 
 def test_bad_gguf_files_are_named(tmp_path):
-    from rmt_megatron.config import ConfigError
-    from rmt_megatron.hf_import import CheckpointFormatError
-    from rmt_megatron.model_import import import_model_config, open_checkpoint
+    from rmt_megatron.config.sections import ConfigError
+    from rmt_megatron.model_io.checkpoints import import_model_config, open_checkpoint
+    from rmt_megatron.model_io.hf_import import CheckpointFormatError
 
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(CheckpointFormatError, match="not a readable GGUF"):
@@ -112,13 +112,13 @@ def test_bad_gguf_files_are_named(tmp_path):
     with pytest.raises(CheckpointFormatError, match=r"blk\.1\.ffn_up\.weight"):
         reader.read("model.layers.1.mlp.up_proj.weight")
     with pytest.raises(ConfigError, match="tokenizer model None is not supported"):
-        from rmt_megatron.tokenizer import load_tokenizer
+        from rmt_megatron.model_io.tokenizers import load_tokenizer
 
         load_tokenizer(tmp_path / "holed.gguf")
 
 
 def _export(path, output, tp):
-    from rmt_megatron.hf_export import export_hf, source_vocab_size
+    from rmt_megatron.model_io.hf_export import export_hf, source_vocab_size
 
     with _imported(path, tp, 1) as (config, model):
         export_hf(model, config, source_vocab_size(path), path, output)

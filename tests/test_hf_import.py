@@ -43,26 +43,26 @@ def checkpoint(request, tmp_path_factory):
 def _imported(directory, tp, pp):
     """(config, GPTModel stage) with the weights of the checkpoint (a Hugging Face directory
     or a GGUF file), inside this rank's process group."""
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.model_import import import_model_config, load_imported_weights
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
 
     config = import_model_config(directory, tensor_model_parallel_size=tp,
                                  pipeline_model_parallel_size=pp,
                                  make_vocab_size_divisible_by=64)
-    distributed.initialize(config, seed=0)
+    parallel.initialize(config, seed=0)
     try:
-        with megatron_cpu.device_mode():
+        with cpu.device_mode():
             model = build_gpt_model(config, config.vocab_size, initialize=False)
             load_imported_weights(model, config, directory)
             yield config, model
     finally:
-        distributed.shutdown()
+        parallel.shutdown()
 
 
 def _megatron_logits(directory, tp, pp):
-    from rmt_megatron.distributed import share_from_last_stage
-    from rmt_megatron.scoring import forward_statistics
+    from rmt_megatron.mcore.parallel import share_from_last_stage
+    from rmt_megatron.run.difficulty import forward_statistics
 
     def gathered(logits, batch):
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
@@ -81,9 +81,9 @@ def test_imported_logits_equal_transformers(checkpoint, tp, pp):
 
 
 def test_bad_checkpoints_are_named(checkpoint, tmp_path):
-    from rmt_megatron.config import ConfigError
-    from rmt_megatron.hf_import import CheckpointFormatError, SafetensorsReader
-    from rmt_megatron.model_import import import_model_config
+    from rmt_megatron.config.sections import ConfigError
+    from rmt_megatron.model_io.checkpoints import import_model_config
+    from rmt_megatron.model_io.hf_import import CheckpointFormatError, SafetensorsReader
 
     directory, _ = checkpoint
     config = json.loads((directory / "config.json").read_text())
@@ -99,7 +99,7 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
 
 
 def _round_trip(directory, output, tp, pp):
-    from rmt_megatron.hf_export import export_hf
+    from rmt_megatron.model_io.hf_export import export_hf
 
     with _imported(directory, tp, pp) as (config, model):
         export_hf(model, config, config.vocab_size, directory, output)
@@ -121,8 +121,8 @@ def test_import_then_export_is_bitwise(checkpoint, tmp_path, tp, pp):
 
 
 def _save_imported(directory, save):
-    from rmt_megatron.checkpointing import save_checkpoint
-    from rmt_megatron.config import RMTConfig
+    from rmt_megatron.config.sections import RMTConfig
+    from rmt_megatron.mcore.checkpoint import save_checkpoint
 
     with _imported(directory, 2, 1) as (config, model):
         save_checkpoint(save, 7, model, state={"config": RMTConfig(model=config).to_dict()})
@@ -131,7 +131,7 @@ def _save_imported(directory, save):
 def test_export_command_writes_a_run_s_checkpoint_back(checkpoint, tmp_path):
     from safetensors.torch import load_file
 
-    from rmt_megatron.hf_export import main
+    from rmt_megatron.model_io.hf_export import main
 
     directory, _ = checkpoint
     run_ranks(2, _save_imported, str(directory), str(tmp_path / "save"))
@@ -171,7 +171,7 @@ def test_rope_scaling_variants_match_transformers(kind, tmp_path):
 
 
 def _megatron_logits_of(directory, tokens):
-    from rmt_megatron.scoring import forward_statistics
+    from rmt_megatron.run.difficulty import forward_statistics
 
     with _imported(directory, 1, 1) as (_, model):
         batch = {"tokens": tokens, "position_ids": torch.arange(tokens.shape[1])[None]}
@@ -179,8 +179,8 @@ def _megatron_logits_of(directory, tokens):
 
 
 def test_unsupported_rope_scaling_is_named(tmp_path):
-    from rmt_megatron.config import ConfigError
-    from rmt_megatron.hf_import import model_config_from_hf_dict
+    from rmt_megatron.config.sections import ConfigError
+    from rmt_megatron.model_io.hf_import import model_config_from_hf_dict
 
     config = transformers.LlamaConfig(**TINY).to_dict()
     config["architectures"] = ["LlamaForCausalLM"]

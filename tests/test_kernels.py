@@ -130,8 +130,8 @@ def test_linear_op_in_bf16():
 def fused_objective_against_reference(backend=None):
     """(ours, reference) as (loss, grad_hidden, grad_weight) of the dual loss (clipped ratios,
     entropy bonus) through `linear_token_objective`, block by block, with upstream gradient 2."""
-    from rmt_megatron.config import LossConfig
-    from rmt_megatron.loss import dual_loss
+    from rmt_megatron.config.sections import LossConfig
+    from rmt_megatron.method.dual_loss import dual_loss
 
     h, w, labels, _ = _linear_case()
     rl_mask = torch.tensor([1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from rmt_megatron.config import LossConfig
+from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.kernels import token_logprob_entropy_reference, topk_entropy_reference
-from rmt_megatron.loss import dual_loss
+from rmt_megatron.method.dual_loss import dual_loss
 
 
 def test_reference_logprob_and_entropy_on_a_hand_case():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from ranks import run_ranks
 
-from rmt_megatron.config import ModelConfig
+from rmt_megatron.config.sections import ModelConfig
 
 SMALL = ModelConfig(num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
                     num_query_groups=2, seq_length=32, max_position_embeddings=64,
@@ -26,15 +26,15 @@ def _tokens() -> torch.Tensor:
 
 
 def _save_model(directory: str) -> None:
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.checkpointing import save_checkpoint
-    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import save_checkpoint
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
 
-    distributed.initialize(_layout(), seed=7)
-    with megatron_cpu.device_mode():
+    parallel.initialize(_layout(), seed=7)
+    with cpu.device_mode():
         save_checkpoint(directory, 3, build_gpt_model(_layout(), VOCAB),
                         state={"note": "reference weights"})
-    distributed.shutdown()
+    parallel.shutdown()
 
 
 def _loss_after_load(directory: str, tp: int, pp: int):
@@ -42,14 +42,14 @@ def _loss_after_load(directory: str, tp: int, pp: int):
     Megatron's schedule."""
     from megatron.core import parallel_state
 
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.checkpointing import load_checkpoint
-    from rmt_megatron.distributed import share_from_last_stage
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.scoring import forward_statistics
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.mcore.parallel import share_from_last_stage
+    from rmt_megatron.run.difficulty import forward_statistics
 
-    distributed.initialize(_layout(tp, pp), seed=99)  # other init: the checkpoint must win
-    with megatron_cpu.device_mode():
+    parallel.initialize(_layout(tp, pp), seed=99)  # other init: the checkpoint must win
+    with cpu.device_mode():
         model = build_gpt_model(_layout(tp, pp), VOCAB)
         state = load_checkpoint(directory, model).state
         tokens = _tokens()
@@ -62,14 +62,14 @@ def _loss_after_load(directory: str, tp: int, pp: int):
 
         values = share_from_last_stage(forward_statistics(model, [batch], log_softmax_of_next))
         stage = parallel_state.get_pipeline_model_parallel_rank()
-    distributed.shutdown()
+    parallel.shutdown()
     return values[0], state, stage
 
 
 def test_device_mode_runs_cuda_flavoured_calls_on_cpu():
-    from rmt_megatron import megatron_cpu
+    from rmt_megatron.mcore import cpu
 
-    with megatron_cpu.device_mode():
+    with cpu.device_mode():
         made = torch.zeros(2, device="cuda")
         moved = made.cuda()
         kind = torch.ones(1).type()
@@ -81,9 +81,9 @@ def test_device_mode_runs_cuda_flavoured_calls_on_cpu():
 def _tracker_job():
     from megatron.core.tensor_parallel import get_cuda_rng_tracker
 
-    from rmt_megatron import distributed
+    from rmt_megatron.mcore import parallel
 
-    distributed.initialize(_layout(), seed=5)
+    parallel.initialize(_layout(), seed=5)
     tracker = get_cuda_rng_tracker()
     before = torch.rand(1)
     with tracker.fork():
@@ -91,7 +91,7 @@ def _tracker_job():
     with tracker.fork():
         inside_again = torch.rand(2)
     after = torch.rand(1)
-    distributed.shutdown()
+    parallel.shutdown()
     torch.manual_seed(5)
     expected = torch.rand(2)
     return before, after, inside, inside_again, expected
@@ -114,7 +114,7 @@ def test_checkpoint_reloads_under_another_layout_with_equal_outputs(tmp_path, tp
 
 
 def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(tmp_path):
-    from rmt_megatron.checkpointing import latest_step, step_dir
+    from rmt_megatron.mcore.checkpoint import latest_step, step_dir
 
     run_ranks(1, _save_model, str(tmp_path))
     step_dir(tmp_path, 9).with_name("iter_0000009.tmp").mkdir()  # a save that died midway
@@ -124,7 +124,7 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(tmp_path):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    from rmt_megatron.checkpointing import CheckpointError, load_checkpoint
+    from rmt_megatron.mcore.checkpoint import CheckpointError, load_checkpoint
 
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load_checkpoint(tmp_path, model=None)

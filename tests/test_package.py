@@ -8,8 +8,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_import_needs_no_megatron_transformer_engine_or_apex():
-    code = ("import sys, rmt_megatron, rmt_megatron.kernels, rmt_megatron.loss, "
-            "rmt_megatron.curriculum, rmt_megatron.rewards, rmt_megatron.arguments; "
+    code = ("import sys, rmt_megatron, rmt_megatron.kernels, rmt_megatron.method.dual_loss, "
+            "rmt_megatron.method.curriculum, rmt_megatron.method.rewards, "
+            "rmt_megatron.config.flags; "
             "heavy = [m for m in ('megatron', 'transformer_engine', 'apex') if m in sys.modules];"
             "print(heavy)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from rmt_megatron.config import RewardConfig
-from rmt_megatron.rewards import (
+from rmt_megatron.config.sections import RewardConfig
+from rmt_megatron.method.rewards import (
     exact_match_reward,
     extract_prediction,
     prefix_match_reward,

@@ -5,20 +5,20 @@ import torch
 from ranks import run_ranks
 from test_megatron_glue import VOCAB, _layout, _save_model
 
-from rmt_megatron.config import LossConfig, TrainConfig
+from rmt_megatron.config.sections import LossConfig, TrainConfig
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
 
 
 def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.checkpointing import load_checkpoint
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.rollout import RolloutEngine
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.generation import RolloutEngine
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     config = _layout(tp, pp)
-    distributed.initialize(config, seed=1)
-    with megatron_cpu.device_mode():
+    parallel.initialize(config, seed=1)
+    with cpu.device_mode():
         model = build_gpt_model(config, VOCAB)
         load_checkpoint(directory, model)
         engine = RolloutEngine(model, VOCAB - 6, eos_id=1,
@@ -26,7 +26,7 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
                                hidden_size=config.hidden_size)
         rollouts = engine.generate(prompts, 2, 10, temperature, 0.9,
                                    torch.Generator().manual_seed(0), use_kv_cache=use_kv_cache)
-    distributed.shutdown()
+    parallel.shutdown()
     return [(r.prompt_index, r.tokens, r.finished) for r in rollouts]
 
 
@@ -59,14 +59,14 @@ def test_rollouts_are_identical_under_tensor_and_pipeline_parallelism(checkpoint
 
 
 def _train(directory, tp, pp, steps, fused=False):
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.batches import collate, ntp_sequence, rl_sequence, token_weights
-    from rmt_megatron.checkpointing import load_checkpoint
-    from rmt_megatron.step import make_forward_step
-    from rmt_megatron.training import build_training, report_mean, train_step
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.forward_step import make_forward_step
+    from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
+    from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
     config = _layout(tp, pp)
-    distributed.initialize(config, seed=1)
+    parallel.initialize(config, seed=1)
     generator = torch.Generator().manual_seed(0)
 
     def ids(n):
@@ -78,7 +78,7 @@ def _train(directory, tp, pp, steps, fused=False):
                             sum(s.ntp_tokens for s in sequences), 1.0, 0.1)
     micro = collate(sequences, 2, 16, 0, *weights)
     results = []
-    with megatron_cpu.device_mode():
+    with cpu.device_mode():
         state = build_training(config, TrainConfig(train_iters=10, lr=1e-2), VOCAB)
         load_checkpoint(directory, state.module)
         forward_step = make_forward_step(LossConfig(fused_output_layer=fused))
@@ -86,7 +86,7 @@ def _train(directory, tp, pp, steps, fused=False):
             out = train_step(state, forward_step, micro, 16)
             results.append((report_mean(out.reports, "rl loss"),
                             report_mean(out.reports, "ntp loss"), out.grad_norm))
-    distributed.shutdown()
+    parallel.shutdown()
     return results
 
 
@@ -114,17 +114,17 @@ def test_dual_loss_gradient_in_megatron_matches_the_reference_objective(checkpoi
 
 
 def _compare_objectives(directory):
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.batches import collate, ntp_sequence, rl_sequence, token_weights
-    from rmt_megatron.checkpointing import load_checkpoint
     from rmt_megatron.kernels import token_logprob_entropy_reference
-    from rmt_megatron.loss import dual_loss
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.step import causal_mask, dual_loss_func
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.forward_step import causal_mask, dual_loss_func
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.method.dual_loss import dual_loss
+    from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
     config = _layout()
-    distributed.initialize(config, seed=1)
-    with megatron_cpu.device_mode():
+    parallel.initialize(config, seed=1)
+    with cpu.device_mode():
         model = build_gpt_model(config, VOCAB)
         load_checkpoint(directory, model)
         sequences = [rl_sequence([3, 4, 5], [6, 7, 8], 0.8), rl_sequence([9, 10], [11], -0.8),
@@ -149,5 +149,5 @@ def _compare_objectives(directory):
             objective.backward()
             grads.append(torch.cat([p.grad.flatten() for p in model.parameters()
                                     if p.grad is not None]))
-    distributed.shutdown()
+    parallel.shutdown()
     return grads

@@ -15,7 +15,7 @@ LOGITS = torch.randn(5, 12, generator=torch.Generator().manual_seed(0)) * 3
 def _sharded_entropies(world):
     import torch.distributed as dist
 
-    from rmt_megatron.vocab_parallel import vocab_parallel_topk_entropy
+    from rmt_megatron.kernels.topk_entropy import vocab_parallel_topk_entropy
 
     dist.init_process_group("gloo")
     shard = LOGITS.chunk(world, dim=-1)[dist.get_rank()]
@@ -34,19 +34,19 @@ DOCUMENTS = [np.arange(2, 2 + n) % VOCAB for n in (7, 3, 12, 5, 9, 4)]
 
 
 def _score(checkpoint, output, tp):
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.checkpointing import load_checkpoint
-    from rmt_megatron.model import build_gpt_model
-    from rmt_megatron.scoring import score_difficulty
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.run.difficulty import score_difficulty
 
-    distributed.initialize(_layout(tp), seed=0)
-    with megatron_cpu.device_mode():
+    parallel.initialize(_layout(tp), seed=0)
+    with cpu.device_mode():
         model = build_gpt_model(_layout(tp), VOCAB)
         load_checkpoint(checkpoint, model)
         scores = score_difficulty(model, DOCUMENTS, output, top_k=0, seq_length=8,
                                   micro_batch_size=2, pad_id=0, chunk_documents=2,
                                   show_progress=False)
-    distributed.shutdown()
+    parallel.shutdown()
     return scores
 
 

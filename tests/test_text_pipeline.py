@@ -2,10 +2,14 @@
 
 import pytest
 
-from rmt_megatron.corpus import arithmetic_documents, document_text, reasoning_at
-from rmt_megatron.prompt import THINK_START, build_prompt, prompt_header
-from rmt_megatron.rollout import AnswerStop
-from rmt_megatron.tokenizer import FORMAT_SYMBOLS, SentencePieceTokenizer, train_sentencepiece
+from rmt_megatron.builtin.corpus import arithmetic_documents, document_text, reasoning_at
+from rmt_megatron.mcore.generation import AnswerStop
+from rmt_megatron.method.prompt import THINK_START, build_prompt, prompt_header
+from rmt_megatron.model_io.tokenizers import (
+    FORMAT_SYMBOLS,
+    SentencePieceTokenizer,
+    train_sentencepiece,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +82,9 @@ def test_answer_stop(pieces, stops_at):
 
 
 def test_the_shipped_tokenizer_is_what_the_warm_start_recipe_trains(tmp_path):
-    from rmt_megatron.builtin import ASSETS, TOKENIZER_FILE, builtin_documents
-    from rmt_megatron.presets import tiny_cpu
-    from rmt_megatron.warmstart import VOCAB_SIZE, tokenizer_texts
+    from rmt_megatron.builtin.datasets import ASSETS, TOKENIZER_FILE, builtin_documents
+    from rmt_megatron.builtin.warmstart import VOCAB_SIZE, tokenizer_texts
+    from rmt_megatron.config.presets import tiny_cpu
 
     texts = tokenizer_texts(builtin_documents("train"), tiny_cpu())
     rebuilt = train_sentencepiece(texts, tmp_path / "t.model", VOCAB_SIZE)
@@ -101,8 +105,8 @@ def _byte_level_tokenizer(directory):
 
 
 def test_hf_byte_level_tokenizer_gives_exact_token_bytes(tmp_path):
-    from rmt_megatron.rewards import prefix_match_reward
-    from rmt_megatron.tokenizer import HFTokenizer, load_tokenizer
+    from rmt_megatron.method.rewards import prefix_match_reward
+    from rmt_megatron.model_io.tokenizers import HFTokenizer, load_tokenizer
 
     tokenizer = load_tokenizer(_byte_level_tokenizer(tmp_path))
     assert isinstance(tokenizer, HFTokenizer)

@@ -11,10 +11,10 @@ import pytest
 from ranks import run_ranks
 
 import pretrain_rmt
-from rmt_megatron.builtin import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE, encode_document
-from rmt_megatron.corpus import arithmetic_documents
-from rmt_megatron.data import write_indexed_dataset
-from rmt_megatron.tokenizer import SentencePieceTokenizer
+from rmt_megatron.builtin.corpus import arithmetic_documents
+from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE, encode_document
+from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
 COMPARED = ("loss_rl", "loss_ntp", "grad_norm", "match_reward", "reasoning_length",
             "length_reward", "budget")
@@ -43,8 +43,8 @@ def _argv(data, *extra):
 
 
 def _train(argv):
-    from rmt_megatron.arguments import config_from_args
-    from rmt_megatron.trainer import run_training
+    from rmt_megatron.config.flags import config_from_args
+    from rmt_megatron.run.trainer import run_training
 
     config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
     return run_training(config)
@@ -110,8 +110,8 @@ def test_a_diverging_run_names_the_step_and_the_last_checkpoint(small_data, tmp_
 def _imported_run_argv(directory, tokenizer_model, *start):
     """Write small train/valid datasets with `tokenizer_model` into `directory`; the argv of a
     two-step run on them that starts with `start` (e.g. --hf-checkpoint DIR)."""
-    from rmt_megatron import preprocess
-    from rmt_megatron.corpus import document_text
+    from rmt_megatron.builtin.corpus import document_text
+    from rmt_megatron.model_io import preprocess
 
     for name, seed in (("train", 20), ("valid", 21)):
         text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))

@@ -22,25 +22,25 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from rmt_megatron import distributed, megatron_cpu
-from rmt_megatron.builtin import prepare_builtin_data
-from rmt_megatron.checkpointing import (
+from rmt_megatron.builtin.datasets import prepare_builtin_data
+from rmt_megatron.config.sections import TIER_NAMES, ConfigError, RMTConfig
+from rmt_megatron.files import atomic_write
+from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore.checkpoint import (
     latest_step,
     load_checkpoint,
     read_state,
     save_checkpoint,
 )
-from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
-from rmt_megatron.data import load_indexed_dataset
-from rmt_megatron.evaluation import evaluate, sample_eval_positions
-from rmt_megatron.files import atomic_write
-from rmt_megatron.metrics import MetricsWriter, progress_line
-from rmt_megatron.model_import import load_imported_weights, load_proxy
-from rmt_megatron.scoring import score_difficulty
-from rmt_megatron.step import make_forward_step
-from rmt_megatron.step_data import STAT_NAMES, StepBatchBuilder
-from rmt_megatron.tokenizer import HFTokenizer, SentencePieceTokenizer, load_tokenizer
-from rmt_megatron.training import build_training, train_step
+from rmt_megatron.mcore.forward_step import make_forward_step
+from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+from rmt_megatron.mcore.optimizer import build_training, train_step
+from rmt_megatron.model_io.checkpoints import load_imported_weights, load_proxy
+from rmt_megatron.model_io.tokenizers import HFTokenizer, SentencePieceTokenizer, load_tokenizer
+from rmt_megatron.run.difficulty import score_difficulty
+from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
+from rmt_megatron.run.metrics import MetricsWriter, progress_line
+from rmt_megatron.run.step_builder import STAT_NAMES, StepBatchBuilder
 
 
 class TrainingError(RuntimeError):
@@ -59,7 +59,7 @@ def resolve_data(config: RMTConfig) -> RunData:
     """The built-in corpus and base model, or the user's datasets, tokenizer and checkpoint."""
     data = config.data
     if data.train_data_path is None:
-        if distributed.is_main_rank():
+        if parallel.is_main_rank():
             prepare_builtin_data(data.builtin_data_dir)
         if dist.is_initialized():
             dist.barrier()
@@ -86,7 +86,7 @@ def documents_of(dataset) -> list[np.ndarray]:
 
 
 class Run:
-    """One training run on this rank (construct inside `megatron_cpu.device_mode()`)."""
+    """One training run on this rank (construct inside `cpu.device_mode()`)."""
 
     def __init__(self, config: RMTConfig) -> None:
         self.config = config
@@ -122,7 +122,7 @@ class Run:
             config.curriculum.tier_thresholds[0], config.curriculum.min_context,
             config.data.eval_positions, config.train.seed)
         self._proxy = None  # scoring is done: free it
-        self.writer = MetricsWriter(config.train.tensorboard_dir, distributed.is_main_rank())
+        self.writer = MetricsWriter(config.train.tensorboard_dir, parallel.is_main_rank())
         self.last_checkpoint: Path | None = None
         if self.resume_state is not None and not config.train.skip_train:
             self.state.scheduler.load_state_dict(self.resume_state["scheduler"])
@@ -209,7 +209,7 @@ class Run:
 
     def _share_losses(self, reports) -> dict[str, float]:
         """Loss sums and token counts from the last pipeline stage, known on every stage."""
-        values = distributed.share_from_last_stage(
+        values = parallel.share_from_last_stage(
             [float(reports.get(key, torch.zeros(2))[i])
              for key in ("rl loss", "ntp loss", "rl entropy") for i in (0, 1)])
         rl_sum, rl_count, ntp_sum, ntp_count, entropy_sum, _ = values
@@ -240,7 +240,7 @@ class Run:
                 for key in ("reasoning_accuracy", "ntp_accuracy")}
         flat["mean_reasoning_length"] = report["mean_reasoning_length"]
         self.writer.scalars(step, flat, "eval")
-        if self.config.train.save and distributed.is_main_rank():
+        if self.config.train.save and parallel.is_main_rank():
             directory = Path(self.config.train.save) / "eval"
             directory.mkdir(parents=True, exist_ok=True)
             for name in (f"iter_{step:07d}.json", "latest.json"):
@@ -300,16 +300,16 @@ class Run:
 
     @staticmethod
     def _log(message: str) -> None:
-        if distributed.is_main_rank():
+        if parallel.is_main_rank():
             print(message, flush=True)
 
 
 def run_training(config: RMTConfig) -> dict:
     """Initialise the process groups, train, and tear down; returns first/final eval reports."""
-    distributed.initialize(config.model, config.train.seed)
+    parallel.initialize(config.model, config.train.seed)
     try:
-        with megatron_cpu.device_mode():
+        with cpu.device_mode():
             return Run(config).train()
     finally:
-        distributed.shutdown()
+        parallel.shutdown()
 

@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from megatron.core import parallel_state
 
-from rmt_megatron.config import ConfigError, ModelConfig
-from rmt_megatron.model import padded_vocab_size
+from rmt_megatron.config.sections import ConfigError, ModelConfig
+from rmt_megatron.mcore.gpt_model import padded_vocab_size
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 

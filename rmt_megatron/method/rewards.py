@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 
-from rmt_megatron.budget import combined_reward, length_reward
-from rmt_megatron.config import RewardConfig
+from rmt_megatron.config.sections import RewardConfig
+from rmt_megatron.method.budget import combined_reward, length_reward
 
 THINK_OPEN = "<think>"
 THINK_CLOSE = "</think>"

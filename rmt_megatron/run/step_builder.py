@@ -18,23 +18,23 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from rmt_megatron.advantages import grpo_advantages, informative_groups
-from rmt_megatron.batches import (
+from rmt_megatron.config.sections import TIER_NAMES, ConfigError, RMTConfig
+from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.gpt_model import DTYPES
+from rmt_megatron.method.advantages import grpo_advantages, informative_groups
+from rmt_megatron.method.budget import budget_at, rollout_token_cap
+from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
+from rmt_megatron.method.packing import (
     TrainingSequence,
     collate,
     ntp_sequence,
     rl_sequence,
     token_weights,
 )
-from rmt_megatron.budget import budget_at, rollout_token_cap
-from rmt_megatron.config import TIER_NAMES, ConfigError, RMTConfig
-from rmt_megatron.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
-from rmt_megatron.metrics import SumsAndCounts
-from rmt_megatron.model import DTYPES
-from rmt_megatron.prompt import build_prompt
-from rmt_megatron.rewards import score_rollout
-from rmt_megatron.rollout import RolloutEngine
-from rmt_megatron.tokenizer import SentencePieceTokenizer
+from rmt_megatron.method.prompt import build_prompt
+from rmt_megatron.method.rewards import score_rollout
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.metrics import SumsAndCounts
 
 ANSWER_ALLOWANCE = 16
 """Tokens allowed past 2·B_t for `</think>` and the boxed answer."""

@@ -28,11 +28,11 @@ from megatron.core import parallel_state
 from megatron.core.pipeline_parallel import get_forward_backward_func
 from tqdm import tqdm
 
-from rmt_megatron.distributed import share_from_last_stage
 from rmt_megatron.files import atomic_write
 from rmt_megatron.kernels import token_logprob_entropy
-from rmt_megatron.step import causal_mask
-from rmt_megatron.vocab_parallel import vocab_parallel_topk_entropy
+from rmt_megatron.kernels.topk_entropy import vocab_parallel_topk_entropy
+from rmt_megatron.mcore.forward_step import causal_mask
+from rmt_megatron.mcore.parallel import share_from_last_stage
 
 Statistic = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
 

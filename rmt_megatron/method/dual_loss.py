@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rmt_megatron.config import LossConfig
+from rmt_megatron.config.sections import LossConfig
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from megatron.core.optimizer import OptimizerConfig, get_megatron_optimizer
 from megatron.core.optimizer_param_scheduler import OptimizerParamScheduler
 from megatron.core.pipeline_parallel import get_forward_backward_func
 
-from rmt_megatron.config import ModelConfig, TrainConfig
-from rmt_megatron.megatron_cpu import cpu_only
-from rmt_megatron.model import build_gpt_model
+from rmt_megatron.config.sections import ModelConfig, TrainConfig
+from rmt_megatron.mcore.cpu import cpu_only
+from rmt_megatron.mcore.gpt_model import build_gpt_model
 
 
 @dataclass

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from rmt_megatron.config import TIER_NAMES, RMTConfig
-from rmt_megatron.distributed import share_from_last_stage
-from rmt_megatron.prompt import build_prompt
-from rmt_megatron.rewards import score_rollout
-from rmt_megatron.rollout import RolloutEngine
-from rmt_megatron.scoring import forward_statistics
-from rmt_megatron.tokenizer import SentencePieceTokenizer
+from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
+from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.parallel import share_from_last_stage
+from rmt_megatron.method.prompt import build_prompt
+from rmt_megatron.method.rewards import score_rollout
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.difficulty import forward_statistics
 
 
 @dataclass(frozen=True)

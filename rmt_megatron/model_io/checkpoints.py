@@ -15,8 +15,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rmt_megatron.config import ConfigError, ModelConfig
-from rmt_megatron.hf_import import (
+from rmt_megatron.config.sections import ConfigError, ModelConfig
+from rmt_megatron.model_io.hf_import import (
     SafetensorsReader,
     load_weights,
     model_config_from_hf_dict,
@@ -31,7 +31,7 @@ def is_gguf(path: str | os.PathLike) -> bool:
 def open_checkpoint(path: str | os.PathLike):
     """(Hugging Face config dict, tensor reader) of the checkpoint at `path`."""
     if is_gguf(path):
-        from rmt_megatron.gguf_import import GGUFCheckpoint
+        from rmt_megatron.model_io.gguf import GGUFCheckpoint
 
         checkpoint = GGUFCheckpoint(path)
         return checkpoint.config, checkpoint
@@ -62,7 +62,7 @@ layout, the dtype and the training sequence length."""
 
 def _check_same_vocabulary(path: str | os.PathLike, tokenizer) -> None:
     """The proxy's own tokenizer (where it ships one) must give every id the run's bytes."""
-    from rmt_megatron.tokenizer import load_tokenizer
+    from rmt_megatron.model_io.tokenizers import load_tokenizer
 
     has_tokenizer = is_gguf(path) or (Path(path) / "tokenizer.json").is_file()
     if not has_tokenizer:
@@ -79,7 +79,7 @@ def _check_same_vocabulary(path: str | os.PathLike, tokenizer) -> None:
 def load_proxy(path: str | os.PathLike, run_model: ModelConfig, tokenizer):
     """The difficulty-scoring proxy at `path` as this rank's GPTModel stage, in the run's
     parallel layout and eval mode (build inside `megatron_cpu.device_mode()`)."""
-    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     _check_same_vocabulary(path, tokenizer)
     config = import_model_config(path, **{k: getattr(run_model, k) for k in RUN_FIELDS})

@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from rmt_megatron.config import ModelConfig
+from rmt_megatron.config.sections import ModelConfig
 
 _COLUMN_SHARDED = ("self_attention.linear_proj.weight", "mlp.linear_fc2.weight")
 _REPLICATED = ("layernorm.weight",)
@@ -111,7 +111,7 @@ def _write_source_files(source: Path, directory: Path) -> None:
     """config.json and the tokenizer files of the checkpoint the run started from: copied from a
     Hugging Face directory, or written from a GGUF file's metadata and vocabulary."""
     if source.suffix == ".gguf":
-        from rmt_megatron.gguf_import import GGUFCheckpoint, gguf_tokenizer
+        from rmt_megatron.model_io.gguf import GGUFCheckpoint, gguf_tokenizer
 
         (directory / "config.json").write_text(
             json.dumps(GGUFCheckpoint(source).config, indent=2))
@@ -124,7 +124,7 @@ def _write_source_files(source: Path, directory: Path) -> None:
 
 def source_vocab_size(source: str | os.PathLike) -> int:
     """The unpadded vocabulary size of the checkpoint a run started from."""
-    from rmt_megatron.model_import import checkpoint_config
+    from rmt_megatron.model_io.checkpoints import checkpoint_config
 
     return checkpoint_config(source)["vocab_size"]
 
@@ -157,7 +157,7 @@ def export_hf(model, config: ModelConfig, vocab_size: int, source: str | os.Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`[torchrun ...] python -m rmt_megatron.hf_export --load SAVE --hf-source SOURCE --output
+    """`[torchrun ...] rmt-export-hf --load SAVE --hf-source SOURCE --output
     OUT`: the newest checkpoint under SAVE (a run started with --hf-checkpoint or
     --gguf-checkpoint SOURCE) written back as a Hugging Face checkpoint with SOURCE's config and
     tokenizer."""
@@ -165,9 +165,14 @@ def main(argv: list[str] | None = None) -> int:
     import sys
     from dataclasses import replace
 
-    from rmt_megatron import distributed, megatron_cpu
-    from rmt_megatron.checkpointing import CheckpointError, latest_step, load_checkpoint, step_dir
-    from rmt_megatron.model import build_gpt_model
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import (
+        CheckpointError,
+        latest_step,
+        load_checkpoint,
+        step_dir,
+    )
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     parser = argparse.ArgumentParser(description="Checkpoint -> Hugging Face checkpoint.")
     parser.add_argument("--load", required=True, help="checkpoint directory (--save of a run)")
@@ -186,9 +191,9 @@ def main(argv: list[str] | None = None) -> int:
                      tensor_model_parallel_size=args.tensor_model_parallel_size,
                      pipeline_model_parallel_size=args.pipeline_model_parallel_size)
     vocab_size = source_vocab_size(args.hf_source)
-    distributed.initialize(config, seed=0)
+    parallel.initialize(config, seed=0)
     try:
-        with megatron_cpu.device_mode():
+        with cpu.device_mode():
             model = build_gpt_model(config, config.vocab_size or vocab_size)
             load_checkpoint(args.load, model, restore_rng=False)
             written = export_hf(model, config, vocab_size, args.hf_source, args.output)
@@ -196,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     finally:
-        distributed.shutdown()
+        parallel.shutdown()
     if written:
         print(f"wrote {written} from {step_dir(args.load, step)}")
     return 0

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rmt_megatron.config import TIER_NAMES, CurriculumConfig
+from rmt_megatron.config.sections import TIER_NAMES, CurriculumConfig
 
 NTP_ONLY = -1
 """Tier id of positions that are never drawn for RL."""

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmt_megatron.config import ConfigError
-from rmt_megatron.hf_import import CheckpointFormatError
-from rmt_megatron.tokenizer import HFTokenizer
+from rmt_megatron.config.sections import ConfigError
+from rmt_megatron.model_io.hf_import import CheckpointFormatError
+from rmt_megatron.model_io.tokenizers import HFTokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 SUPPORTED_PRE_TOKENIZERS = ("smollm", "gpt2", "default")

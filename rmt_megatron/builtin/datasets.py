@@ -1,10 +1,10 @@
 """The built-in default: arithmetic-story corpus, shipped tokenizer and warm-started base model.
 
 `prepare_builtin_data(directory)` writes the train and held-out indexed datasets of the corpus
-(`rmt_megatron.corpus`, fixed seeds) with the shipped tokenizer, once: a stamp file records the
-tokenizer's hash and the corpus sizes, and a mismatch rebuilds the datasets.
-The shipped assets under `assets/tiny_base/` (tokenizer + base checkpoint) are reproduced by
-`python -m rmt_megatron.warmstart`.
+(`rmt_megatron.builtin.corpus`, fixed seeds) with the shipped tokenizer, once: a stamp file
+records the tokenizer's hash and the corpus sizes, and a mismatch rebuilds the datasets. The
+shipped assets under `assets/tiny_base/` (tokenizer + base checkpoint) are reproduced by
+`rmt-warmstart`.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmt_megatron.corpus import Segment, arithmetic_documents, document_text
-from rmt_megatron.data import write_indexed_dataset
+from rmt_megatron.builtin.corpus import Segment, arithmetic_documents, document_text
 from rmt_megatron.files import atomic_write
-from rmt_megatron.tokenizer import SentencePieceTokenizer
+from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "tiny_base"
 TOKENIZER_FILE = "tokenizer.model"

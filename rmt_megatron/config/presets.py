@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from rmt_megatron.config import (
+from rmt_megatron.config.sections import (
     BudgetConfig,
     ConfigError,
     CurriculumConfig,

@@ -2,7 +2,7 @@
 
 One dataclass per concern (budget, reward, curriculum, loss, rollout, model, train), gathered in
 `RMTConfig`. Every field has a type, a default and a docstring (the docstring is also the
-command-line help, see `rmt_megatron.arguments`). Defaults are the spec's recommendations
+command-line help, see `rmt_megatron.config.flags`). Defaults are the spec's recommendations
 (`spec/RMT.md` §11) unless the field says otherwise. `__post_init__` rejects bad values with a
 `ConfigError` that names the field, the value seen and the fix; `dataclasses.replace` re-runs it.
 """

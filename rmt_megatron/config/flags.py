@@ -19,8 +19,8 @@ import typing
 from dataclasses import dataclass, replace
 from typing import Any
 
-from rmt_megatron.config import SECTIONS, ConfigError, RMTConfig, field_docs
-from rmt_megatron.presets import METHODS, PRESETS, apply_method, get_preset
+from rmt_megatron.config.presets import METHODS, PRESETS, apply_method, get_preset
+from rmt_megatron.config.sections import SECTIONS, ConfigError, RMTConfig, field_docs
 
 
 @dataclass(frozen=True)
@@ -146,7 +146,7 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
         config = replace(config, **{name: replace(getattr(config, name), **values)
                                     for name, values in overrides.items() if values})
         if config.data.imported_checkpoint:
-            from rmt_megatron.model_import import RUN_FIELDS, import_model_config
+            from rmt_megatron.model_io.checkpoints import RUN_FIELDS, import_model_config
 
             model = config.model
             config = replace(config, model=import_model_config(

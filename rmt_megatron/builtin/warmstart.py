@@ -11,7 +11,7 @@ default run starts from a base model trained here with plain next-token predicti
   (uniform in [0.4·B, 1.6·B] tokens), so the base model follows the budget only loosely and a
   shrinking budget has reasoning to cut.
 
-`python -m rmt_megatron.warmstart --output DIR` writes DIR/tokenizer.model, DIR/checkpoint/ and
+`rmt-warmstart --output DIR` writes DIR/tokenizer.model, DIR/checkpoint/ and
 DIR/base.json (what was trained, how long it took, the final loss). The shipped
 `rmt_megatron/assets/tiny_base/` is this command's output with its defaults.
 """
@@ -28,19 +28,24 @@ from pathlib import Path
 
 import torch
 
-from rmt_megatron import distributed, megatron_cpu
-from rmt_megatron.batches import collate, ntp_sequence, token_weights
-from rmt_megatron.budget import budget_at
-from rmt_megatron.builtin import CHECKPOINT_DIR, TOKENIZER_FILE, builtin_documents, encode_document
-from rmt_megatron.checkpointing import save_checkpoint
-from rmt_megatron.config import RMTConfig
-from rmt_megatron.corpus import Segment, document_text, reasoning_at
+from rmt_megatron.builtin.corpus import Segment, document_text, reasoning_at
+from rmt_megatron.builtin.datasets import (
+    CHECKPOINT_DIR,
+    TOKENIZER_FILE,
+    builtin_documents,
+    encode_document,
+)
+from rmt_megatron.config.presets import get_preset
+from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.files import atomic_write
-from rmt_megatron.presets import get_preset
-from rmt_megatron.prompt import INSTRUCTION, build_prompt, prompt_header
-from rmt_megatron.step import make_forward_step
-from rmt_megatron.tokenizer import SentencePieceTokenizer, train_sentencepiece
-from rmt_megatron.training import build_training, report_mean, train_step
+from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore.checkpoint import save_checkpoint
+from rmt_megatron.mcore.forward_step import make_forward_step
+from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
+from rmt_megatron.method.budget import budget_at
+from rmt_megatron.method.packing import collate, ntp_sequence, token_weights
+from rmt_megatron.method.prompt import INSTRUCTION, build_prompt, prompt_header
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sentencepiece
 
 FILLERS = ("Let me read the text again.", "I need the next token.",
            "The story counts things.", "I check each number.",
@@ -124,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
 
     train = replace(config.train, train_iters=args.train_iters, lr=args.lr,
                     lr_warmup_iters=min(20, args.train_iters // 10))
-    distributed.initialize(config.model, args.seed)
+    parallel.initialize(config.model, args.seed)
     rng = random.Random(args.seed)
     losses = []
-    with megatron_cpu.device_mode():
+    with cpu.device_mode():
         state = build_training(config.model, train, tokenizer.vocab_size)
         forward_step = make_forward_step(config.loss)
         order: list[int] = []
@@ -147,13 +152,13 @@ def main(argv: list[str] | None = None) -> int:
                       f"({time.time() - started:.0f} s)", flush=True)
         save_checkpoint(output / CHECKPOINT_DIR, args.train_iters, state.module,
                         state={"config": config.to_dict(), "vocab_size": tokenizer.vocab_size})
-    distributed.shutdown()
+    parallel.shutdown()
     summary = {"preset": args.preset, "train_iters": args.train_iters, "lr": args.lr,
                "sequences_per_step": args.sequences_per_step, "seed": args.seed,
                "worked_examples": len(examples), "documents": len(documents),
                "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]),
                "seconds": round(time.time() - started, 1), "torch": torch.__version__,
-               "command": "python -m rmt_megatron.warmstart " + " ".join(argv or sys.argv[1:])}
+               "command": "rmt-warmstart " + " ".join(argv or sys.argv[1:])}
     atomic_write(output / "base.json", json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rmt_megatron.config import ConfigError
-from rmt_megatron.tokenizer import SentencePieceTokenizer, render_chat
+from rmt_megatron.config.sections import ConfigError
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, render_chat
 
 INSTRUCTION = ("Continue the text under ### Context by predicting its next token. Reason step by "
                "step inside <think></think>, then put the single most probable next token in "

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 
-from rmt_megatron.config import BudgetConfig, RewardConfig
+from rmt_megatron.config.sections import BudgetConfig, RewardConfig
 
 
 def budget_at(step: int, total_steps: int, config: BudgetConfig) -> int:

@@ -208,7 +208,7 @@ def load_tokenizer(path: str | os.PathLike) -> SentencePieceTokenizer | HFTokeni
     if path.suffix == ".model":
         return SentencePieceTokenizer(path)
     if path.suffix == ".gguf":
-        from rmt_megatron.gguf_import import gguf_tokenizer
+        from rmt_megatron.model_io.gguf import gguf_tokenizer
 
         return gguf_tokenizer(path)
     return HFTokenizer.from_file(path)

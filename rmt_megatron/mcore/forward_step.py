@@ -11,7 +11,8 @@ returns
     (loss_sum, num_tokens, {"rl loss": [Σ, N_RL], "ntp loss": [Σ, N_NTP], "rl entropy": [Σ, N_RL]})
 
 where loss_sum = Σ_n loss_weight_n · ℓ_n, ℓ_n the per-token RL loss (clipped surrogate and
-entropy bonus, see `rmt_megatron.loss`) on RL tokens and -logprob_n on NTP tokens. The schedule
+entropy bonus, see `rmt_megatron.method.dual_loss`) on RL tokens and -logprob_n on NTP tokens.
+The schedule
 must run with `calculate_per_token_loss=True`, so Megatron divides the gradients by the step's
 total `num_tokens`; `batches.collate` chose the weights for that division.
 
@@ -35,9 +36,9 @@ from megatron.core import parallel_state
 from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
 from megatron.core.utils import unwrap_model
 
-from rmt_megatron.config import LossConfig
+from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
-from rmt_megatron.loss import rl_token_losses
+from rmt_megatron.method.dual_loss import rl_token_losses
 
 
 def causal_mask(seq_length: int) -> torch.Tensor:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rmt_megatron.cli import command
 from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
-from rmt_megatron.config.sections import ConfigError, RMTConfig
-from rmt_megatron.mcore.checkpoint import CheckpointError
-from rmt_megatron.mcore.indexed_dataset import DatasetError
+from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.mcore.parallel import is_main_rank
 from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.curriculum import tier_probabilities
-from rmt_megatron.run.trainer import TrainingError, run_training
+from rmt_megatron.run.trainer import run_training
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,23 +44,16 @@ def schedule_table(config: RMTConfig, rows: int = 11) -> str:
     return "\n".join(lines)
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        config = config_from_args(args, default_preset="tiny_cpu")
-    except ConfigError as error:
-        parser.error(str(error))
+    args = build_parser().parse_args(argv)
+    config = config_from_args(args, default_preset="tiny_cpu")
     if is_main_rank():
         print(f"rmt_megatron: preset {args.rmt_preset or 'tiny_cpu'}, method "
               f"{args.rmt_method or 'rmt'}, T={config.train.train_iters}, "
               f"G={config.rollout.group_size}, λ={config.loss.ntp_weight}", flush=True)
         print(schedule_table(config), flush=True)
-    try:
-        result = run_training(config)
-    except (ConfigError, DatasetError, CheckpointError, TrainingError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    result = run_training(config)
     evaluations = result["evaluations"]
     if is_main_rank() and len(evaluations) > 1:
         first, final = evaluations[0], evaluations[-1]

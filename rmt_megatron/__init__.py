@@ -10,7 +10,8 @@ Importing this package imports neither megatron-core, Transformer Engine nor ape
 """
 
 from rmt_megatron.config.presets import PRESETS, apply_method, get_preset
-from rmt_megatron.config.sections import ConfigError, RMTConfig
+from rmt_megatron.config.sections import RMTConfig
+from rmt_megatron.errors import ConfigError
 
 __version__ = "0.1.0"
 

@@ -7,7 +7,8 @@ import pytest
 import pretrain_rmt
 from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
 from rmt_megatron.config.presets import tiny_cpu
-from rmt_megatron.config.sections import ConfigError, RMTConfig
+from rmt_megatron.config.sections import RMTConfig
+from rmt_megatron.errors import ConfigError
 
 
 def _megatron_lm_like_parser() -> argparse.ArgumentParser:
@@ -68,8 +69,8 @@ def test_schedule_table_shows_budget_and_tier_probabilities():
     assert "  1.00     12  0.10, 0.30, 0.60" in table
 
 
-def test_pretrain_rmt_rejects_a_bad_value_with_exit_code_2(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        pretrain_rmt.main(["--rmt-budget-min", "900"])
-    assert exit_info.value.code == 2
-    assert "budget.minimum=900" in capsys.readouterr().err
+def test_pretrain_rmt_rejects_a_bad_value_with_one_line_and_exit_status_1(capsys):
+    assert pretrain_rmt.main(["--rmt-budget-min", "900"]) == 1
+    err = capsys.readouterr().err
+    assert "budget.minimum=900" in err and "(flag --rmt-budget-min)" in err
+    assert "usage:" not in err

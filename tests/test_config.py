@@ -7,7 +7,6 @@ import pytest
 from rmt_megatron.config.presets import PRESETS, apply_method, get_preset
 from rmt_megatron.config.sections import (
     BudgetConfig,
-    ConfigError,
     CurriculumConfig,
     LossConfig,
     ModelConfig,
@@ -17,6 +16,7 @@ from rmt_megatron.config.sections import (
     TrainConfig,
     field_docs,
 )
+from rmt_megatron.errors import ConfigError
 
 
 def test_defaults_are_the_spec_recommendations():

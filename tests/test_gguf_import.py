@@ -95,21 +95,23 @@ def test_embedded_vocabulary_and_chat_template(tmp_path):
 
 
 def test_bad_gguf_files_are_named(tmp_path):
-    from rmt_megatron.config.sections import ConfigError
+
+    from rmt_megatron.errors import CheckpointError, ConfigError
     from rmt_megatron.model_io.checkpoints import import_model_config, open_checkpoint
-    from rmt_megatron.model_io.hf_import import CheckpointFormatError
+
+
 
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all" * 10)
-    with pytest.raises(CheckpointFormatError, match="not a readable GGUF"):
+    with pytest.raises(CheckpointError, match="not a readable GGUF"):
         import_model_config(tmp_path / "junk.gguf")
-    with pytest.raises(CheckpointFormatError, match="does not exist"):
+    with pytest.raises(CheckpointError, match="does not exist"):
         import_model_config(tmp_path / "missing.gguf")
     write_gguf(tmp_path / "gpt2.gguf", _tiny_llama(), architecture="gpt2")
     with pytest.raises(ConfigError, match=r"'gpt2' is not supported.*llama"):
         import_model_config(tmp_path / "gpt2.gguf")
     write_gguf(tmp_path / "holed.gguf", _tiny_llama(), drop=("blk.1.ffn_up.weight",))
     _, reader = open_checkpoint(tmp_path / "holed.gguf")
-    with pytest.raises(CheckpointFormatError, match=r"blk\.1\.ffn_up\.weight"):
+    with pytest.raises(CheckpointError, match=r"blk\.1\.ffn_up\.weight"):
         reader.read("model.layers.1.mlp.up_proj.weight")
     with pytest.raises(ConfigError, match="tokenizer model None is not supported"):
         from rmt_megatron.model_io.tokenizers import load_tokenizer

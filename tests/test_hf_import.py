@@ -81,20 +81,22 @@ def test_imported_logits_equal_transformers(checkpoint, tp, pp):
 
 
 def test_bad_checkpoints_are_named(checkpoint, tmp_path):
-    from rmt_megatron.config.sections import ConfigError
+
+    from rmt_megatron.errors import CheckpointError, ConfigError
     from rmt_megatron.model_io.checkpoints import import_model_config
-    from rmt_megatron.model_io.hf_import import CheckpointFormatError, SafetensorsReader
+    from rmt_megatron.model_io.hf_import import SafetensorsReader
+
 
     directory, _ = checkpoint
     config = json.loads((directory / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2"]}))
     with pytest.raises(ConfigError, match="LlamaForCausalLM, Qwen2ForCausalLM"):
         import_model_config(tmp_path)
-    with pytest.raises(CheckpointFormatError, match=r"neither model\.safetensors"):
+    with pytest.raises(CheckpointError, match=r"neither model\.safetensors"):
         SafetensorsReader(tmp_path)
     (tmp_path / "model.safetensors.index.json").write_text(
         json.dumps({"weight_map": {"model.norm.weight": "model-00002.safetensors"}}))
-    with pytest.raises(CheckpointFormatError, match=r"model-00002\.safetensors"):
+    with pytest.raises(CheckpointError, match=r"model-00002\.safetensors"):
         SafetensorsReader(tmp_path)
 
 
@@ -179,14 +181,14 @@ def _megatron_logits_of(directory, tokens):
 
 
 def test_unsupported_rope_scaling_is_named(tmp_path):
-    from rmt_megatron.config.sections import ConfigError
-    from rmt_megatron.model_io.hf_import import model_config_from_hf_dict
+    from rmt_megatron.errors import ConfigError
+    from rmt_megatron.model_io.hf_import import architecture_from_hf
 
     config = transformers.LlamaConfig(**TINY).to_dict()
     config["architectures"] = ["LlamaForCausalLM"]
     config["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0}
     with pytest.raises(ConfigError, match="'yarn' is not supported"):
-        model_config_from_hf_dict(config)
+        architecture_from_hf(config)
     config["rope_parameters"] = dict(ROPE_SCALING["llama3"], high_freq_factor=2.0)
     with pytest.raises(ConfigError, match="high_freq_factor"):
-        model_config_from_hf_dict(config)
+        architecture_from_hf(config)

@@ -124,7 +124,8 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(tmp_path):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    from rmt_megatron.mcore.checkpoint import CheckpointError, load_checkpoint
+    from rmt_megatron.errors import CheckpointError
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
 
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load_checkpoint(tmp_path, model=None)

@@ -3,6 +3,7 @@
 import pytest
 
 from rmt_megatron.builtin.corpus import arithmetic_documents, document_text, reasoning_at
+from rmt_megatron.errors import TokenizerError
 from rmt_megatron.mcore.generation import AnswerStop
 from rmt_megatron.method.prompt import THINK_START, build_prompt, prompt_header
 from rmt_megatron.model_io.tokenizers import (
@@ -46,11 +47,11 @@ def test_tokenizer_round_trips_and_knows_the_bytes_of_each_token(tokenizer):
 
 
 def test_tokenizer_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"missing\.model"):
+    with pytest.raises(TokenizerError, match=r"missing\.model"):
         SentencePieceTokenizer(tmp_path / "missing.model")
     bad = tmp_path / "bad.model"
     bad.write_bytes(b"not a model")
-    with pytest.raises(ValueError, match="not a valid sentencepiece model"):
+    with pytest.raises(TokenizerError, match="not a valid sentencepiece model"):
         SentencePieceTokenizer(bad)
 
 
@@ -120,5 +121,5 @@ def test_hf_byte_level_tokenizer_gives_exact_token_bytes(tmp_path):
     assert pieces == [b"\xd0", b"\xb6"]
     assert prefix_match_reward("ж".encode(), pieces) == 1.0
     assert prefix_match_reward(b"\xd0", pieces) == 1.0  # a boundary, though half a character
-    with pytest.raises(FileNotFoundError, match=r"tokenizer\.json"):
+    with pytest.raises(TokenizerError, match=r"tokenizer\.json"):
         load_tokenizer(tmp_path / "missing")

@@ -35,6 +35,7 @@ from rmt_megatron.builtin.datasets import (
     builtin_documents,
     encode_document,
 )
+from rmt_megatron.cli import command
 from rmt_megatron.config.presets import get_preset
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.files import atomic_write
@@ -104,6 +105,7 @@ def worked_examples(tokenizer: SentencePieceTokenizer, documents: list[list[Segm
     return examples
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", required=True, help="Directory for the tokenizer, the "

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rmt_megatron.config.presets import METHODS, PRESETS, apply_method, get_preset
-from rmt_megatron.config.sections import SECTIONS, ConfigError, RMTConfig, field_docs
+from rmt_megatron.config.sections import SECTIONS, RMTConfig, field_docs
+from rmt_megatron.errors import ConfigError
 
 
 @dataclass(frozen=True)
@@ -143,18 +144,11 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
         if value is not None:
             overrides[spec.section][spec.field] = tuple(value) if isinstance(value, list) else value
     try:
-        config = replace(config, **{name: replace(getattr(config, name), **values)
-                                    for name, values in overrides.items() if values})
-        if config.data.imported_checkpoint:
-            from rmt_megatron.model_io.checkpoints import RUN_FIELDS, import_model_config
-
-            model = config.model
-            config = replace(config, model=import_model_config(
-                config.data.imported_checkpoint,
-                **{k: getattr(model, k) for k in RUN_FIELDS}))
-        return config
+        return replace(config, **{name: replace(getattr(config, name), **values)
+                                  for name, values in overrides.items() if values})
     except ConfigError as error:
-        field_name = str(error).split("=", 1)[0]
         flags = [s.flag for s in RMT_FLAGS + MEGATRON_FLAGS
-                 if f"{s.section}.{s.field}" == field_name]
-        raise ConfigError(f"{error} (flag {flags[0]})" if flags else str(error)) from None
+                 if f"{s.section}.{s.field}" == error.field]
+        if not flags:
+            raise
+        raise ConfigError(f"{error} (flag {flags[0]})", field=error.field) from None

@@ -16,13 +16,13 @@ from dataclasses import replace
 
 from rmt_megatron.config.sections import (
     BudgetConfig,
-    ConfigError,
     CurriculumConfig,
     ModelConfig,
     RMTConfig,
     RolloutConfig,
     TrainConfig,
 )
+from rmt_megatron.errors import ConfigError
 
 
 def tiny_cpu() -> RMTConfig:

@@ -18,18 +18,16 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Literal
 
+from rmt_megatron.errors import ConfigError
+
 TIER_NAMES = ("easy", "medium", "hard")
 """Curriculum difficulty tiers, from low to high proxy-model entropy."""
 
 
-class ConfigError(ValueError):
-    """A configuration value is out of range or inconsistent with another one."""
-
-
 def require(ok: bool, name: str, value: Any, fix: str) -> None:
-    """Raise `ConfigError("<name>=<value> ...: <fix>")` unless `ok`."""
+    """Raise `ConfigError("<name>=<value> ...: <fix>", field=name)` unless `ok`."""
     if not ok:
-        raise ConfigError(f"{name}={value!r} is invalid: {fix}")
+        raise ConfigError(f"{name}={value!r} is invalid: {fix}", field=name)
 
 
 def _require_probabilities(name: str, probs: tuple[float, ...]) -> None:
@@ -240,7 +238,36 @@ class RolloutConfig:
 
 
 @dataclass
-class ModelConfig:
+class ParallelConfig:
+    """How one model replica is split over ranks (Megatron-LM names). `ModelConfig` builds on it
+    as megatron-core's `TransformerConfig` builds on `ModelParallelConfig`; a checkpoint reloads
+    under any layout, so these fields are not part of the model's shape (`model_shape`)."""
+
+    tensor_model_parallel_size: int = 1
+    """Tensor-parallel ranks per model replica."""
+
+    pipeline_model_parallel_size: int = 1
+    """Pipeline stages per model replica."""
+
+    sequence_parallel: bool = False
+    """Megatron sequence parallelism (with TP > 1); needs Transformer Engine or apex norms, so
+    GPU only."""
+
+    def __post_init__(self) -> None:
+        for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
+            value = getattr(self, name)
+            require(value >= 1, f"model.{name}", value, "must be a positive integer")
+
+
+def model_shape(model: dict[str, Any]) -> dict[str, Any]:
+    """A `ModelConfig` as a dict (`to_dict()["model"]`) without its parallel layout: what must
+    agree between a checkpoint and the model that loads it."""
+    layout = {f.name for f in dataclasses.fields(ParallelConfig)}
+    return {key: value for key, value in model.items() if key not in layout}
+
+
+@dataclass
+class ModelConfig(ParallelConfig):
     """A Llama-style megatron-core GPTModel (RMSNorm, SwiGLU, RoPE, GQA); Megatron-LM names."""
 
     num_layers: int = 2
@@ -301,21 +328,11 @@ class ModelConfig:
     params_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     """Parameter dtype (Megatron-LM's --bf16 / --fp16)."""
 
-    tensor_model_parallel_size: int = 1
-    """Tensor-parallel ranks per model replica."""
-
-    pipeline_model_parallel_size: int = 1
-    """Pipeline stages per model replica."""
-
-    sequence_parallel: bool = False
-    """Megatron sequence parallelism (with TP > 1); needs Transformer Engine or apex norms, so
-    GPU only."""
-
     def __post_init__(self) -> None:
+        super().__post_init__()
         for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
                      "seq_length", "max_position_embeddings", "make_vocab_size_divisible_by",
-                     "rotary_base", "tensor_model_parallel_size",
-                     "pipeline_model_parallel_size"):
+                     "rotary_base"):
             value = getattr(self, name)
             require(value >= 1, f"model.{name}", value, "must be a positive integer")
         groups = self.query_groups
@@ -552,12 +569,15 @@ class RMTConfig:
 
 @cache
 def field_docs(section_cls: type) -> dict[str, str]:
-    """The docstrings written under each field of a config dataclass, joined into one line."""
-    tree = ast.parse(inspect.getsource(section_cls))
-    body = tree.body[0].body
+    """The docstrings written under each field of a config dataclass (and of the dataclasses it
+    builds on), each joined into one line."""
     docs = {}
-    for node, following in itertools.pairwise(body):
-        if (isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant)):
-            docs[node.target.id] = " ".join(str(following.value.value).split())
+    for cls in reversed(section_cls.__mro__):
+        if not dataclasses.is_dataclass(cls):
+            continue
+        body = ast.parse(inspect.getsource(cls)).body[0].body
+        for node, following in itertools.pairwise(body):
+            if (isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant)):
+                docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs

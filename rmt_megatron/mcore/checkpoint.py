@@ -28,14 +28,11 @@ import torch
 import torch.distributed as dist
 from megatron.core import dist_checkpointing
 
+from rmt_megatron.errors import CheckpointError
 from rmt_megatron.files import atomic_write
 
 TRACKER = "latest_checkpointed_iteration.txt"
 STATE_FILE = "rmt_state.json"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint directory is missing, incomplete or does not fit this run."""
 
 
 def step_dir(root: str | os.PathLike, step: int) -> Path:

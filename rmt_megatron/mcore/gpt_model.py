@@ -16,7 +16,8 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 
-from rmt_megatron.config.sections import ConfigError, ModelConfig
+from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore.cpu import cpu_only
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}

@@ -23,9 +23,7 @@ from megatron.core.datasets.indexed_dataset import (
     get_idx_path,
 )
 
-
-class DatasetError(ValueError):
-    """An indexed dataset is missing, corrupt, or does not fit the tokenizer."""
+from rmt_megatron.errors import DatasetError
 
 
 def write_indexed_dataset(prefix: str | os.PathLike, documents: Iterable[list[int]],

@@ -19,7 +19,8 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-from rmt_megatron.config.sections import ConfigError, ModelConfig
+from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore.cpu import apply_cpu_patches, cpu_model_parallel_seed, cpu_only
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from rmt_megatron.config.sections import ConfigError
+from rmt_megatron.errors import ConfigError
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, render_chat
 
 INSTRUCTION = ("Continue the text under ### Context by predicting its next token. Reason step by "

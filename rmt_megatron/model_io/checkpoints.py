@@ -2,7 +2,8 @@
 
     open_checkpoint(path)                 -> (config.json dict, reader of tensors by HF name)
     checkpoint_config(path)               -> the config.json dict alone
-    import_model_config(path, **layout)   -> ModelConfig of the checkpoint (TP/PP from `layout`)
+    import_model_config(path, run)        -> the checkpoint's architecture in the run's ModelConfig
+    with_imported_model(config)           -> the run's RMTConfig with that model
     load_imported_weights(model, config, path)   this rank's slices into its GPTModel stage
     load_proxy(path, run_model, tokenizer)       a difficulty proxy in the run's layout
 
@@ -13,13 +14,15 @@ A path ending in `.gguf` is read by `gguf_import`, anything else as a Hugging Fa
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
-from rmt_megatron.config.sections import ConfigError, ModelConfig
+from rmt_megatron.config.sections import ModelConfig, RMTConfig
+from rmt_megatron.errors import ConfigError
 from rmt_megatron.model_io.hf_import import (
     SafetensorsReader,
+    architecture_from_hf,
     load_weights,
-    model_config_from_hf_dict,
     read_hf_config,
 )
 
@@ -43,21 +46,31 @@ def checkpoint_config(path: str | os.PathLike) -> dict:
     return open_checkpoint(path)[0] if is_gguf(path) else read_hf_config(Path(path))
 
 
-def import_model_config(path: str | os.PathLike, **overrides) -> ModelConfig:
-    """`ModelConfig` of the checkpoint at `path`; `overrides` set other fields (TP, PP)."""
-    return model_config_from_hf_dict(checkpoint_config(path), **overrides)
+def import_model_config(path: str | os.PathLike, run: ModelConfig | None = None,
+                        **overrides) -> ModelConfig:
+    """`run` (the run's parallel layout, dtype, vocabulary padding and sequence length) with the
+    architecture of the checkpoint at `path`, then `overrides`. Without `run`: the defaults, with
+    the sequence length capped at 4096 and at the checkpoint's context."""
+    architecture = architecture_from_hf(checkpoint_config(path))
+    if run is None:
+        run = ModelConfig(seq_length=min(4096, architecture["max_position_embeddings"]),
+                          max_position_embeddings=architecture["max_position_embeddings"])
+    return replace(run, **architecture, **overrides)
+
+
+def with_imported_model(config: RMTConfig) -> RMTConfig:
+    """`config` whose model takes the architecture of --hf-checkpoint / --gguf-checkpoint (when
+    the run starts from one); the run's own layout, dtype and sequence length stay."""
+    source = config.data.imported_checkpoint
+    if source is None:
+        return config
+    return replace(config, model=import_model_config(source, config.model))
 
 
 def load_imported_weights(model, config: ModelConfig, path: str | os.PathLike) -> None:
     """Fill this rank's GPTModel stage from the checkpoint at `path` (sharded reads)."""
     hf_config, reader = open_checkpoint(path)
     load_weights(model, config, reader, hf_config["vocab_size"])
-
-
-RUN_FIELDS = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "params_dtype",
-              "sequence_parallel", "make_vocab_size_divisible_by", "seq_length")
-"""Model fields that come from the run's flags, not from an imported checkpoint: the parallel
-layout, the dtype and the training sequence length."""
 
 
 def _check_same_vocabulary(path: str | os.PathLike, tokenizer) -> None:
@@ -82,7 +95,7 @@ def load_proxy(path: str | os.PathLike, run_model: ModelConfig, tokenizer):
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     _check_same_vocabulary(path, tokenizer)
-    config = import_model_config(path, **{k: getattr(run_model, k) for k in RUN_FIELDS})
+    config = import_model_config(path, run_model)
     if config.vocab_size < tokenizer.vocab_size:
         raise ConfigError(f"the proxy {path} has {config.vocab_size} embedding rows but the "
                           f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens")

@@ -31,8 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rmt_megatron.config.sections import ConfigError
-from rmt_megatron.model_io.hf_import import CheckpointFormatError
+from rmt_megatron.errors import CheckpointError, ConfigError
 from rmt_megatron.model_io.tokenizers import HFTokenizer
 
 SUPPORTED_ARCHITECTURES = ("llama",)
@@ -83,11 +82,11 @@ class GGUFCheckpoint:
 
         self.path = Path(path)
         if not self.path.is_file():
-            raise CheckpointFormatError(f"{self.path} does not exist: pass a .gguf file")
+            raise CheckpointError(f"{self.path} does not exist: pass a .gguf file")
         try:
             self._reader = GGUFReader(self.path)
         except (ValueError, OSError) as error:
-            raise CheckpointFormatError(f"{self.path} is not a readable GGUF file "
+            raise CheckpointError(f"{self.path} is not a readable GGUF file "
                                         f"({error})") from error
         self._tensors = {t.name: t for t in self._reader.tensors}
         self.architecture = self.field("general.architecture")
@@ -123,7 +122,7 @@ class GGUFCheckpoint:
                               "or linear)")
         embedding = self._tensors.get("token_embd.weight")
         if embedding is None:
-            raise CheckpointFormatError(f"{self.path} has no token_embd.weight tensor")
+            raise CheckpointError(f"{self.path} has no token_embd.weight tensor")
         config = {
             "architectures": ["LlamaForCausalLM"],
             "model_type": "llama",
@@ -145,7 +144,7 @@ class GGUFCheckpoint:
                                       "factor": self._arch("rope.scaling.factor")}
         missing = [k for k, v in config.items() if v is None]
         if missing:
-            raise CheckpointFormatError(f"{self.path} lacks the metadata for {missing}")
+            raise CheckpointError(f"{self.path} lacks the metadata for {missing}")
         return config
 
     def __contains__(self, name: str) -> bool:
@@ -158,7 +157,7 @@ class GGUFCheckpoint:
 
         gguf_name = _gguf_name(name)
         if gguf_name not in self._tensors:
-            raise CheckpointFormatError(f"tensor {gguf_name or name!r} (for {name}) is missing "
+            raise CheckpointError(f"tensor {gguf_name or name!r} (for {name}) is missing "
                                         f"from {self.path}")
         tensor = self._tensors[gguf_name]
         values = torch.from_numpy(np.array(dequantize(tensor.data[rows], tensor.tensor_type),
@@ -206,7 +205,7 @@ def gguf_tokenizer(path: str | os.PathLike) -> HFTokenizer:
                                   for i, kind in enumerate(types) if kind == CONTROL_TOKEN])
     eos = checkpoint.field("tokenizer.ggml.eos_token_id")
     if eos is None:
-        raise CheckpointFormatError(f"{path} names no end-of-sequence token "
+        raise CheckpointError(f"{path} names no end-of-sequence token "
                                     "(tokenizer.ggml.eos_token_id)")
     bos = checkpoint.field("tokenizer.ggml.bos_token_id")
     add_bos = checkpoint.field("tokenizer.ggml.add_bos_token", False)

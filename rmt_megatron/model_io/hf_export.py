@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
+from rmt_megatron.cli import command
 from rmt_megatron.config.sections import ModelConfig
 
 _COLUMN_SHARDED = ("self_attention.linear_proj.weight", "mlp.linear_fc2.weight")
@@ -156,22 +157,16 @@ def export_hf(model, config: ModelConfig, vocab_size: int, source: str | os.Path
     return output
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
-    """`[torchrun ...] rmt-export-hf --load SAVE --hf-source SOURCE --output
-    OUT`: the newest checkpoint under SAVE (a run started with --hf-checkpoint or
-    --gguf-checkpoint SOURCE) written back as a Hugging Face checkpoint with SOURCE's config and
-    tokenizer."""
+    """`[torchrun ...] rmt-export-hf --load SAVE --hf-source SOURCE --output OUT`: the newest
+    checkpoint under SAVE (a run started with --hf-checkpoint or --gguf-checkpoint SOURCE)
+    written back as a Hugging Face checkpoint with SOURCE's config and tokenizer."""
     import argparse
-    import sys
     from dataclasses import replace
 
     from rmt_megatron.mcore import cpu, parallel
-    from rmt_megatron.mcore.checkpoint import (
-        CheckpointError,
-        latest_step,
-        load_checkpoint,
-        step_dir,
-    )
+    from rmt_megatron.mcore.checkpoint import latest_step, load_checkpoint, read_state, step_dir
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     parser = argparse.ArgumentParser(description="Checkpoint -> Hugging Face checkpoint.")
@@ -182,11 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensor-model-parallel-size", type=int, default=1)
     parser.add_argument("--pipeline-model-parallel-size", type=int, default=1)
     args = parser.parse_args(argv)
+    saved = read_state(args.load)
     step = latest_step(args.load)
-    if step is None:
-        print(f"error: {args.load} holds no checkpoint", file=sys.stderr)
-        return 1
-    saved = json.loads((step_dir(args.load, step) / "rmt_state.json").read_text())
     config = replace(ModelConfig(**saved["config"]["model"]),
                      tensor_model_parallel_size=args.tensor_model_parallel_size,
                      pipeline_model_parallel_size=args.pipeline_model_parallel_size)
@@ -197,9 +189,6 @@ def main(argv: list[str] | None = None) -> int:
             model = build_gpt_model(config, config.vocab_size or vocab_size)
             load_checkpoint(args.load, model, restore_rng=False)
             written = export_hf(model, config, vocab_size, args.hf_source, args.output)
-    except CheckpointError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     finally:
         parallel.shutdown()
     if written:

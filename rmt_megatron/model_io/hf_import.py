@@ -1,9 +1,9 @@
 """Hugging Face checkpoints (Llama, Qwen2, Qwen3) into a megatron-core GPTModel, loaded sharded.
 
-`model_config_from_hf_dict(config)` maps a `config.json` dict to `ModelConfig` (RMSNorm ε,
-SwiGLU, GQA and head size, RoPE θ and scaling, Qwen2's QKV bias, Qwen3's per-head q/k norms, tied
-or untied embeddings). `load_weights(model, config, reader, vocab_size)` fills this rank's
-`GPTModel` stage from a reader of tensors by Hugging Face name (`SafetensorsReader` reads the
+`architecture_from_hf(config)` maps a `config.json` dict to `ModelConfig`'s architecture fields
+(RMSNorm ε, SwiGLU, GQA and head size, RoPE θ and scaling, Qwen2's QKV bias, Qwen3's per-head q/k
+norms, tied or untied embeddings). `load_weights(model, config, reader, vocab_size)` fills this
+rank's `GPTModel` stage from a reader of tensors by Hugging Face name (`SafetensorsReader` reads the
 `*.safetensors` files, one file or an index; `gguf_import.GGUFCheckpoint` a GGUF file) asking
 only for the rows and columns this rank holds, so no rank ever holds the whole model.
 `model_import` is the entry point that picks the reader. The mapping:
@@ -30,31 +30,31 @@ from pathlib import Path
 import torch
 from megatron.core import parallel_state
 
-from rmt_megatron.config.sections import ConfigError, ModelConfig
+from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.errors import CheckpointError, ConfigError
 from rmt_megatron.mcore.gpt_model import padded_vocab_size
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
 
-class CheckpointFormatError(ValueError):
-    """A Hugging Face checkpoint is incomplete or does not fit the model."""
-
-
 def read_hf_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
-        raise CheckpointFormatError(f"{path} does not exist: pass a Hugging Face checkpoint "
+        raise CheckpointError(f"{path} does not exist: pass a Hugging Face checkpoint "
                                     "directory (config.json + *.safetensors) or a .gguf file")
     return json.loads(path.read_text())
 
 
 def _rope_fields(rope: dict) -> dict:
-    """ModelConfig's RoPE scaling fields for a Hugging Face `rope_scaling` dict."""
+    """ModelConfig's RoPE scaling fields for a Hugging Face `rope_scaling` dict (all three, so
+    that nothing of the run's own RoPE settings survives an import)."""
     rope_type = rope.get("rope_type", rope.get("type", "default"))
+    plain = {"use_rope_scaling": False, "rope_scaling_factor": ModelConfig.rope_scaling_factor,
+             "rotary_seq_len_interpolation_factor": None}
     if rope_type == "default":
-        return {}
+        return plain
     if rope_type == "linear":
-        return {"rotary_seq_len_interpolation_factor": float(rope["factor"])}
+        return {**plain, "rotary_seq_len_interpolation_factor": float(rope["factor"])}
     if rope_type == "llama3":
         fixed = {"low_freq_factor": 1, "high_freq_factor": 4,
                  "original_max_position_embeddings": 8192}
@@ -62,13 +62,15 @@ def _rope_fields(rope: dict) -> dict:
         if other:
             raise ConfigError(f"llama3 RoPE scaling with {other} is not supported: megatron-core "
                               f"implements it with {fixed}")
-        return {"use_rope_scaling": True, "rope_scaling_factor": float(rope["factor"])}
+        return {**plain, "use_rope_scaling": True, "rope_scaling_factor": float(rope["factor"])}
     raise ConfigError(f"RoPE scaling {rope_type!r} is not supported: use a checkpoint with "
                       "plain, 'linear' or 'llama3' RoPE")
 
 
-def model_config_from_hf_dict(hf: dict, **overrides) -> ModelConfig:
-    """`ModelConfig` for a Hugging Face `config.json` given as a dict."""
+def architecture_from_hf(hf: dict) -> dict:
+    """Every architecture field of `ModelConfig` for a Hugging Face `config.json` given as a dict
+    (the layout, dtype, vocabulary padding and sequence length are the run's, not the
+    checkpoint's)."""
     architecture = (hf.get("architectures") or ["?"])[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
         raise ConfigError(f"architecture {architecture!r} is not supported: the importer reads "
@@ -85,16 +87,14 @@ def model_config_from_hf_dict(hf: dict, **overrides) -> ModelConfig:
         ffn_hidden_size=hf["intermediate_size"], num_attention_heads=heads,
         num_query_groups=hf.get("num_key_value_heads", heads),
         kv_channels=hf.get("head_dim") or hf["hidden_size"] // heads,
-        max_position_embeddings=hf["max_position_embeddings"],
-        seq_length=min(4096, hf["max_position_embeddings"]), vocab_size=hf["vocab_size"],
+        max_position_embeddings=hf["max_position_embeddings"], vocab_size=hf["vocab_size"],
         norm_epsilon=hf.get("rms_norm_eps", 1e-6),
         rotary_base=int(rope.get("rope_theta", hf.get("rope_theta", 10000))),
         qk_layernorm=architecture == "Qwen3ForCausalLM",
         add_qkv_bias=architecture == "Qwen2ForCausalLM",
         untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False),
         **_rope_fields(rope))
-    fields.update(overrides)
-    return ModelConfig(**fields)
+    return fields
 
 
 class SafetensorsReader:
@@ -109,13 +109,13 @@ class SafetensorsReader:
         elif (directory / "model.safetensors").is_file():
             weight_map = None
         else:
-            raise CheckpointFormatError(f"{directory} has neither model.safetensors nor "
+            raise CheckpointError(f"{directory} has neither model.safetensors nor "
                                         "model.safetensors.index.json")
         files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
         self._handles = {}
         for name in files:
             if not (directory / name).is_file():
-                raise CheckpointFormatError(f"shard {directory / name} named by the index is "
+                raise CheckpointError(f"shard {directory / name} named by the index is "
                                             "missing")
             self._handles[name] = safe_open(str(directory / name), framework="pt")
         self._where = weight_map or {key: "model.safetensors"
@@ -126,7 +126,7 @@ class SafetensorsReader:
 
     def read(self, name: str, rows: slice = slice(None), columns: slice | None = None):
         if name not in self._where:
-            raise CheckpointFormatError(f"tensor {name!r} is missing from the checkpoint")
+            raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
         part = self._handles[self._where[name]].get_slice(name)
         return part[rows] if columns is None else part[rows, columns]
 
@@ -176,7 +176,7 @@ def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_ran
         return reader.read("model.norm.weight")
     parts = name.split(".")
     if parts[:2] != ["decoder", "layers"]:
-        raise CheckpointFormatError(f"no Hugging Face tensor maps to {name!r}")
+        raise CheckpointError(f"no Hugging Face tensor maps to {name!r}")
     prefix = f"model.layers.{int(parts[2]) + layer_offset}"
     module = ".".join(parts[3:])
     whole = {"input_layernorm.weight": "input_layernorm.weight",
@@ -198,7 +198,7 @@ def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_ran
     if module == "mlp.linear_fc2.weight":
         columns = _rank_range(config.ffn_hidden_size, tp_rank, tp)
         return reader.read(f"{prefix}.mlp.down_proj.weight", slice(None), columns)
-    raise CheckpointFormatError(f"no Hugging Face tensor maps to {name!r}")
+    raise CheckpointError(f"no Hugging Face tensor maps to {name!r}")
 
 
 @torch.no_grad()
@@ -214,7 +214,7 @@ def load_weights(model, config: ModelConfig, reader, vocab_size: int) -> None:
             continue
         value = _hf_tensor(name, reader, config, tp_rank, layer_offset, vocab_size)
         if value.shape != current.shape:
-            raise CheckpointFormatError(
+            raise CheckpointError(
                 f"{name}: the checkpoint gives shape {tuple(value.shape)} but the model built "
                 f"from the config expects {tuple(current.shape)}: the checkpoint's config and "
                 "its weights disagree")

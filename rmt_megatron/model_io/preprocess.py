@@ -21,7 +21,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from rmt_megatron.mcore.indexed_dataset import DatasetError, write_indexed_dataset
+from rmt_megatron.cli import command
+from rmt_megatron.errors import DatasetError
+from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
 from rmt_megatron.model_io.tokenizers import load_tokenizer, train_sentencepiece
 
 
@@ -55,6 +57,7 @@ def read_documents(path: Path, json_key: str) -> Iterator[str]:
         yield "".join(block).rstrip("\n")
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Text/JSONL -> Megatron indexed dataset.")
     parser.add_argument("--input", required=True, type=Path)
@@ -69,22 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-append-eod", action="store_true",
                         help="do not end each document with EOS")
     args = parser.parse_args(argv)
-    try:
-        if args.train_tokenizer:
-            model_path = Path(args.output_prefix + ".model")
-            model = train_sentencepiece(read_documents(args.input, args.json_keys), model_path,
-                                        args.train_tokenizer)
-            print(f"trained {model_path} ({model.vocab_size} tokens)")
-        else:
-            model = load_tokenizer(args.tokenizer_model)
-        eod = [] if args.no_append_eod else [model.eos_id]
-        documents = (model.encode(text) + eod for text in
-                     tqdm(read_documents(args.input, args.json_keys), desc="tokenize",
-                          unit="doc"))
-        count = write_indexed_dataset(args.output_prefix, documents, model.vocab_size)
-    except (DatasetError, FileNotFoundError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    if args.train_tokenizer:
+        model_path = Path(args.output_prefix + ".model")
+        model = train_sentencepiece(read_documents(args.input, args.json_keys), model_path,
+                                    args.train_tokenizer)
+        print(f"trained {model_path} ({model.vocab_size} tokens)")
+    else:
+        model = load_tokenizer(args.tokenizer_model)
+    eod = [] if args.no_append_eod else [model.eos_id]
+    documents = (model.encode(text) + eod for text in
+                 tqdm(read_documents(args.input, args.json_keys), desc="tokenize", unit="doc"))
+    count = write_indexed_dataset(args.output_prefix, documents, model.vocab_size)
     print(f"wrote {count} documents to {args.output_prefix}.bin/.idx")
     return 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from rmt_megatron.errors import TokenizerError
 from rmt_megatron.files import atomic_write
 
 FORMAT_SYMBOLS = ("<think>", "</think>", "\\boxed{")
@@ -36,7 +37,7 @@ class SentencePieceTokenizer:
     def __init__(self, model_path: str | os.PathLike) -> None:
         path = Path(model_path)
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer model {path} does not exist: pass the .model file "
+            raise TokenizerError(f"tokenizer model {path} does not exist: pass the .model file "
                                     "written by `rmt-preprocess` or sentencepiece")
         self.path = path
         self.chat_template = None
@@ -44,7 +45,7 @@ class SentencePieceTokenizer:
         try:
             self._sp.load(str(path))
         except (OSError, RuntimeError) as error:
-            raise ValueError(f"{path} is not a valid sentencepiece model: {error}") from None
+            raise TokenizerError(f"{path} is not a valid sentencepiece model: {error}") from None
         self._bytes = [self._piece_bytes(i) for i in range(self._sp.get_piece_size())]
 
     def _piece_bytes(self, token_id: int) -> bytes:
@@ -138,7 +139,7 @@ class HFTokenizer:
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
         if not file.is_file():
-            raise FileNotFoundError(f"{file} does not exist: pass a tokenizer.json or the "
+            raise TokenizerError(f"{file} does not exist: pass a tokenizer.json or the "
                                     "checkpoint directory that holds one")
         tokenizer = Tokenizer.from_file(str(file))
         config_path = file.parent / "tokenizer_config.json"
@@ -148,7 +149,7 @@ class HFTokenizer:
         eos_id = next((tokenizer.token_to_id(n) for n in names
                        if n and tokenizer.token_to_id(n) is not None), None)
         if eos_id is None:
-            raise ValueError(f"{file} names no end-of-sequence token (looked for {names})")
+            raise TokenizerError(f"{file} names no end-of-sequence token (looked for {names})")
         template = config.get("chat_template")
         bos = config.get("bos_token") if config.get("add_bos_token", True) else None
         return cls(tokenizer, eos_id, file, template if isinstance(template, str) else None,

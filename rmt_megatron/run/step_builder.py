@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 from megatron.core import parallel_state
 
-from rmt_megatron.config.sections import TIER_NAMES, ConfigError, RMTConfig
+from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
+from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.gpt_model import DTYPES
 from rmt_megatron.method.advantages import grpo_advantages, informative_groups

@@ -23,10 +23,12 @@ import torch
 import torch.distributed as dist
 
 from rmt_megatron.builtin.datasets import prepare_builtin_data
-from rmt_megatron.config.sections import TIER_NAMES, ConfigError, RMTConfig
+from rmt_megatron.config.sections import TIER_NAMES, RMTConfig, model_shape
+from rmt_megatron.errors import CheckpointError, ConfigError, TrainingError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import cpu, parallel
 from rmt_megatron.mcore.checkpoint import (
+    TRACKER,
     latest_step,
     load_checkpoint,
     read_state,
@@ -35,16 +37,16 @@ from rmt_megatron.mcore.checkpoint import (
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training, train_step
-from rmt_megatron.model_io.checkpoints import load_imported_weights, load_proxy
+from rmt_megatron.model_io.checkpoints import (
+    load_imported_weights,
+    load_proxy,
+    with_imported_model,
+)
 from rmt_megatron.model_io.tokenizers import HFTokenizer, SentencePieceTokenizer, load_tokenizer
 from rmt_megatron.run.difficulty import score_difficulty
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.metrics import MetricsWriter, progress_line
 from rmt_megatron.run.step_builder import STAT_NAMES, StepBatchBuilder
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss became NaN)."""
 
 
 @dataclass
@@ -73,14 +75,6 @@ def resolve_data(config: RMTConfig) -> RunData:
                    Path(data.pretrained_checkpoint) if data.pretrained_checkpoint else None)
 
 
-_LAYOUT = ("tensor_model_parallel_size", "pipeline_model_parallel_size", "sequence_parallel")
-
-
-def _model_shape(model: dict) -> dict:
-    """The model config without its parallel layout (checkpoints reshard across layouts)."""
-    return {key: value for key, value in model.items() if key not in _LAYOUT}
-
-
 def documents_of(dataset) -> list[np.ndarray]:
     return [np.asarray(dataset[i], dtype=np.int64) for i in range(len(dataset))]
 
@@ -91,6 +85,7 @@ class Run:
     def __init__(self, config: RMTConfig) -> None:
         self.config = config
         self.rl = config.loss.rl_weight > 0
+        self.resumes = self._resumes()
         self.data = resolve_data(config)
         tokenizer = self.data.tokenizer
         if config.model.vocab_size is not None and tokenizer.vocab_size > config.model.vocab_size:
@@ -130,19 +125,32 @@ class Run:
 
     # ---- setup -------------------------------------------------------------------------------
 
+    def _resumes(self) -> bool:
+        """Whether --load names a checkpoint to resume from. A --load without one is an error,
+        except where it is also --save: resume-if-present, the usual pattern of a job that may
+        be preempted and restarted with the same command."""
+        load, save = self.config.train.load, self.config.train.save
+        if load is None:
+            return False
+        if latest_step(load) is not None:
+            return True
+        if save is not None and Path(load).resolve() == Path(save).resolve():
+            return False
+        raise CheckpointError(f"--load {load} holds no checkpoint ({TRACKER} not found): give the "
+                              "directory a run saved to with --save, or drop --load to start "
+                              "from the pretrained weights")
+
     def _starts_from_import(self) -> bool:
         """True when every weight will come from --hf/--gguf-checkpoint (no resume)."""
-        load = self.config.train.load
-        return bool(self.config.data.imported_checkpoint) and not (
-            load and latest_step(load) is not None)
+        return bool(self.config.data.imported_checkpoint) and not self.resumes
 
     def _load_weights(self) -> int:
         """Resume from --load if it holds a checkpoint, else start from the pretrained one."""
         self.resume_state = None
         load = self.config.train.load
-        if load and latest_step(load) is not None:
-            saved, current = (_model_shape(read_state(load)["config"]["model"]),
-                              _model_shape(self.config.to_dict()["model"]))
+        if self.resumes:
+            saved, current = (model_shape(read_state(load)["config"]["model"]),
+                              model_shape(self.config.to_dict()["model"]))
             if saved != current:
                 changed = sorted(k for k in saved if saved[k] != current.get(k))
                 raise ConfigError(f"{load} was trained with another model ({', '.join(changed)} "
@@ -306,6 +314,7 @@ class Run:
 
 def run_training(config: RMTConfig) -> dict:
     """Initialise the process groups, train, and tear down; returns first/final eval reports."""
+    config = with_imported_model(config)
     parallel.initialize(config.model, config.train.seed)
     try:
         with cpu.device_mode():

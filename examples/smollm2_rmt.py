@@ -83,10 +83,14 @@ def check_import(path: Path) -> None:
     from rmt_megatron.mcore import cpu, parallel
     from rmt_megatron.mcore.generation import RolloutEngine
     from rmt_megatron.mcore.gpt_model import build_gpt_model
-    from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
+    from rmt_megatron.mcore.teacher_forcing import forward_statistics
+    from rmt_megatron.method.prompt import render_chat
+    from rmt_megatron.model_io.checkpoints import (
+        import_model_config,
+        load_imported_weights,
+        load_tokenizer,
+    )
     from rmt_megatron.model_io.gguf import GGUFCheckpoint
-    from rmt_megatron.model_io.tokenizers import load_tokenizer, render_chat
-    from rmt_megatron.run.difficulty import forward_statistics
 
     tokenizer = load_tokenizer(path)
     config = import_model_config(path, seq_length=512)

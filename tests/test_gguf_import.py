@@ -74,7 +74,7 @@ def _chat_vocabulary(directory):
 
 def test_embedded_vocabulary_and_chat_template(tmp_path):
     from rmt_megatron.method.prompt import build_prompt
-    from rmt_megatron.model_io.tokenizers import load_tokenizer
+    from rmt_megatron.model_io.checkpoints import load_tokenizer
 
     _, reference = _chat_vocabulary(tmp_path)
     config = dict(TINY, vocab_size=reference.get_vocab_size())
@@ -114,7 +114,7 @@ def test_bad_gguf_files_are_named(tmp_path):
     with pytest.raises(CheckpointError, match=r"blk\.1\.ffn_up\.weight"):
         reader.read("model.layers.1.mlp.up_proj.weight")
     with pytest.raises(ConfigError, match="tokenizer model None is not supported"):
-        from rmt_megatron.model_io.tokenizers import load_tokenizer
+        from rmt_megatron.model_io.checkpoints import load_tokenizer
 
         load_tokenizer(tmp_path / "holed.gguf")
 

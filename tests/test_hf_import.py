@@ -62,7 +62,7 @@ def _imported(directory, tp, pp):
 
 def _megatron_logits(directory, tp, pp):
     from rmt_megatron.mcore.parallel import share_from_last_stage
-    from rmt_megatron.run.difficulty import forward_statistics
+    from rmt_megatron.mcore.teacher_forcing import forward_statistics
 
     def gathered(logits, batch):
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
@@ -173,7 +173,7 @@ def test_rope_scaling_variants_match_transformers(kind, tmp_path):
 
 
 def _megatron_logits_of(directory, tokens):
-    from rmt_megatron.run.difficulty import forward_statistics
+    from rmt_megatron.mcore.teacher_forcing import forward_statistics
 
     with _imported(directory, 1, 1) as (_, model):
         batch = {"tokens": tokens, "position_ids": torch.arange(tokens.shape[1])[None]}

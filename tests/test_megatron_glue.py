@@ -46,7 +46,7 @@ def _loss_after_load(directory: str, tp: int, pp: int):
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.mcore.parallel import share_from_last_stage
-    from rmt_megatron.run.difficulty import forward_statistics
+    from rmt_megatron.mcore.teacher_forcing import forward_statistics
 
     parallel.initialize(_layout(tp, pp), seed=99)  # other init: the checkpoint must win
     with cpu.device_mode():

@@ -4,13 +4,9 @@ import pytest
 
 from rmt_megatron.builtin.corpus import arithmetic_documents, document_text, reasoning_at
 from rmt_megatron.errors import TokenizerError
-from rmt_megatron.mcore.generation import AnswerStop
+from rmt_megatron.method.answer_format import FORMAT_SYMBOLS, AnswerStop
 from rmt_megatron.method.prompt import THINK_START, build_prompt, prompt_header
-from rmt_megatron.model_io.tokenizers import (
-    FORMAT_SYMBOLS,
-    SentencePieceTokenizer,
-    train_sentencepiece,
-)
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sentencepiece
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +103,8 @@ def _byte_level_tokenizer(directory):
 
 def test_hf_byte_level_tokenizer_gives_exact_token_bytes(tmp_path):
     from rmt_megatron.method.rewards import prefix_match_reward
-    from rmt_megatron.model_io.tokenizers import HFTokenizer, load_tokenizer
+    from rmt_megatron.model_io.checkpoints import load_tokenizer
+    from rmt_megatron.model_io.tokenizers import HFTokenizer
 
     tokenizer = load_tokenizer(_byte_level_tokenizer(tmp_path))
     assert isinstance(tokenizer, HFTokenizer)

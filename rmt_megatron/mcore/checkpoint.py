@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from megatron.core import dist_checkpointing
 
 from rmt_megatron.errors import CheckpointError
 from rmt_megatron.files import atomic_write
+from rmt_megatron.mcore.parallel import barrier, is_main_rank, world_rank
 
 TRACKER = "latest_checkpointed_iteration.txt"
 STATE_FILE = "rmt_state.json"
@@ -50,25 +50,16 @@ def latest_step(root: str | os.PathLike) -> int | None:
     return int(text)
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def _barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
                     state: dict[str, Any] | None = None) -> Path:
     """Save `model` (a GPTModel stage), optionally `optimizer`, and the JSON-able `state` as
     step `step` under `root`; collective over all ranks. Returns the final directory."""
     final = step_dir(root, step)
     temporary = final.with_name(final.name + ".tmp")
-    if _rank() == 0:
+    if is_main_rank():
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
-    _barrier()
+    barrier()
     model_state = model.sharded_state_dict()
     sharded = {"model": model_state}
     if optimizer is not None:
@@ -76,14 +67,14 @@ def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
     dist_checkpointing.save(sharded, str(temporary))
     (temporary / "rng").mkdir(exist_ok=True)
     torch.save({"python": random.getstate(), "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state()}, temporary / "rng" / f"rank_{_rank():05d}.pt")
-    _barrier()
-    if _rank() == 0:
+                "torch": torch.get_rng_state()}, temporary / "rng" / f"rank_{world_rank():05d}.pt")
+    barrier()
+    if is_main_rank():
         atomic_write(temporary / STATE_FILE, json.dumps(state or {}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         temporary.replace(final)
         atomic_write(Path(root) / TRACKER, str(step))
-    _barrier()
+    barrier()
     return final
 
 
@@ -128,7 +119,7 @@ def load_checkpoint(root: str | os.PathLike, model, optimizer=None,
     model.load_state_dict(loaded["model"])
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
-    rng_file = directory / "rng" / f"rank_{_rank():05d}.pt"
+    rng_file = directory / "rng" / f"rank_{world_rank():05d}.pt"
     if restore_rng and rng_file.is_file():
         rng = torch.load(rng_file, weights_only=False)
         random.setstate(rng["python"])

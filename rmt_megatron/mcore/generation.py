@@ -31,35 +31,7 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.inference.contexts import StaticInferenceContext
 
-THINK_CLOSE = b"</think>"
-BOXED_OPEN = b"\\boxed{"
-
-
-class AnswerStop:
-    """Per-row byte-level state machine: done once a `\\boxed{...}` after `</think>` closes."""
-
-    def __init__(self) -> None:
-        self._tail = b""
-        self._after_think = False
-        self._depth = 0
-        self.done = False
-
-    def feed(self, data: bytes) -> bool:
-        """Consume the next token's bytes; returns `self.done`."""
-        for value in data:
-            char = bytes([value])
-            if self._depth:
-                self._depth += {b"{": 1, b"}": -1}.get(char, 0)
-                if self._depth == 0:
-                    self.done = True
-                    break
-                continue
-            self._tail = (self._tail + char)[-max(len(BOXED_OPEN), len(THINK_CLOSE)):]
-            if not self._after_think:
-                self._after_think = self._tail.endswith(THINK_CLOSE)
-            elif self._tail.endswith(BOXED_OPEN):
-                self._depth = 1
-        return self.done
+from rmt_megatron.method.answer_format import AnswerStop
 
 
 @dataclass

@@ -1,5 +1,8 @@
 """Process groups: torch.distributed from torchrun's environment, then Megatron's parallel state.
 
+The rest of the package asks this module, never `megatron.core.parallel_state`, for ranks, groups
+and the few collectives it needs (rank 0, barriers, TP gathers, DP sums and gathers).
+
 One process per device. `torchrun` sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR and MASTER_PORT;
 a plain `python pretrain_rmt.py` runs as a world of one. NCCL on GPUs, gloo on CPU. Ranks split
 into tensor-parallel × pipeline-parallel × data-parallel groups (DP = world / (TP·PP)). Seeds
@@ -69,6 +72,90 @@ def set_seed(seed: int) -> None:
         model_parallel_cuda_manual_seed(stage_seed)
 
 
+def world_rank() -> int:
+    """This process's rank in the world; before and after the process group exists, torchrun's
+    RANK says (0 for a plain `python` run)."""
+    if dist.is_initialized():
+        return dist.get_rank()
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_rank() -> bool:
+    """Rank 0 of the world: the one that prints and writes shared files."""
+    return world_rank() == 0
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to wait for without a process group)."""
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def tensor_parallel_group():
+    """This rank's tensor-parallel group (vocab-parallel ops take it as `tp_group`)."""
+    return parallel_state.get_tensor_model_parallel_group()
+
+
+def tensor_parallel_rank() -> int:
+    return parallel_state.get_tensor_model_parallel_rank()
+
+
+def tensor_parallel_all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
+    """Every tensor-parallel rank's `tensor`, in rank order (one piece without TP)."""
+    size = parallel_state.get_tensor_model_parallel_world_size()
+    if size == 1:
+        return [tensor]
+    pieces = [torch.empty_like(tensor) for _ in range(size)]
+    dist.all_gather(pieces, tensor.contiguous(), group=tensor_parallel_group())
+    return pieces
+
+
+def pipeline_stage() -> int:
+    """This rank's pipeline stage, from 0."""
+    return parallel_state.get_pipeline_model_parallel_rank()
+
+
+def is_last_stage() -> bool:
+    return parallel_state.is_pipeline_last_stage()
+
+
+def pipeline_all_gather_object(value) -> list:
+    """Every pipeline stage's `value` (any picklable object), in stage order."""
+    stages = parallel_state.get_pipeline_model_parallel_world_size()
+    if stages == 1:
+        return [value]
+    gathered = [None] * stages
+    dist.all_gather_object(gathered, value,
+                           group=parallel_state.get_pipeline_model_parallel_group())
+    return gathered
+
+
+def data_parallel_rank_and_size() -> tuple[int, int]:
+    """(this replica's index, the number of data-parallel replicas); (0, 1) before the groups
+    exist."""
+    if not parallel_state.model_parallel_is_initialized():
+        return 0, 1
+    return (parallel_state.get_data_parallel_rank(),
+            parallel_state.get_data_parallel_world_size())
+
+
+def data_parallel_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed in place over the data-parallel replicas, and returned."""
+    if data_parallel_rank_and_size()[1] > 1:
+        dist.all_reduce(tensor, group=parallel_state.get_data_parallel_group())
+    return tensor
+
+
+def data_parallel_all_gather_object(value) -> list:
+    """Every data-parallel replica's `value` (any picklable object), in replica order."""
+    size = data_parallel_rank_and_size()[1]
+    if size == 1:
+        return [value]
+    gathered = [None] * size
+    dist.all_gather_object(gathered, value, group=parallel_state.get_data_parallel_group())
+    return gathered
+
+
 def share_from_last_stage(value):
     """The last pipeline stage's `value` (any picklable object), on every stage of the group."""
     if parallel_state.get_pipeline_model_parallel_world_size() == 1:
@@ -85,10 +172,3 @@ def shutdown() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()
 
-
-def is_main_rank() -> bool:
-    """Rank 0 of the world (the one that prints and writes shared files); before and after
-    the process group exists, torchrun's RANK says."""
-    if dist.is_initialized():
-        return dist.get_rank() == 0
-    return int(os.environ.get("RANK", "0")) == 0

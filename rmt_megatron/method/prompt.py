@@ -1,4 +1,5 @@
-"""The next-token-reasoning prompt (spec §1.2): RPT's v0 elements plus RMT's budget clause.
+"""The next-token-reasoning prompt: RPT's v0 elements plus RMT's budget clause (docs/method.md,
+"The prompt").
 
 Layout of a prompt, as token ids:
 
@@ -21,18 +22,22 @@ document's own.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from rmt_megatron.errors import ConfigError
-from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, render_chat
+from rmt_megatron.method.answer_format import BOXED_CLOSE, BOXED_OPEN, THINK_CLOSE, THINK_OPEN
+from rmt_megatron.method.tokenizer import Tokenizer
 
+_BOX = BOXED_OPEN + BOXED_CLOSE
 INSTRUCTION = ("Continue the text under ### Context by predicting its next token. Reason step by "
-               "step inside <think></think>, then put the single most probable next token in "
-               "\\boxed{}. A token may start with a space, e.g. \\boxed{ the}; do not use "
-               "\\text{}.")
-BUDGET_CLAUSE = " Think for exactly {budget} tokens inside <think></think>, then give the answer."
+               f"step inside {THINK_OPEN}{THINK_CLOSE}, then put the single most probable next "
+               f"token in {_BOX}. A token may start with a space, e.g. {BOXED_OPEN} the"
+               f"{BOXED_CLOSE}; do not use \\text{{}}.")
+BUDGET_CLAUSE = (" Think for exactly {budget} tokens inside " + THINK_OPEN + THINK_CLOSE
+                 + ", then give the answer.")
 CONTEXT_HEADING = "\n### Context\n"
-THINK_START = "\n<think>"
+THINK_START = "\n" + THINK_OPEN
 CONTEXT_SLOT = "\x00CONTEXT\x00"
 """Stands for the context while the chat template is rendered."""
 
@@ -43,7 +48,32 @@ def prompt_header(budget: int | None) -> str:
     return INSTRUCTION + clause + CONTEXT_HEADING
 
 
-def _frame(tokenizer, header: str) -> tuple[list[int], list[int]]:
+@functools.cache
+def _chat_template(source: str):
+    """A chat template compiled once (jinja2 sandbox, Hugging Face's settings)."""
+    from jinja2.exceptions import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message):
+        raise TemplateError(message)
+
+    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    environment.globals["raise_exception"] = raise_exception
+    return environment.from_string(source)
+
+
+def render_chat(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> str:
+    """The text of `messages` ([{"role", "content"}]) under the tokenizer's chat template, ending
+    with the assistant turn's opening (Hugging Face's add_generation_prompt=True)."""
+    if tokenizer.chat_template is None:
+        raise ConfigError(f"{tokenizer.path} has no chat template to render")
+    eos = tokenizer.decode([tokenizer.eos_id])
+    return _chat_template(tokenizer.chat_template).render(
+        messages=messages, add_generation_prompt=True, eos_token=eos,
+        bos_token=tokenizer.bos_text)
+
+
+def _frame(tokenizer: Tokenizer, header: str) -> tuple[list[int], list[int]]:
     """(ids before the context, ids after it)."""
     if tokenizer.chat_template is None:
         return tokenizer.encode(header), tokenizer.encode(THINK_START)
@@ -55,7 +85,7 @@ def _frame(tokenizer, header: str) -> tuple[list[int], list[int]]:
     return tokenizer.encode(before), tokenizer.encode(after + THINK_START.lstrip("\n"))
 
 
-def build_prompt(tokenizer: SentencePieceTokenizer, context: Sequence[int], budget: int | None,
+def build_prompt(tokenizer: Tokenizer, context: Sequence[int], budget: int | None,
                  max_prompt_length: int) -> list[int]:
     """Token ids of the prompt for predicting the token after `context`."""
     header, tail = _frame(tokenizer, prompt_header(budget))

@@ -5,8 +5,7 @@ token *bytes*, the tokenizer-independent truth: byte-level BPE tokens need not b
 their own, and a leading space is part of a token. Text is decoded with `surrogateescape`, so a
 prediction re-encodes to exactly the bytes the model produced.
 
-- prediction: the content of the last `\\boxed{...}` after the first `</think>` (braces may nest);
-  no `</think>` or no box after it -> invalid (None), which earns no match reward.
+- prediction: `answer_format.extract_prediction`; an invalid answer (None) earns no match reward.
 - exact match (RMT): prediction bytes == the next token's bytes.
 - prefix match (RPT Eq. 3): prediction bytes == the first l bytes of the true continuation, and l
   is a token boundary of that continuation (so multi-token predictions count).
@@ -22,49 +21,14 @@ from dataclasses import dataclass
 from itertools import accumulate
 
 from rmt_megatron.config.sections import RewardConfig
+from rmt_megatron.method.answer_format import (
+    THINK_CLOSE,
+    THINK_OPEN,
+    decode_bytes,
+    encode_text,
+    extract_prediction,
+)
 from rmt_megatron.method.budget import combined_reward, length_reward
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
-BOXED = "\\boxed{"
-
-
-def decode_bytes(data: bytes) -> str:
-    """Bytes -> str, losslessly (undecodable bytes become surrogates and re-encode exactly)."""
-    return data.decode("utf-8", errors="surrogateescape")
-
-
-def encode_text(text: str) -> bytes:
-    """Inverse of `decode_bytes`."""
-    return text.encode("utf-8", errors="surrogateescape")
-
-
-def extract_prediction(response: str) -> str | None:
-    """Content of the last complete `\\boxed{...}` after `</think>`, or None if there is none."""
-    close = response.find(THINK_CLOSE)
-    if close < 0:
-        return None
-    answer = response[close + len(THINK_CLOSE):]
-    start = answer.rfind(BOXED)
-    while start >= 0:
-        content = _balanced_content(answer, start + len(BOXED))
-        if content is not None:
-            return content
-        start = answer.rfind(BOXED, 0, start)
-    return None
-
-
-def _balanced_content(text: str, begin: int) -> str | None:
-    """`text[begin:end]` where `text[end]` is the `}` that closes an already-open brace."""
-    depth = 1
-    for index in range(begin, len(text)):
-        if text[index] == "{":
-            depth += 1
-        elif text[index] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[begin:index]
-    return None
 
 
 def exact_match_reward(prediction: bytes | None, next_token: bytes) -> float:
@@ -91,7 +55,7 @@ def reasoning_length(response_tokens: Sequence[bytes]) -> int:
     text = b"".join(response_tokens)
     open_at = text.find(THINK_OPEN.encode())
     inner_start = 0 if open_at < 0 else open_at + len(THINK_OPEN)
-    close_at = text.find(THINK_CLOSE.encode(), inner_start)
+    close_at = text.find(encode_text(THINK_CLOSE), inner_start)
     if close_at < 0:
         return len(response_tokens)
     count, offset = 0, 0

@@ -1,5 +1,6 @@
 """Starting weights from outside: a Hugging Face checkpoint directory or a GGUF file, one entry.
 
+    load_tokenizer(path)                  -> the tokenizer (.model, tokenizer.json, HF dir, .gguf)
     open_checkpoint(path)                 -> (config.json dict, reader of tensors by HF name)
     checkpoint_config(path)               -> the config.json dict alone
     import_model_config(path, run)        -> the checkpoint's architecture in the run's ModelConfig
@@ -7,7 +8,7 @@
     load_imported_weights(model, config, path)   this rank's slices into its GPTModel stage
     load_proxy(path, run_model, tokenizer)       a difficulty proxy in the run's layout
 
-A path ending in `.gguf` is read by `gguf_import`, anything else as a Hugging Face directory by
+A path ending in `.gguf` is read by `model_io.gguf`, anything else as a Hugging Face directory by
 `hf_import`; both map onto the model through `hf_import.load_weights`.
 """
 
@@ -19,16 +20,31 @@ from pathlib import Path
 
 from rmt_megatron.config.sections import ModelConfig, RMTConfig
 from rmt_megatron.errors import ConfigError
+from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.model_io.hf_import import (
     SafetensorsReader,
     architecture_from_hf,
     load_weights,
     read_hf_config,
 )
+from rmt_megatron.model_io.tokenizers import HFTokenizer, SentencePieceTokenizer
 
 
 def is_gguf(path: str | os.PathLike) -> bool:
     return Path(path).suffix == ".gguf"
+
+
+def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
+    """A `.model` file -> SentencePieceTokenizer; a `.gguf` file -> its embedded vocabulary;
+    tokenizer.json or a directory holding one -> HFTokenizer."""
+    path = Path(path)
+    if path.suffix == ".model":
+        return SentencePieceTokenizer(path)
+    if is_gguf(path):
+        from rmt_megatron.model_io.gguf import gguf_tokenizer
+
+        return gguf_tokenizer(path)
+    return HFTokenizer.from_file(path)
 
 
 def open_checkpoint(path: str | os.PathLike):
@@ -75,8 +91,6 @@ def load_imported_weights(model, config: ModelConfig, path: str | os.PathLike) -
 
 def _check_same_vocabulary(path: str | os.PathLike, tokenizer) -> None:
     """The proxy's own tokenizer (where it ships one) must give every id the run's bytes."""
-    from rmt_megatron.model_io.tokenizers import load_tokenizer
-
     has_tokenizer = is_gguf(path) or (Path(path) / "tokenizer.json").is_file()
     if not has_tokenizer:
         return

@@ -17,42 +17,46 @@ import shutil
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
-from megatron.core import parallel_state
 
 from rmt_megatron.cli import command
 from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.mcore import parallel
+from rmt_megatron.model_io.checkpoints import checkpoint_config, is_gguf
+from rmt_megatron.model_io.hf_names import (
+    GLOBAL_TENSORS,
+    LAYER_COLUMN_SHARDED,
+    LAYER_FC1,
+    LAYER_NORMS,
+    LAYER_QKV,
+    hf_layer_prefix,
+    layer_offset,
+    split_layer_name,
+)
 
-_COLUMN_SHARDED = ("self_attention.linear_proj.weight", "mlp.linear_fc2.weight")
-_REPLICATED = ("layernorm.weight",)
 
-
-def _gather_tp(name: str, tensor: torch.Tensor, tp: int) -> list[torch.Tensor] | torch.Tensor:
-    """Whole tensor for column-sharded weights; per-rank list for row-sharded ones."""
-    if tp == 1 or name.endswith(_REPLICATED):
+def _gather_tp(module: str, tensor: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
+    """Whole tensor for replicated and column-sharded weights; per-rank list for row-sharded
+    ones (vocab rows, fused QKV and FC1 blocks)."""
+    if module in LAYER_NORMS or module == "decoder.final_layernorm.weight":
         return tensor
-    pieces = [torch.empty_like(tensor) for _ in range(tp)]
-    dist.all_gather(pieces, tensor.contiguous(),
-                    group=parallel_state.get_tensor_model_parallel_group())
-    if name.endswith(_COLUMN_SHARDED):
+    pieces = parallel.tensor_parallel_all_gather(tensor)
+    if module in LAYER_COLUMN_SHARDED:
         return torch.cat(pieces, dim=1)
     return pieces
 
 
 def _stage_tensors(model, config: ModelConfig) -> dict[str, object]:
     """This stage's tensors by global Megatron name (TP shards gathered)."""
-    offset = parallel_state.get_pipeline_model_parallel_rank() * (
-        config.num_layers // config.pipeline_model_parallel_size)
+    first_layer = layer_offset(config, parallel.pipeline_stage())
     tensors = {}
     for name, tensor in model.state_dict().items():
         if tensor is None or name.endswith("_extra_state"):
             continue
-        if name.startswith("decoder.layers."):
-            parts = name.split(".")
-            parts[2] = str(int(parts[2]) + offset)
-            name = ".".join(parts)
-        tensors[name] = _gather_tp(name, tensor.detach().cpu(),
-                                   config.tensor_model_parallel_size)
+        layer = split_layer_name(name)
+        if layer is not None:
+            name = f"decoder.layers.{first_layer + layer[0]}.{layer[1]}"
+        module = name if layer is None else layer[1]
+        tensors[name] = _gather_tp(module, tensor.detach().cpu())
     return tensors
 
 
@@ -65,41 +69,35 @@ def _to_hf(tensors: dict, config: ModelConfig, vocab_size: int) -> dict[str, tor
     per_group = config.num_attention_heads // config.query_groups
     out: dict[str, torch.Tensor] = {}
     for name, value in tensors.items():
-        if name == "embedding.word_embeddings.weight":
-            out["model.embed_tokens.weight"] = torch.cat(_as_ranks(value))[:vocab_size]
-        elif name == "output_layer.weight":
-            if config.untie_embeddings_and_output_weights:
-                out["lm_head.weight"] = torch.cat(_as_ranks(value))[:vocab_size]
+        layer = split_layer_name(name)
+        if layer is not None:
+            out.update(_layer_to_hf(hf_layer_prefix(layer[0]), layer[1], value, per_group,
+                                    head_dim))
         elif name == "decoder.final_layernorm.weight":
-            out["model.norm.weight"] = value
-        else:
-            layer = f"model.layers.{name.split('.')[2]}"
-            module = ".".join(name.split(".")[3:])
-            out.update(_layer_to_hf(layer, module, value, per_group, head_dim))
+            out[GLOBAL_TENSORS[name]] = value
+        elif name == "embedding.word_embeddings.weight" or (
+                config.untie_embeddings_and_output_weights):
+            out[GLOBAL_TENSORS[name]] = torch.cat(_as_ranks(value))[:vocab_size]
     return {key: tensor.contiguous() for key, tensor in out.items()}
 
 
 def _layer_to_hf(layer: str, module: str, value, per_group: int,
                  head_dim: int) -> dict[str, torch.Tensor]:
-    whole = {"input_layernorm.weight": "input_layernorm.weight",
-             "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
-             "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
-             "self_attention.k_layernorm.weight": "self_attn.k_norm.weight",
-             "self_attention.linear_proj.weight": "self_attn.o_proj.weight",
-             "mlp.linear_fc2.weight": "mlp.down_proj.weight"}
+    whole = {**LAYER_NORMS, **LAYER_COLUMN_SHARDED}
     if module in whole:
         return {f"{layer}.{whole[module]}": value}
-    if module.startswith("self_attention.linear_qkv."):
+    if module.startswith(LAYER_QKV + "."):
         suffix = module.rsplit(".", 1)[1]
         fused = torch.cat(_as_ranks(value))
         groups = fused.reshape(-1, (per_group + 2) * head_dim, *fused.shape[1:])
         q, k, v = groups.split([per_group * head_dim, head_dim, head_dim], dim=1)
         return {f"{layer}.self_attn.{proj}_proj.{suffix}": part.reshape(-1, *fused.shape[1:])
                 for proj, part in (("q", q), ("k", k), ("v", v))}
-    if module == "mlp.linear_fc1.weight":
+    if module == LAYER_FC1[0]:
         halves = [piece.chunk(2) for piece in _as_ranks(value)]
-        return {f"{layer}.mlp.gate_proj.weight": torch.cat([g for g, _ in halves]),
-                f"{layer}.mlp.up_proj.weight": torch.cat([u for _, u in halves])}
+        gate, up = LAYER_FC1[1]
+        return {f"{layer}.{gate}": torch.cat([g for g, _ in halves]),
+                f"{layer}.{up}": torch.cat([u for _, u in halves])}
     raise ValueError(f"no Hugging Face tensor for {layer}.{module}")
 
 
@@ -111,7 +109,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def _write_source_files(source: Path, directory: Path) -> None:
     """config.json and the tokenizer files of the checkpoint the run started from: copied from a
     Hugging Face directory, or written from a GGUF file's metadata and vocabulary."""
-    if source.suffix == ".gguf":
+    if is_gguf(source):
         from rmt_megatron.model_io.gguf import GGUFCheckpoint, gguf_tokenizer
 
         (directory / "config.json").write_text(
@@ -125,8 +123,6 @@ def _write_source_files(source: Path, directory: Path) -> None:
 
 def source_vocab_size(source: str | os.PathLike) -> int:
     """The unpadded vocabulary size of the checkpoint a run started from."""
-    from rmt_megatron.model_io.checkpoints import checkpoint_config
-
     return checkpoint_config(source)["vocab_size"]
 
 
@@ -137,13 +133,9 @@ def export_hf(model, config: ModelConfig, vocab_size: int, source: str | os.Path
     Collective; returns the directory on rank 0, None elsewhere."""
     from safetensors.torch import save_file
 
-    tensors = _stage_tensors(model, config)
-    if dist.is_initialized() and config.pipeline_model_parallel_size > 1:
-        stages = [None] * config.pipeline_model_parallel_size
-        dist.all_gather_object(stages, tensors,
-                               group=parallel_state.get_pipeline_model_parallel_group())
-        tensors = {k: v for stage in stages for k, v in stage.items()}
-    if dist.is_initialized() and dist.get_rank() != 0:
+    stages = parallel.pipeline_all_gather_object(_stage_tensors(model, config))
+    tensors = {k: v for stage in stages for k, v in stage.items()}
+    if not parallel.is_main_rank():
         return None
     output = Path(output)
     temporary = output.with_name(output.name + ".tmp")
@@ -165,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from dataclasses import replace
 
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import cpu
     from rmt_megatron.mcore.checkpoint import latest_step, load_checkpoint, read_state, step_dir
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 

@@ -28,11 +28,21 @@ import json
 from pathlib import Path
 
 import torch
-from megatron.core import parallel_state
 
 from rmt_megatron.config.sections import ModelConfig
 from rmt_megatron.errors import CheckpointError, ConfigError
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.gpt_model import padded_vocab_size
+from rmt_megatron.model_io.hf_names import (
+    GLOBAL_TENSORS,
+    LAYER_COLUMN_SHARDED,
+    LAYER_FC1,
+    LAYER_NORMS,
+    LAYER_QKV,
+    hf_layer_prefix,
+    layer_offset,
+    split_layer_name,
+)
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
@@ -164,40 +174,31 @@ def _vocab_rows(reader: SafetensorsReader, name: str, config: ModelConfig, tp_ra
 
 
 def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_rank: int,
-               layer_offset: int, vocab_size: int) -> torch.Tensor:
+               first_layer: int, vocab_size: int) -> torch.Tensor:
     tp = config.tensor_model_parallel_size
-    tied = not config.untie_embeddings_and_output_weights
-    if name == "embedding.word_embeddings.weight":
-        return _vocab_rows(reader, "model.embed_tokens.weight", config, tp_rank, vocab_size)
-    if name == "output_layer.weight":
-        source = "model.embed_tokens.weight" if tied else "lm_head.weight"
+    if name in ("embedding.word_embeddings.weight", "output_layer.weight"):
+        tied = not config.untie_embeddings_and_output_weights
+        source = GLOBAL_TENSORS["embedding.word_embeddings.weight" if tied else name]
         return _vocab_rows(reader, source, config, tp_rank, vocab_size)
-    if name == "decoder.final_layernorm.weight":
-        return reader.read("model.norm.weight")
-    parts = name.split(".")
-    if parts[:2] != ["decoder", "layers"]:
+    if name in GLOBAL_TENSORS:
+        return reader.read(GLOBAL_TENSORS[name])
+    layer = split_layer_name(name)
+    if layer is None:
         raise CheckpointError(f"no Hugging Face tensor maps to {name!r}")
-    prefix = f"model.layers.{int(parts[2]) + layer_offset}"
-    module = ".".join(parts[3:])
-    whole = {"input_layernorm.weight": "input_layernorm.weight",
-             "pre_mlp_layernorm.weight": "post_attention_layernorm.weight",
-             "self_attention.q_layernorm.weight": "self_attn.q_norm.weight",
-             "self_attention.k_layernorm.weight": "self_attn.k_norm.weight"}
-    if module in whole:
-        return reader.read(f"{prefix}.{whole[module]}")
-    if module in ("self_attention.linear_qkv.weight", "self_attention.linear_qkv.bias"):
+    prefix, module = hf_layer_prefix(first_layer + layer[0]), layer[1]
+    if module in LAYER_NORMS:
+        return reader.read(f"{prefix}.{LAYER_NORMS[module]}")
+    if module.startswith(LAYER_QKV + "."):
         return _fused_qkv(reader, f"{prefix}.self_attn", module.rsplit(".", 1)[1], config,
                           tp_rank)
-    if module == "self_attention.linear_proj.weight":
-        columns = _rank_range(config.num_attention_heads * config.head_dim, tp_rank, tp)
-        return reader.read(f"{prefix}.self_attn.o_proj.weight", slice(None), columns)
-    if module == "mlp.linear_fc1.weight":
+    if module in LAYER_COLUMN_SHARDED:
+        width = (config.num_attention_heads * config.head_dim
+                 if module.startswith("self_attention") else config.ffn_hidden_size)
+        return reader.read(f"{prefix}.{LAYER_COLUMN_SHARDED[module]}", slice(None),
+                           _rank_range(width, tp_rank, tp))
+    if module == LAYER_FC1[0]:
         rows = _rank_range(config.ffn_hidden_size, tp_rank, tp)
-        return torch.cat([reader.read(f"{prefix}.mlp.gate_proj.weight", rows),
-                          reader.read(f"{prefix}.mlp.up_proj.weight", rows)])
-    if module == "mlp.linear_fc2.weight":
-        columns = _rank_range(config.ffn_hidden_size, tp_rank, tp)
-        return reader.read(f"{prefix}.mlp.down_proj.weight", slice(None), columns)
+        return torch.cat([reader.read(f"{prefix}.{hf}", rows) for hf in LAYER_FC1[1]])
     raise CheckpointError(f"no Hugging Face tensor maps to {name!r}")
 
 
@@ -206,13 +207,12 @@ def load_weights(model, config: ModelConfig, reader, vocab_size: int) -> None:
     """Fill this rank's GPTModel stage from `reader` (`name in reader`, `reader.read(name, rows,
     columns)` by Hugging Face tensor name), one parameter at a time so that only one tensor is
     ever held besides the model."""
-    tp_rank = parallel_state.get_tensor_model_parallel_rank()
-    stage = parallel_state.get_pipeline_model_parallel_rank()
-    layer_offset = stage * (config.num_layers // config.pipeline_model_parallel_size)
+    tp_rank = parallel.tensor_parallel_rank()
+    first_layer = layer_offset(config, parallel.pipeline_stage())
     for name, current in model.state_dict(keep_vars=True).items():
         if current is None or name.endswith("_extra_state"):
             continue
-        value = _hf_tensor(name, reader, config, tp_rank, layer_offset, vocab_size)
+        value = _hf_tensor(name, reader, config, tp_rank, first_layer, vocab_size)
         if value.shape != current.shape:
             raise CheckpointError(
                 f"{name}: the checkpoint gives shape {tuple(value.shape)} but the model built "

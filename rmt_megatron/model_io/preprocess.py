@@ -24,7 +24,8 @@ from tqdm import tqdm
 from rmt_megatron.cli import command
 from rmt_megatron.errors import DatasetError
 from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
-from rmt_megatron.model_io.tokenizers import load_tokenizer, train_sentencepiece
+from rmt_megatron.model_io.checkpoints import load_tokenizer
+from rmt_megatron.model_io.tokenizers import train_sentencepiece
 
 
 def read_documents(path: Path, json_key: str) -> Iterator[str]:

@@ -1,6 +1,6 @@
-"""Tokenizers with exact per-token bytes (what the match rewards compare), behind one interface:
-`vocab_size`, `eos_id`, `encode`, `decode`, `token_bytes`, and `chat_template` (None when the
-model has none; `render_chat` applies it).
+"""Tokenizers with exact per-token bytes (what the match rewards compare), behind the one
+`rmt_megatron.method.tokenizer.Tokenizer` protocol: `vocab_size`, `eos_id`, `encode`, `decode`,
+`token_bytes`, and `chat_template` (None when the model has none; `method.prompt` renders it).
 
 - `SentencePieceTokenizer`: a `.model` file. Models trained here use BPE with byte fallback,
   identity normalisation and no dummy prefix, so `decode(encode(text)) == text`, and digits split
@@ -10,12 +10,11 @@ model has none; `render_chat` applies it).
   byte-to-character table, so a token that holds half of a UTF-8 character gives its real bytes.
   Also built from a GGUF file's embedded vocabulary (`gguf_import.gguf_tokenizer`).
 
-`load_tokenizer(path)` picks the class from the path.
+`model_io.checkpoints.load_tokenizer(path)` picks the class from the path.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -26,9 +25,7 @@ import sentencepiece as spm
 
 from rmt_megatron.errors import TokenizerError
 from rmt_megatron.files import atomic_write
-
-FORMAT_SYMBOLS = ("<think>", "</think>", "\\boxed{")
-"""User-defined pieces every trained tokenizer has."""
+from rmt_megatron.method.answer_format import FORMAT_SYMBOLS
 
 
 class SentencePieceTokenizer:
@@ -41,6 +38,7 @@ class SentencePieceTokenizer:
                                     "written by `rmt-preprocess` or sentencepiece")
         self.path = path
         self.chat_template = None
+        self.bos_text = ""
         self._sp = spm.SentencePieceProcessor()
         try:
             self._sp.load(str(path))
@@ -200,39 +198,3 @@ class HFTokenizer:
 
 
 _BYTE_DECODER = _byte_level_decoder()
-
-
-def load_tokenizer(path: str | os.PathLike) -> SentencePieceTokenizer | HFTokenizer:
-    """A `.model` file -> SentencePieceTokenizer; a `.gguf` file -> its embedded vocabulary;
-    tokenizer.json or a directory -> HFTokenizer."""
-    path = Path(path)
-    if path.suffix == ".model":
-        return SentencePieceTokenizer(path)
-    if path.suffix == ".gguf":
-        from rmt_megatron.model_io.gguf import gguf_tokenizer
-
-        return gguf_tokenizer(path)
-    return HFTokenizer.from_file(path)
-
-
-@functools.cache
-def _chat_template(source: str):
-    """A chat template compiled once (jinja2 sandbox, Hugging Face's settings)."""
-    from jinja2.exceptions import TemplateError
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-    def raise_exception(message):
-        raise TemplateError(message)
-
-    environment = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-    environment.globals["raise_exception"] = raise_exception
-    return environment.from_string(source)
-
-
-def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
-    """The text of `messages` ([{"role", "content"}]) under the tokenizer's chat template, ending
-    with the assistant turn's opening (Hugging Face's add_generation_prompt=True)."""
-    eos = tokenizer.decode([tokenizer.eos_id])
-    return _chat_template(tokenizer.chat_template).render(
-        messages=messages, add_generation_prompt=True, eos_token=eos,
-        bos_token=getattr(tokenizer, "bos_text", ""))

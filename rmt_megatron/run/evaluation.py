@@ -1,4 +1,4 @@
-"""Held-out next-token accuracy, as RPT and RMT report it (spec §8.1, §11 #15).
+"""Held-out next-token accuracy, as RPT and RMT report it (docs/method.md, "Evaluation").
 
 A fixed sample of held-out positions (chosen once from a seed) is split by the proxy entropy H into
 RPT's nested splits: easy H > 0.5, medium H > 1.0, hard H > 1.5 (thresholds from the curriculum
@@ -7,7 +7,8 @@ config). Per split:
   the share of positions whose boxed prediction matches (the configured match rule);
 - `ntp_accuracy`: plain teacher-forced argmax next-token prediction, no reasoning;
 - `mean_reasoning_length`, `valid_format`: over the reasoning rollouts.
-"average" is the plain mean of the three splits' accuracies.
+"average" is the plain mean of the splits' accuracies (of those that hold any position; a split
+without positions reports NaN). Data-parallel replicas each evaluate every D-th position.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ import numpy as np
 import torch
 
 from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
+from rmt_megatron.errors import DatasetError
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.generation import RolloutEngine
-from rmt_megatron.mcore.parallel import share_from_last_stage
+from rmt_megatron.mcore.teacher_forcing import argmax_statistic, forward_statistics
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.method.rewards import score_rollout
-from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
-from rmt_megatron.run.difficulty import forward_statistics
+from rmt_megatron.method.tallies import mean_of
+from rmt_megatron.method.tokenizer import Tokenizer
+from rmt_megatron.run.sharding import replica_share
 
 
 @dataclass(frozen=True)
@@ -44,53 +48,64 @@ def sample_eval_positions(documents: list[np.ndarray], entropy: np.ndarray, lowe
                 candidates.append(EvalPosition(doc, pos, float(entropy[offset + pos])))
         offset += len(tokens)
     if not candidates:
-        raise ValueError("no held-out position is above the lowest entropy threshold")
+        raise DatasetError("no held-out position is above the lowest entropy threshold: lower "
+                           "--rmt-tier-thresholds or use a larger --valid-data-path")
     order = np.random.default_rng(seed).permutation(len(candidates))[:count]
     return [candidates[i] for i in sorted(order)]
 
 
-def _argmax_statistic(vocab_size: int):
-    """Teacher-forced argmax over the real vocabulary (TP shards gathered first)."""
-    from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
-
-    def statistic(logits: torch.Tensor, batch) -> torch.Tensor:
-        full = gather_from_tensor_model_parallel_region(logits)
-        return full[..., :vocab_size].argmax(dim=-1)
-
-    return statistic
-
-
-def evaluate(model, engine: RolloutEngine, tokenizer: SentencePieceTokenizer,
-             documents: list[np.ndarray], positions: list[EvalPosition], config: RMTConfig,
-             budget: int | None, seed: int) -> dict:
-    """Accuracy and reasoning length per nested split (see module docstring), as a dict."""
-    prompts = [build_prompt(tokenizer, documents[p.document][:p.position], budget,
-                            config.rollout.max_prompt_length) for p in positions]
-    cap = config.rollout.max_response_length
-    rollouts = engine.generate(prompts, 1, cap, temperature=0.0, top_p=1.0,
-                               generator=torch.Generator().manual_seed(seed))
-    scores = [score_rollout(tokenizer.token_bytes(r.tokens),
-                            tokenizer.token_bytes(documents[p.document][p.position:]),
-                            budget, config.reward) for r, p in zip(rollouts, positions,
-                                                                   strict=True)]
-    predicted = _argmax_predictions(model, documents, positions, tokenizer)
+def evaluate(model, engine: RolloutEngine, tokenizer: Tokenizer, documents: list[np.ndarray],
+             positions: list[EvalPosition], config: RMTConfig, budget: int | None,
+             seed: int) -> dict:
+    """Accuracy and reasoning length per nested split (see module docstring), as a dict.
+    Collective over data-parallel replicas: each evaluates its share of `positions`."""
+    mine = [positions[i] for i in replica_share(len(positions),
+                                                *parallel.data_parallel_rank_and_size())]
+    outcomes = _outcomes(model, engine, tokenizer, documents, mine, config, budget, seed)
+    shares = parallel.data_parallel_all_gather_object(outcomes)
+    by_position = dict(zip(mine, outcomes, strict=True))
+    for share_positions, share in zip(
+            [[positions[i] for i in replica_share(len(positions), rank, len(shares))]
+             for rank in range(len(shares))], shares, strict=True):
+        by_position.update(zip(share_positions, share, strict=True))
+    results = [by_position[p] for p in positions]
     thresholds = dict(zip(TIER_NAMES, config.curriculum.tier_thresholds, strict=True))
     report: dict = {"positions": len(positions), "budget": budget, "splits": {}}
     for name, threshold in thresholds.items():
-        members = [i for i, p in enumerate(positions) if p.entropy > threshold]
-        report["splits"][name] = {
-            "positions": len(members),
-            "reasoning_accuracy": _mean([scores[i].match for i in members]),
-            "ntp_accuracy": _mean([float(predicted[i] == documents[positions[i].document][
-                positions[i].position]) for i in members]),
-            "mean_reasoning_length": _mean([scores[i].reasoning_tokens for i in members]),
-            "valid_format": _mean([float(scores[i].valid_format) for i in members]),
-        }
-    splits = report["splits"].values()
-    report["average"] = {key: _mean([s[key] for s in splits])
+        members = [r for r, p in zip(results, positions, strict=True) if p.entropy > threshold]
+        report["splits"][name] = {"positions": len(members),
+                                  **{key: mean_of(r[key] for r in members) for key in OUTCOMES}}
+    present = [s for s in report["splits"].values() if s["positions"]]
+    report["average"] = {key: mean_of(s[key] for s in present)
                          for key in ("reasoning_accuracy", "ntp_accuracy")}
-    report["mean_reasoning_length"] = _mean([s.reasoning_tokens for s in scores])
+    report["mean_reasoning_length"] = mean_of(r["mean_reasoning_length"] for r in results)
     return report
+
+
+OUTCOMES = ("reasoning_accuracy", "ntp_accuracy", "mean_reasoning_length", "valid_format")
+"""What `evaluate` measures at each position (then averages per split)."""
+
+
+def _outcomes(model, engine, tokenizer, documents, positions, config, budget,
+              seed) -> list[dict[str, float]]:
+    """`OUTCOMES` at each of `positions` (greedy reasoning rollout and plain argmax)."""
+    if not positions:
+        return []
+    prompts = [build_prompt(tokenizer, documents[p.document][:p.position], budget,
+                            config.rollout.max_prompt_length) for p in positions]
+    rollouts = engine.generate(prompts, 1, config.rollout.max_response_length, temperature=0.0,
+                               top_p=1.0, generator=torch.Generator().manual_seed(seed))
+    predicted = _argmax_predictions(model, documents, positions, tokenizer)
+    outcomes = []
+    for p, rollout, argmax in zip(positions, rollouts, predicted, strict=True):
+        target = documents[p.document][p.position:]
+        score = score_rollout(tokenizer.token_bytes(rollout.tokens),
+                              tokenizer.token_bytes(target), budget, config.reward)
+        outcomes.append({"reasoning_accuracy": score.match,
+                         "ntp_accuracy": float(argmax == target[0]),
+                         "mean_reasoning_length": float(score.reasoning_tokens),
+                         "valid_format": float(score.valid_format)})
+    return outcomes
 
 
 def _argmax_predictions(model, documents, positions, tokenizer) -> list[int]:
@@ -101,11 +116,6 @@ def _argmax_predictions(model, documents, positions, tokenizer) -> list[int]:
     for row, p in enumerate(positions):
         tokens[row, :p.position] = torch.as_tensor(documents[p.document][:p.position])
     batch = {"tokens": tokens, "position_ids": torch.arange(width)[None].expand(rows, width)}
-    result = share_from_last_stage(forward_statistics(model, [batch],
-                                                         _argmax_statistic(tokenizer.vocab_size)))
-    argmax = result[0]
+    argmax = parallel.share_from_last_stage(
+        forward_statistics(model, [batch], argmax_statistic(tokenizer.vocab_size)))[0]
     return [int(argmax[row, p.position - 1]) for row, p in enumerate(positions)]
-
-
-def _mean(values: list[float]) -> float | None:
-    return float(np.mean(values)) if values else None

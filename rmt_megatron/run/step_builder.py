@@ -34,7 +34,7 @@ from rmt_megatron.method.packing import (
 )
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.method.rewards import score_rollout
-from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.run.metrics import SumsAndCounts
 
 ANSWER_ALLOWANCE = 16
@@ -47,7 +47,7 @@ STAT_NAMES = (["match_reward", "length_reward", "reasoning_length", "valid_forma
 """Statistics `StepBatchBuilder.build` accumulates (means over rollouts or groups)."""
 
 
-def eligible_positions(documents: list[np.ndarray], tokenizer: SentencePieceTokenizer,
+def eligible_positions(documents: list[np.ndarray], tokenizer: Tokenizer,
                        min_context: int) -> np.ndarray:
     """Flat bool over all tokens: enough context and a target that has text (spec §11 #8)."""
     empty = np.array([len(b) == 0 for b in tokenizer.token_bytes(range(tokenizer.vocab_size))])
@@ -91,7 +91,7 @@ class StepBatchBuilder:
     None, the builder only serves evaluation (`engine`, `budget`; --skip-train) and `build`
     refuses."""
 
-    def __init__(self, config: RMTConfig, model, tokenizer: SentencePieceTokenizer,
+    def __init__(self, config: RMTConfig, model, tokenizer: Tokenizer,
                  documents: list[np.ndarray], train_entropy: np.ndarray | None) -> None:
         self.config = config
         self.tokenizer = tokenizer

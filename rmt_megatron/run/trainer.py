@@ -37,12 +37,14 @@ from rmt_megatron.mcore.checkpoint import (
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training, train_step
+from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.model_io.checkpoints import (
     load_imported_weights,
     load_proxy,
+    load_tokenizer,
     with_imported_model,
 )
-from rmt_megatron.model_io.tokenizers import HFTokenizer, SentencePieceTokenizer, load_tokenizer
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.difficulty import score_difficulty
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.metrics import MetricsWriter, progress_line
@@ -51,7 +53,7 @@ from rmt_megatron.run.step_builder import STAT_NAMES, StepBatchBuilder
 
 @dataclass
 class RunData:
-    tokenizer: SentencePieceTokenizer | HFTokenizer
+    tokenizer: Tokenizer
     train_prefix: Path
     valid_prefix: Path
     pretrained: Path | None

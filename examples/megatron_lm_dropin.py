@@ -23,6 +23,7 @@ from rmt_megatron.config.flags import add_megatron_args, config_from_args
 from rmt_megatron.dropin import add_rmt_args, configure, forward_step  # RMT
 from rmt_megatron.mcore import cpu, parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
+from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
@@ -65,7 +66,9 @@ def main() -> None:
                                    config.curriculum.entropy_top_k, config.model.seq_length,
                                    config.train.micro_batch_size, tokenizer.eos_id,
                                    show_progress=False)
-        builder = StepBatchBuilder(config, state.module, tokenizer, documents, entropy)
+        engine = RolloutEngine.for_model(state.module, tokenizer, config.model)
+        builder = StepBatchBuilder(config, engine, tokenizer, documents, entropy,
+                                   *parallel.data_parallel_rank_and_size())
         for step in range(args.steps):
             batches = builder.build(step)
             losses, grad_norm = train_step(

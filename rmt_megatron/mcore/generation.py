@@ -31,7 +31,10 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.inference.contexts import StaticInferenceContext
 
+from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.mcore.gpt_model import DTYPES
 from rmt_megatron.method.answer_format import AnswerStop
+from rmt_megatron.method.tokenizer import Tokenizer
 
 
 @dataclass
@@ -81,6 +84,12 @@ class RolloutEngine:
         self.token_bytes = token_bytes
         self.hidden_size = hidden_size
         self.params_dtype = params_dtype
+
+    @classmethod
+    def for_model(cls, model, tokenizer: Tokenizer, config: ModelConfig) -> RolloutEngine:
+        """An engine over `model` (this rank's stage) that samples `tokenizer`'s vocabulary."""
+        return cls(model, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.token_bytes,
+                   config.hidden_size, DTYPES[config.params_dtype])
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int,

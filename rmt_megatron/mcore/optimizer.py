@@ -26,7 +26,8 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 
 from rmt_megatron.config.sections import ModelConfig, TrainConfig
 from rmt_megatron.mcore.cpu import cpu_only
-from rmt_megatron.mcore.gpt_model import build_gpt_model
+from rmt_megatron.mcore.gpt_model import DTYPES, build_gpt_model
+from rmt_megatron.method.tallies import mean_or_nan
 
 
 @dataclass
@@ -75,8 +76,7 @@ def build_training(model_config: ModelConfig, train_config: TrainConfig,
                         adam_beta1=train_config.adam_beta1, adam_beta2=train_config.adam_beta2,
                         adam_eps=train_config.adam_eps, clip_grad=train_config.clip_grad,
                         bf16=bf16, fp16=fp16,
-                        params_dtype=torch.bfloat16 if bf16 else (
-                            torch.float16 if fp16 else torch.float32),
+                        params_dtype=DTYPES[model_config.params_dtype],
                         use_distributed_optimizer=not cpu_only()),
         [ddp])
     if fp16:
@@ -117,6 +117,6 @@ def _sum_reports(reports_per_batch: list[dict[str, torch.Tensor]]) -> dict[str, 
 
 def report_mean(totals: dict[str, torch.Tensor], key: str) -> float:
     """Σ loss / token count of one report key (NaN when it had no tokens)."""
-    if key not in totals or totals[key][1] == 0:
+    if key not in totals:
         return math.nan
-    return float(totals[key][0] / totals[key][1])
+    return mean_or_nan(float(totals[key][0]), float(totals[key][1]))

@@ -6,30 +6,18 @@ import math
 import os
 
 import torch
-import torch.distributed as dist
-from megatron.core import parallel_state
+
+from rmt_megatron.mcore import parallel
+from rmt_megatron.method.tallies import Tally, mean_or_nan
 
 
-class SumsAndCounts:
-    """Named running sums with counts, reduced over the data-parallel group to means."""
-
-    def __init__(self) -> None:
-        self._values: dict[str, list[float]] = {}
-
-    def add(self, name: str, total: float, count: float = 1.0) -> None:
-        entry = self._values.setdefault(name, [0.0, 0.0])
-        entry[0] += total
-        entry[1] += count
-
-    def means(self, names: list[str]) -> dict[str, float]:
-        """Means over all data-parallel ranks (collective: every rank passes the same names;
-        a name without any count gives NaN)."""
-        packed = torch.tensor([self._values.get(n, [0.0, 0.0]) for n in names],
-                              dtype=torch.float64)
-        if dist.is_initialized() and parallel_state.get_data_parallel_world_size() > 1:
-            dist.all_reduce(packed, group=parallel_state.get_data_parallel_group())
-        return {n: (float(s / c) if c else math.nan) for n, (s, c) in zip(names, packed.tolist(),
-                                                                          strict=True)}
+def replica_means(tally: Tally, names: list[str]) -> dict[str, float]:
+    """`tally`'s means over all data-parallel replicas (collective: every replica passes the same
+    names; a name without any count gives NaN)."""
+    packed = torch.tensor(tally.sums_and_counts(names), dtype=torch.float64)
+    parallel.data_parallel_all_reduce(packed)
+    return {name: mean_or_nan(total, count)
+            for name, (total, count) in zip(names, packed.tolist(), strict=True)}
 
 
 class MetricsWriter:

@@ -1,9 +1,11 @@
 """The data side of one RMT step: draw positions, roll out, score, and build micro-batches.
 
-`StepBatchBuilder.build(step)` does spec §6 steps 1–8 for this data-parallel rank and returns the
-micro-batches for `rmt_megatron.step.make_forward_step` plus the step's statistics. It only needs
-the policy's model stage (for rollouts), the tokenizer, the training documents and, with RL, their
-proxy entropies, so the trainer and a drop-in Megatron-LM loop share it. Every draw is seeded from
+`StepBatchBuilder.build(step)` does one step's data work for this data-parallel replica (budget
+and tier probabilities, curriculum draw, prompts, rollouts, rewards and advantages through
+`method.group_scores`, NTP windows, packing; docs/method.md, "One step") and returns the
+micro-batches for `mcore.forward_step.make_forward_step` plus the step's statistics. It needs a
+rollout engine, the tokenizer, the training documents and, with RL, their proxy entropies, so the
+trainer and a drop-in Megatron-LM loop share it. Every draw is seeded from
 (seed, step, data-parallel rank); `state_dict()` holds the sampler, so a resumed run builds what an
 uninterrupted one would have.
 """
@@ -15,16 +17,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from megatron.core import parallel_state
 
-from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
+from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError
-from rmt_megatron.mcore.generation import RolloutEngine
-from rmt_megatron.mcore.gpt_model import DTYPES
-from rmt_megatron.method.advantages import grpo_advantages, informative_groups
+from rmt_megatron.mcore import parallel
 from rmt_megatron.method.budget import budget_at, rollout_token_cap
 from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
+from rmt_megatron.method.group_scores import score_groups
 from rmt_megatron.method.packing import (
     TrainingSequence,
     collate,
@@ -33,23 +32,17 @@ from rmt_megatron.method.packing import (
     token_weights,
 )
 from rmt_megatron.method.prompt import build_prompt
-from rmt_megatron.method.rewards import score_rollout
+from rmt_megatron.method.tallies import Tally
 from rmt_megatron.method.tokenizer import Tokenizer
-from rmt_megatron.run.metrics import SumsAndCounts
+from rmt_megatron.run.sharding import replica_share
 
 ANSWER_ALLOWANCE = 16
 """Tokens allowed past 2·B_t for `</think>` and the boxed answer."""
 
-STAT_NAMES = (["match_reward", "length_reward", "reasoning_length", "valid_format",
-               "over_twice_budget", "truncated", "response_length", "kept_groups"]
-              + [f"match_reward/{t}" for t in TIER_NAMES]
-              + [f"tier_share/{t}" for t in TIER_NAMES])
-"""Statistics `StepBatchBuilder.build` accumulates (means over rollouts or groups)."""
-
-
 def eligible_positions(documents: list[np.ndarray], tokenizer: Tokenizer,
                        min_context: int) -> np.ndarray:
-    """Flat bool over all tokens: enough context and a target that has text (spec §11 #8)."""
+    """Flat bool over all tokens: enough context and a target that has text (docs/method.md,
+    "Which positions")."""
     empty = np.array([len(b) == 0 for b in tokenizer.token_bytes(range(tokenizer.vocab_size))])
     flags = []
     for tokens in documents:
@@ -74,7 +67,7 @@ class StepBatches:
 
     micro_batches: list[dict[str, torch.Tensor]]
     seq_length: int
-    stats: SumsAndCounts
+    stats: Tally
     budget: int | None
     probs: tuple[float, float, float] | None
     loss_tokens: int
@@ -84,28 +77,29 @@ class StepBatches:
 
 
 class StepBatchBuilder:
-    """Builds each step's micro-batches from the policy `model` (this rank's GPTModel stage).
+    """Builds each step's micro-batches for data-parallel replica `dp_rank` of `dp_size`.
 
-    train_entropy: the proxy's entropy at every token of `documents` (flat, NaN where unscored);
-    needed to draw RL positions (config.loss.rl_weight > 0), unused otherwise. With RL on and
-    None, the builder only serves evaluation (`engine`, `budget`; --skip-train) and `build`
-    refuses."""
+    engine: generates the rollouts (a `RolloutEngine` over this rank's stage of the policy, or
+    anything with its `generate`). train_entropy: the proxy's entropy at every token of
+    `documents` (flat, NaN where unscored); needed to draw RL positions (config.loss.rl_weight >
+    0), unused otherwise. With RL on and None, the builder only serves evaluation (`budget`;
+    --skip-train) and `build` refuses. The step's token counts are summed over the replicas'
+    process group when there is one (`parallel.data_parallel_all_reduce`)."""
 
-    def __init__(self, config: RMTConfig, model, tokenizer: Tokenizer,
-                 documents: list[np.ndarray], train_entropy: np.ndarray | None) -> None:
+    def __init__(self, config: RMTConfig, engine, tokenizer: Tokenizer,
+                 documents: list[np.ndarray], train_entropy: np.ndarray | None,
+                 dp_rank: int = 0, dp_size: int = 1) -> None:
         self.config = config
+        self.engine = engine
         self.tokenizer = tokenizer
         self.documents = documents
         self.rl = config.loss.rl_weight > 0
         self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in documents])])
-        self.dp_rank = parallel_state.get_data_parallel_rank()
-        self.dp_size = parallel_state.get_data_parallel_world_size()
+        self.dp_rank, self.dp_size = dp_rank, dp_size
         if config.rollout.prompts_per_step % self.dp_size:
             raise ConfigError(f"rollout.prompts_per_step={config.rollout.prompts_per_step} "
-                              f"must be divisible by the data-parallel size {self.dp_size}")
-        self.engine = RolloutEngine(model, tokenizer.vocab_size, tokenizer.eos_id,
-                                    tokenizer.token_bytes, config.model.hidden_size,
-                                    DTYPES[config.model.params_dtype])
+                              f"must be divisible by the data-parallel size {self.dp_size}",
+                              field="rollout.prompts_per_step")
         if self.rl and train_entropy is None:  # evaluation only: no positions to draw
             self.tiers = self.sampler = None
         elif self.rl:
@@ -142,12 +136,12 @@ class StepBatchBuilder:
             raise RuntimeError("this builder was made without the training set's difficulty "
                                "scores (evaluation only): it cannot draw RL positions")
         config = self.config
-        stats = SumsAndCounts()
+        stats = Tally()
         budget = self.budget(step)
         probs = (tier_probabilities(step, config.train.train_iters, config.curriculum)
                  if self.rl and config.curriculum.enabled else None)
         drawn, drawn_tiers = self.sampler.sample(config.rollout.prompts_per_step, probs)
-        mine = slice(self.dp_rank, None, self.dp_size)
+        mine = list(replica_share(len(drawn), self.dp_rank, self.dp_size))
         sequences: list[TrainingSequence] = []
         rollout_tokens, rollout_seconds = 0, 0.0
         if self.rl:
@@ -159,8 +153,7 @@ class StepBatchBuilder:
                 sequences.append(ntp_sequence(window.tolist(), ()))
         counts = torch.tensor([sum(s.rl_tokens for s in sequences),
                                sum(s.ntp_tokens for s in sequences)], dtype=torch.float64)
-        if self.dp_size > 1:
-            dist.all_reduce(counts, group=parallel_state.get_data_parallel_group())
+        parallel.data_parallel_all_reduce(counts)
         weights = token_weights(int(counts[0]), int(counts[1]), config.loss.rl_weight,
                                 config.loss.ntp_weight)
         if not sequences:  # every group filtered out: still join the collective step
@@ -182,33 +175,14 @@ class StepBatchBuilder:
                                         config.rollout.temperature, config.rollout.top_p,
                                         self._generator(step))
         seconds = time.time() - started
+        scores = score_groups(
+            [tokenizer.token_bytes(r.tokens) for r in rollouts], [r.finished for r in rollouts],
+            [tokenizer.token_bytes(self.documents[d][p:].tolist()) for d, p in positions],
+            [int(t) for t in tiers], budget, config, stats)
         group = config.rollout.group_size
-        rewards = torch.zeros(len(prompts), group)
-        for index, rollout in enumerate(rollouts):
-            doc, pos = positions[rollout.prompt_index]
-            score = score_rollout(tokenizer.token_bytes(rollout.tokens),
-                                  tokenizer.token_bytes(self.documents[doc][pos:].tolist()),
-                                  budget, config.reward)
-            rewards[rollout.prompt_index, index % group] = score.total
-            tier = TIER_NAMES[tiers[rollout.prompt_index]]
-            stats.add("match_reward", score.match)
-            stats.add(f"match_reward/{tier}", score.match)
-            stats.add("length_reward", score.length)
-            stats.add("reasoning_length", score.reasoning_tokens)
-            stats.add("valid_format", float(score.valid_format))
-            stats.add("over_twice_budget",
-                      float(budget is not None and score.reasoning_tokens > 2 * budget))
-            stats.add("truncated", float(not rollout.finished))
-            stats.add("response_length", len(rollout.tokens))
-        for k, name in enumerate(TIER_NAMES):
-            stats.add(f"tier_share/{name}", float((tiers == k).sum()), len(tiers))
-        advantages = grpo_advantages(rewards, config.loss.advantage_eps)
-        keep = (informative_groups(rewards) if config.loss.filter_zero_variance_groups
-                else torch.ones(len(prompts), dtype=torch.bool))
-        stats.add("kept_groups", float(keep.sum()), len(prompts))
         sequences = [rl_sequence(prompts[r.prompt_index], r.tokens,
-                                 float(advantages[r.prompt_index, i % group]))
-                     for i, r in enumerate(rollouts) if keep[r.prompt_index]]
+                                 float(scores.advantages[r.prompt_index, i % group]))
+                     for i, r in enumerate(rollouts) if scores.keep[r.prompt_index]]
         if config.loss.ntp_weight > 0:
             by_doc: dict[int, list[int]] = {}
             for doc, pos in positions:

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 
 from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.sections import TIER_NAMES, RMTConfig, model_shape
@@ -35,8 +34,11 @@ from rmt_megatron.mcore.checkpoint import (
     save_checkpoint,
 )
 from rmt_megatron.mcore.forward_step import make_forward_step
+from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training, train_step
+from rmt_megatron.method.group_scores import STEP_STATS
+from rmt_megatron.method.tallies import mean_or_nan
 from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.model_io.checkpoints import (
     load_imported_weights,
@@ -47,8 +49,8 @@ from rmt_megatron.model_io.checkpoints import (
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.difficulty import score_difficulty
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
-from rmt_megatron.run.metrics import MetricsWriter, progress_line
-from rmt_megatron.run.step_builder import STAT_NAMES, StepBatchBuilder
+from rmt_megatron.run.metrics import MetricsWriter, progress_line, replica_means
+from rmt_megatron.run.step_builder import StepBatchBuilder
 
 
 @dataclass
@@ -65,8 +67,7 @@ def resolve_data(config: RMTConfig) -> RunData:
     if data.train_data_path is None:
         if parallel.is_main_rank():
             prepare_builtin_data(data.builtin_data_dir)
-        if dist.is_initialized():
-            dist.barrier()
+        parallel.barrier()
         builtin = prepare_builtin_data(data.builtin_data_dir)
         pretrained = (Path(data.pretrained_checkpoint) if data.pretrained_checkpoint
                       else builtin.base_checkpoint)
@@ -108,8 +109,9 @@ class Run:
         scores_train = self.rl and not config.train.skip_train  # eval-only runs need none
         train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs)
                          if scores_train else None)
-        self.builder = StepBatchBuilder(config, self.state.module, tokenizer, self.train_docs,
-                                        train_entropy)
+        self.engine = RolloutEngine.for_model(self.state.module, tokenizer, config.model)
+        self.builder = StepBatchBuilder(config, self.engine, tokenizer, self.train_docs,
+                                        train_entropy, *parallel.data_parallel_rank_and_size())
         if scores_train:
             self._log("RL positions per tier: " + ", ".join(
                 f"{name} {int((self.builder.tiers == k).sum())}"
@@ -201,7 +203,7 @@ class Run:
         output = train_step(self.state, self.forward_step, batches.micro_batches,
                             batches.seq_length)
         train_seconds = time.time() - train_started
-        metrics = batches.stats.means(STAT_NAMES)
+        metrics = replica_means(batches.stats, STEP_STATS)
         metrics.update(self._share_losses(output.reports))
         metrics.update({
             "budget": math.nan if batches.budget is None else batches.budget,
@@ -223,9 +225,9 @@ class Run:
             [float(reports.get(key, torch.zeros(2))[i])
              for key in ("rl loss", "ntp loss", "rl entropy") for i in (0, 1)])
         rl_sum, rl_count, ntp_sum, ntp_count, entropy_sum, _ = values
-        return {"loss_rl": rl_sum / rl_count if rl_count else math.nan,
-                "loss_ntp": ntp_sum / ntp_count if ntp_count else math.nan,
-                "rl_token_entropy": entropy_sum / rl_count if rl_count else math.nan,
+        return {"loss_rl": mean_or_nan(rl_sum, rl_count),
+                "loss_ntp": mean_or_nan(ntp_sum, ntp_count),
+                "rl_token_entropy": mean_or_nan(entropy_sum, rl_count),
                 "loss_sums_finite": float(math.isfinite(rl_sum) and math.isfinite(ntp_sum))}
 
     def _check_finite(self, step: int, metrics: dict[str, float]) -> None:
@@ -241,7 +243,7 @@ class Run:
 
     def evaluate(self, step: int) -> dict:
         total = self.config.train.train_iters
-        report = evaluate(self.state.module, self.builder.engine, self.data.tokenizer,
+        report = evaluate(self.state.module, self.engine, self.data.tokenizer,
                           self.valid_docs, self.eval_positions, self.config,
                           self.builder.budget(total),
                           self.config.train.seed)

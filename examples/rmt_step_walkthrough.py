@@ -2,7 +2,8 @@
 
 It takes a tiny document with made-up per-position entropies, draws RL positions with the
 curriculum, scores hand-written rollouts (rewards and GRPO advantages), and evaluates the dual
-loss on random logits. Each printed number comes from the library functions the trainer uses.
+loss on random logits with `dual_loss`, the token-mean form of the per-token losses
+(`masked_token_losses`) that the trainer's Megatron forward step sums with token weights.
 """
 
 from __future__ import annotations

@@ -7,17 +7,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_import_needs_no_megatron_transformer_engine_or_apex():
-    code = ("import sys, rmt_megatron, rmt_megatron.kernels, rmt_megatron.method.dual_loss, "
-            "rmt_megatron.method.curriculum, rmt_megatron.method.rewards, "
-            "rmt_megatron.config.flags; "
-            "heavy = [m for m in ('megatron', 'transformer_engine', 'apex') if m in sys.modules];"
-            "print(heavy)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd="/")
-    assert result.stdout.strip() == "[]"
-
-
 def test_kernels_install_inside_the_package_not_as_a_top_level_module():
     code = ("import importlib.util, rmt_megatron.kernels as k; "
             "print(k.__name__, importlib.util.find_spec('kernels') is None)")

@@ -6,7 +6,8 @@ In a Megatron-LM pretraining script two lines change:
     pretrain(..., forward_step, extra_args_provider=add_rmt_args)
 
 and the loop feeds RMT micro-batches: each step,
-`run.step_builder.StepBatchBuilder(config, engine, ...).build(step).micro_batches` (rollouts from the policy, rewards, advantages, the documents' NTP
+`run.step_builder.StepBatchBuilder(config, engine, ...)
+.build(step).micro_batches` (rollouts from the policy, rewards, advantages, the documents' NTP
 tokens) is the data iterator's content. `forward_step` follows megatron-core's schedule contract:
 it returns the model output and a loss function giving `(loss_sum, num_tokens, logging_dict)`;
 the run must use per-token loss normalisation (Megatron-LM `--calculate-per-token-loss`,

@@ -38,7 +38,7 @@ from megatron.core.utils import unwrap_model
 
 from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
-from rmt_megatron.method.dual_loss import rl_token_losses
+from rmt_megatron.method.dual_loss import masked_token_losses
 
 
 def causal_mask(seq_length: int) -> torch.Tensor:
@@ -82,10 +82,9 @@ def _dual_terms(batch: dict[str, torch.Tensor], loss_config: LossConfig,
                 logprob: torch.Tensor, entropy: torch.Tensor):
     """(loss_sum, num_tokens, report) from per-token `[b, s]` log-probabilities/entropies."""
     rl_mask, ntp_mask = batch["rl_mask"], batch["ntp_mask"]
-    per_token, _, _ = rl_token_losses(logprob, batch["advantages"], loss_config,
-                                      entropy=entropy)
-    rl_loss = torch.where(rl_mask, per_token, 0.0)
-    ntp_loss = torch.where(ntp_mask, -logprob, 0.0)
+    rl_loss, ntp_loss, _, _ = masked_token_losses(logprob, rl_mask, ntp_mask,
+                                                  batch["advantages"], loss_config,
+                                                  entropy=entropy)
     loss_sum = (batch["loss_weight"] * (rl_loss + ntp_loss)).sum()
     n_rl, n_ntp = rl_mask.sum(), ntp_mask.sum()
     report = {

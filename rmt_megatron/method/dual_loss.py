@@ -72,6 +72,23 @@ def rl_token_losses(logprob: torch.Tensor, advantages: torch.Tensor, config: Los
     return per_token, kl.detach(), ratio.detach() != clipped_ratio.detach()
 
 
+def masked_token_losses(logprob: torch.Tensor, rl_mask: torch.Tensor, ntp_mask: torch.Tensor,
+                        advantages: torch.Tensor, config: LossConfig,
+                        old_logprob: torch.Tensor | None = None,
+                        ref_logprob: torch.Tensor | None = None,
+                        entropy: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(RL loss, NTP loss, k3 KL, clipped) per token, each `[N]` (any shape, in fact): the RL
+    loss s_n + β k_n - c H_n on RL tokens and 0 elsewhere, -logprob_n on NTP tokens and 0
+    elsewhere. `dual_loss` takes their token means; the Megatron forward step sums them with
+    per-token weights (`method.packing.token_weights`), which is the same objective."""
+    per_token, kl, was_clipped = rl_token_losses(logprob, advantages, config, old_logprob,
+                                                 ref_logprob, entropy)
+    rl_loss = torch.where(rl_mask, per_token, 0.0)
+    ntp_loss = torch.where(ntp_mask, -logprob.float(), 0.0)
+    return rl_loss, ntp_loss, torch.where(rl_mask, kl, 0.0), was_clipped & rl_mask
+
+
 def dual_loss(logprob: torch.Tensor, *, rl_mask: torch.Tensor, ntp_mask: torch.Tensor,
               advantages: torch.Tensor, config: LossConfig,
               old_logprob: torch.Tensor | None = None,
@@ -94,15 +111,13 @@ def dual_loss(logprob: torch.Tensor, *, rl_mask: torch.Tensor, ntp_mask: torch.T
     rl_mask, ntp_mask = rl_mask.bool(), ntp_mask.bool()
     if (rl_mask & ntp_mask).any():
         raise ValueError("rl_mask and ntp_mask overlap: a token is either an RL token or an "
-                         "NTP token (spec §5.1)")
-    per_token, kl, was_clipped = rl_token_losses(logprob, advantages, config, old_logprob,
-                                                 ref_logprob, entropy)
+                         "NTP token")
+    rl_loss, ntp_loss, kl, was_clipped = masked_token_losses(
+        logprob, rl_mask, ntp_mask, advantages, config, old_logprob, ref_logprob, entropy)
     n_rl, n_ntp = int(rl_mask.sum()), int(ntp_mask.sum())
-    rl_weight = rl_mask.float()
-    rl = (per_token * rl_weight).sum() / max(n_rl, 1)
-    ntp = -(logprob.float() * ntp_mask.float()).sum() / max(n_ntp, 1)
+    rl = rl_loss.sum() / max(n_rl, 1)
+    ntp = ntp_loss.sum() / max(n_ntp, 1)
     return DualLossTerms(
         loss=config.rl_weight * rl + config.ntp_weight * ntp, rl=rl.detach(), ntp=ntp.detach(),
-        kl=(kl * rl_weight).sum() / max(n_rl, 1),
-        clip_fraction=(was_clipped & rl_mask).float().sum() / max(n_rl, 1),
+        kl=kl.sum() / max(n_rl, 1), clip_fraction=was_clipped.float().sum() / max(n_rl, 1),
         rl_tokens=n_rl, ntp_tokens=n_ntp)

@@ -41,7 +41,8 @@ def token_logprob_entropy_reference(logits: torch.Tensor, labels: torch.Tensor, 
 
 def topk_entropy_reference(logits: torch.Tensor, k: int) -> torch.Tensor:
     """Entropy of the top-k distribution renormalised over those k tokens (RPT's difficulty
-    score, spec §1.4): p̂ = softmax(top_k(z)), H = -Σ p̂ log p̂. `logits: [N, V]` -> `[N]` fp32."""
+    score; docs/method.md, "Difficulty"): p̂ = softmax(top_k(z)), H = -Σ p̂ log p̂.
+    `logits: [N, V]` -> `[N]` fp32."""
     if k < 2 or k > logits.shape[-1]:
         raise ValueError(f"k must be in [2, V={logits.shape[-1]}], got {k}")
     top = logits.float().topk(k, dim=-1).values

@@ -1,11 +1,14 @@
 """Top-k entropy from vocabulary-parallel logits (each TP rank holds `V/TP` columns), in torch.
 
-    H = -Σ_{k} p̂_k log p̂_k,  p̂ = softmax over the k largest logits (RPT, spec §1.4)
+    H = -Σ_{k} p̂_k log p̂_k,  p̂ = softmax over the k largest logits
+
+(RPT's difficulty score; docs/method.md, "Difficulty").
 
 Each rank's k largest logits are all-gathered and the global k largest kept. Layout:
 `logits: [N, V_local]` -> `[N]` fp32, no gradient (it scores difficulty). With `group=None` (or a
 group of one) it is the single-rank formula. The full-vocabulary entropy is
-`rmt_megatron.kernels.token_logprob_entropy`.
+`rmt_megatron.kernels.token_logprob_entropy`; the formula itself is
+`reference.topk_entropy_reference`, applied to the gathered candidates.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
+from rmt_megatron.kernels.reference import topk_entropy_reference
 from rmt_megatron.kernels.stats import tp_world_size
 
 
@@ -26,5 +30,4 @@ def vocab_parallel_topk_entropy(logits: torch.Tensor, k: int, group=None) -> tor
         local = torch.cat(gathered, dim=-1)
     if local.shape[-1] < k:
         raise ValueError(f"top-k entropy needs k={k} <= vocabulary size {local.shape[-1]}")
-    log_p = torch.log_softmax(local.topk(k, dim=-1).values, dim=-1)
-    return -(log_p.exp() * log_p).sum(dim=-1)
+    return topk_entropy_reference(local, k)  # the global top k are among the gathered ones

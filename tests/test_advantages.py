@@ -1,4 +1,4 @@
-"""GRPO group-normalised advantages (spec §2.5)."""
+"""GRPO group-normalised advantages."""
 
 import pytest
 import torch

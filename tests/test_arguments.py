@@ -31,7 +31,7 @@ def test_add_rmt_args_works_as_an_extra_args_provider_without_clashes():
     assert config.rollout.group_size == 16
     assert config.budget.decay == 0.3
     assert config.curriculum.start_probs == (0.5, 0.4, 0.1)
-    assert config.budget.initial == RMTConfig().budget.initial  # spec default kept
+    assert config.budget.initial == RMTConfig().budget.initial  # the method's default kept
 
 
 def test_flags_not_given_keep_the_preset_values():

@@ -1,4 +1,4 @@
-"""Budget schedule and length/combined rewards against the spec's numbers (§2.2, §2.3, §3)."""
+"""Budget schedule and length/combined rewards against hand-computed numbers."""
 
 import itertools
 

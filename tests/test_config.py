@@ -1,4 +1,4 @@
-"""Config defaults (spec §11), validation messages, presets and serialisation."""
+"""Config defaults, validation messages, presets and serialisation."""
 
 import dataclasses
 

@@ -1,4 +1,4 @@
-"""Entropy tiers, tier probabilities over time and the two-stage sampler (spec §4, §11 #7)."""
+"""Entropy tiers, tier probabilities over time and the two-stage sampler."""
 
 import json
 

@@ -7,6 +7,8 @@ the reference evaluated on the same bf16 values upcast to fp32, at bf16's relati
 (2^-8) plus a small absolute floor.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 from ranks import run_ranks
@@ -20,14 +22,13 @@ from rmt_megatron.kernels import (
     token_logprob_entropy_reference,
 )
 from rmt_megatron.kernels.ops import resolve_backend
-
-CASES = {  # name: (N, V, temperature, logit scale, ignored rows)
-    "v_not_multiple_of_chunk": (6, 23, 1.0, 3.0, [1]),
-    "v_below_chunk": (4, 5, 0.7, 2.0, []),
-    "one_row": (1, 19, 1.3, 1.0, []),
-    "all_ignored": (3, 11, 1.0, 1.0, [0, 1, 2]),
-    "huge_logits": (5, 17, 1.0, 1e4, [2]),
-}
+from rmt_megatron.kernels.testing import (
+    CASES,
+    KernelCase,
+    forward_backward,
+    linear_inputs,
+    logits_inputs,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -39,80 +40,56 @@ def small_chunks(monkeypatch):
     monkeypatch.setitem(linear.TILE_BYTES, "cpu", 2 * 8 * 4)
 
 
-def _case(name, dtype=torch.float32):
-    n, v, temperature, scale, ignored = CASES[name]
-    generator = torch.Generator().manual_seed(len(name))
-    logits = (torch.randn(n, v, generator=generator) * scale).to(dtype)
-    labels = torch.randint(0, v, (n,), generator=generator)
-    labels[ignored] = -100
-    upstream = torch.randn(2, n, generator=generator)
-    return logits, labels, temperature, upstream
-
-
-def _forward_backward(fn, logits, labels, temperature, upstream):
-    logits = logits.detach().requires_grad_()
-    logprob, entropy = fn(logits, labels, temperature=temperature)
-    (logprob * upstream[0] + entropy * upstream[1]).sum().backward()
-    return logprob, entropy, logits.grad
+def _logits_op(name, dtype=torch.float32):
+    """(ours, reference) on CASES[name]; the reference runs in fp32 on the same inputs."""
+    case = CASES[name]
+    logits, labels, upstream = logits_inputs(case, dtype)
+    got = forward_backward(token_logprob_entropy, [logits], labels, case.temperature, upstream)
+    want = forward_backward(token_logprob_entropy_reference, [logits.float()], labels,
+                            case.temperature, upstream)
+    return got, want, labels
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_logits_op_matches_the_reference_in_fp32(name):
-    logits, labels, temperature, upstream = _case(name)
-    got = _forward_backward(token_logprob_entropy, logits, labels, temperature, upstream)
-    want = _forward_backward(token_logprob_entropy_reference, logits, labels, temperature,
-                             upstream)
+    got, want, labels = _logits_op(name)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5)
     assert torch.equal(got[0][labels == -100], torch.zeros(int((labels == -100).sum())))
 
 
-@pytest.mark.parametrize("name", ["v_not_multiple_of_chunk", "huge_logits"])
+@pytest.mark.parametrize("name", ["v_not_multiple_of_block", "huge_logits"])
 def test_logits_op_in_bf16(name):
-    logits, labels, temperature, upstream = _case(name, torch.bfloat16)
-    got = _forward_backward(token_logprob_entropy, logits, labels, temperature, upstream)
-    want = _forward_backward(token_logprob_entropy_reference, logits.float(), labels,
-                             temperature, upstream)
+    got, want, _ = _logits_op(name, torch.bfloat16)
     assert got[2].dtype == torch.bfloat16
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[2].float(), want[2], rtol=2 ** -8, atol=1e-3)
 
 
-def _linear_case(n=7, hidden=6, vocab=21, dtype=torch.float32, scale=1.0, ignored=(3,)):
-    generator = torch.Generator().manual_seed(1)
-    h = (torch.randn(n, hidden, generator=generator) * scale).to(dtype)
-    w = torch.randn(vocab, hidden, generator=generator).to(dtype)
-    labels = torch.randint(0, vocab, (n,), generator=generator)
-    labels[list(ignored)] = -100
-    return h, w, labels, torch.randn(2, n, generator=generator)
+LINEAR = KernelCase(7, 21, hidden=6, temperature=0.9, ignored=(3,))
+"""The linear ops' base case: 7 rows over 2-row blocks and 8-column tiles (ragged last ones)."""
 
 
-LINEAR_CASES = {  # name: _linear_case arguments
-    "ragged_blocks": {},
-    "one_row_v_below_chunk": dict(n=1, vocab=5, ignored=()),
-    "all_ignored": dict(n=3, ignored=(0, 1, 2)),
-    "huge_logits": dict(scale=3e3),
-}
-
-
-def linear_against_reference(case, dtype=torch.float32, backend=None, temperature=0.9):
+def linear_against_reference(case, dtype=torch.float32, backend=None):
     """(ours, reference) as (logprob, entropy, grad_hidden, grad_weight); the reference runs in
     fp32 on the same (rounded) inputs."""
-    h, w, labels, upstream = _linear_case(dtype=dtype, **case)
-    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
-    logprob, entropy = linear_logprob_entropy(h1, w1, labels, temperature=temperature,
-                                              backend=backend)
-    (logprob * upstream[0] + entropy * upstream[1]).sum().backward()
-    h2, w2 = h.float().requires_grad_(), w.float().requires_grad_()
-    ref_lp, ref_h = token_logprob_entropy_reference(h2 @ w2.T, labels, temperature=temperature)
-    (ref_lp * upstream[0] + ref_h * upstream[1]).sum().backward()
-    return (logprob, entropy, h1.grad, w1.grad), (ref_lp, ref_h, h2.grad, w2.grad)
+    hidden, weight, labels, upstream = linear_inputs(case, dtype)
+
+    def ours(h, w, y, temperature):
+        return linear_logprob_entropy(h, w, y, temperature=temperature, backend=backend)
+
+    def reference(h, w, y, temperature):
+        return token_logprob_entropy_reference(h @ w.T, y, temperature=temperature)
+
+    return (forward_backward(ours, [hidden, weight], labels, case.temperature, upstream),
+            forward_backward(reference, [hidden.float(), weight.float()], labels,
+                             case.temperature, upstream))
 
 
-@pytest.mark.parametrize("name", sorted(LINEAR_CASES))
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_linear_op_never_needs_logits_and_matches_the_reference(name):
-    ours, reference = linear_against_reference(LINEAR_CASES[name])
+    ours, reference = linear_against_reference(replace(CASES[name], hidden=6))
     scale = reference[2].abs().max().item() + 1.0  # huge logits: gradients of size ~1e3
     for got, want in zip(ours, reference, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5 * scale)
@@ -122,7 +99,7 @@ def test_linear_op_in_bf16():
     """bf16 inputs: logits blocks are bf16 matmul outputs (rounded, unlike the fp32 reference
     on the same inputs), so the statistics carry bf16's relative error times |logit| (≤ ~10
     here); gradients are rounded to bf16 and summed over tokens/vocabulary in bf16 blocks."""
-    ours, reference = linear_against_reference(LINEAR_CASES["ragged_blocks"], torch.bfloat16)
+    ours, reference = linear_against_reference(LINEAR, torch.bfloat16)
     for got, want in zip(ours, reference, strict=True):
         torch.testing.assert_close(got.float(), want, rtol=2 ** -6, atol=5e-2)
 
@@ -133,7 +110,7 @@ def fused_objective_against_reference(backend=None):
     from rmt_megatron.config.sections import LossConfig
     from rmt_megatron.method.dual_loss import dual_loss
 
-    h, w, labels, _ = _linear_case()
+    h, w, labels, _ = linear_inputs(LINEAR)
     rl_mask = torch.tensor([1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
     ntp_mask = torch.tensor([0, 0, 0, 0, 1, 1, 1], dtype=torch.bool)
     advantages = torch.tensor([0.5, -1.0, 0.3, 0, 0, 0, 0])
@@ -159,7 +136,7 @@ def test_fused_objective_forms_its_gradients_in_the_forward():
 
 
 def test_fused_objective_refuses_an_objective_that_couples_tokens():
-    h, w, labels, _ = _linear_case()
+    h, w, labels, _ = linear_inputs(LINEAR)
     with pytest.raises(ValueError, match="sum of per-token terms"):
         linear_token_objective(h, w, labels, lambda logprob, entropy: logprob.sum() ** 2)
 
@@ -169,7 +146,7 @@ def _vocab_parallel(world):
 
     dist.init_process_group("gloo")
     rank = dist.get_rank()
-    h, w, labels, upstream = _linear_case(vocab=24)
+    h, w, labels, upstream = linear_inputs(replace(LINEAR, vocab=24))
     logits = (h @ w.T).detach()
     shard = logits.chunk(world, dim=1)[rank].clone().requires_grad_()
     logprob, entropy = token_logprob_entropy(shard, labels, temperature=0.8,
@@ -186,7 +163,7 @@ def _vocab_parallel(world):
 
 
 def test_vocab_parallel_ops_equal_the_single_rank_result():
-    h, w, labels, upstream = _linear_case(vocab=24)
+    h, w, labels, upstream = linear_inputs(replace(LINEAR, vocab=24))
     logits = (h @ w.T).requires_grad_()
     ref_lp, ref_h = token_logprob_entropy_reference(logits, labels, temperature=0.8)
     (ref_lp * upstream[0] + ref_h * upstream[1]).sum().backward()

@@ -1,4 +1,4 @@
-"""The torch reference token statistics and the dual RL + NTP loss (spec §5)."""
+"""The torch reference token statistics and the dual RL + NTP loss."""
 
 import math
 
@@ -59,7 +59,7 @@ def test_dual_loss_value_on_a_hand_built_case():
     terms = dual_loss(logprob, rl_mask=rl_mask, ntp_mask=ntp_mask,
                       advantages=torch.tensor([1.0, -0.5, 9.0, 9.0]), config=LossConfig())
     # On-policy ρ = 1, so L_RL = -mean(A) = -(1 - 0.5) / 2 (the surrogate's value; its gradient
-    # equals that of the spec's -mean(A log π)); L_NTP = log 3; L = L_RL + 0.1 L_NTP.
+    # equals that of the paper's -mean(A log π)); L_NTP = log 3; L = L_RL + 0.1 L_NTP.
     torch.testing.assert_close(terms.rl, torch.tensor(-0.25))
     torch.testing.assert_close(terms.ntp, torch.tensor(math.log(3.0)))
     torch.testing.assert_close(terms.loss, torch.tensor(-0.25 + 0.1 * math.log(3.0)))

@@ -1,4 +1,4 @@
-"""Prediction extraction, match rewards and reasoning length (spec §1.3, §2.1, §11 #2)."""
+"""Prediction extraction, match rewards and reasoning length."""
 
 import pytest
 

@@ -111,7 +111,7 @@ def add_rmt_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `--rmt-*` flags; usable as Megatron-LM's `extra_args_provider`."""
     group = parser.add_argument_group("RMT", "Reinforcement Mid-Training")
     group.add_argument("--rmt-preset", default=None, choices=sorted(PRESETS),
-                       help="Start from this named config (default: the spec's defaults, or "
+                       help="Start from this named config (default: the method's defaults, or "
                        "tiny_cpu when pretrain_rmt.py runs standalone).")
     group.add_argument("--rmt-method", default=None, choices=METHODS,
                        help="rmt (default), rpt (no budget, curriculum or NTP term), or ntp "
@@ -133,7 +133,7 @@ def add_megatron_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
 
 def config_from_args(args: argparse.Namespace, default_preset: str | None = None) -> RMTConfig:
     """Build the run's `RMTConfig`: the preset (`--rmt-preset`, else `default_preset`, else the
-    spec defaults), then `--rmt-method`, then every flag that was given. Flags missing from
+    method's defaults), then `--rmt-method`, then every flag that was given. Flags missing from
     `args` (e.g. Megatron-LM owns the model flags) are skipped. Bad values raise `ConfigError`."""
     preset = getattr(args, "rmt_preset", None) or default_preset
     config = get_preset(preset) if preset else RMTConfig()

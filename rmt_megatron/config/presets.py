@@ -2,8 +2,8 @@
 
 Presets:
 - `tiny_cpu`: a seconds-scale model for tests and the built-in CPU default run.
-- `qwen3_14b`: Qwen3-14B's shape with the paper's RMT settings (spec §7), for launch scripts and
-  docs on a GPU cluster (16 × H100 in the paper).
+- `qwen3_14b`: Qwen3-14B's shape with the paper's RMT settings (docs/method.md), for launch
+  scripts and docs on a GPU cluster (16 × H100 in the paper).
 
 Methods (`apply_method`): "rmt" (everything on), "rpt" (no budget, no curriculum, no NTP term:
 plain reinforcement pre-training) and "ntp" (no RL: plain continued pre-training).

@@ -2,9 +2,10 @@
 
 One dataclass per concern (budget, reward, curriculum, loss, rollout, model, train), gathered in
 `RMTConfig`. Every field has a type, a default and a docstring (the docstring is also the
-command-line help, see `rmt_megatron.config.flags`). Defaults are the spec's recommendations
-(`spec/RMT.md` §11) unless the field says otherwise. `__post_init__` rejects bad values with a
-`ConfigError` that names the field, the value seen and the fix; `dataclasses.replace` re-runs it.
+command-line help, see `rmt_megatron.config.flags`). Defaults are the paper's values and, where
+it is silent, the choices in docs/method.md, unless the field says otherwise. `__post_init__`
+rejects bad values with a `ConfigError` that names the field, the value seen and the fix;
+`dataclasses.replace` re-runs it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _require_probabilities(name: str, probs: tuple[float, ...]) -> None:
 
 @dataclass
 class BudgetConfig:
-    """Dynamic token budget (spec §3): B_t = max(B_min, floor(B_0 * γ^((t/T)^k)))."""
+    """Dynamic token budget: B_t = max(B_min, floor(B_0 * γ^((t/T)^k)))."""
 
     enabled: bool = True
     """Use the budget: the budget clause in the prompt, the length reward and the rollout cut at
@@ -57,7 +58,7 @@ class BudgetConfig:
     """γ: the budget at the end of training is B_0 * γ (before the floor at B_min)."""
 
     exponent_power: float = 1.0
-    """k in γ^((t/T)^k); 1 gives the spec's default γ^(t/T) form."""
+    """k in γ^((t/T)^k); 1 gives the default γ^(t/T) form."""
 
     def __post_init__(self) -> None:
         require(self.initial >= 1, "budget.initial", self.initial, "B_0 must be >= 1 token")
@@ -65,14 +66,14 @@ class BudgetConfig:
         require(self.minimum <= self.initial, "budget.minimum", self.minimum,
                 f"B_min must be <= B_0 ({self.initial}); lower B_min or raise B_0")
         require(0.0 < self.decay < 1.0, "budget.decay", self.decay,
-                "γ must lie strictly between 0 and 1 (the spec uses 0.2)")
+                "γ must lie strictly between 0 and 1 (the default is 0.2)")
         require(math.isfinite(self.exponent_power) and self.exponent_power > 0,
                 "budget.exponent_power", self.exponent_power, "k must be > 0 (1 = default form)")
 
 
 @dataclass
 class RewardConfig:
-    """Rewards (spec §2): r = (1 - w) * r_match + w * r_len."""
+    """Rewards: r = (1 - w) * r_match + w * r_len."""
 
     match_rule: Literal["exact", "prefix"] = "exact"
     """"exact": the boxed prediction equals the next token's bytes (RMT). "prefix": RPT's
@@ -95,7 +96,7 @@ class RewardConfig:
 
 @dataclass
 class CurriculumConfig:
-    """Curriculum adaptive sampling (spec §4): entropy tiers and tier probabilities over time."""
+    """Curriculum adaptive sampling: entropy tiers and tier probabilities over time."""
 
     enabled: bool = True
     """Draw RL positions tier by tier with the scheduled probabilities p_t. Off draws uniformly
@@ -158,7 +159,7 @@ class CurriculumConfig:
 
 @dataclass
 class LossConfig:
-    """Dual objective (spec §5): L = rl_weight * L_RL + λ * L_NTP."""
+    """Dual objective: L = rl_weight * L_RL + λ * L_NTP."""
 
     ntp_weight: float = 0.1
     """λ: weight of the next-token-prediction loss on the non-RL positions; 0 turns NTP off."""
@@ -196,14 +197,14 @@ class LossConfig:
         require(self.ntp_weight > 0 or self.rl_weight > 0, "loss.rl_weight", self.rl_weight,
                 "both loss.rl_weight and loss.ntp_weight are 0: nothing would be trained")
         require(0.0 < self.clip_eps < 1.0, "loss.clip_eps", self.clip_eps,
-                "ε must lie strictly between 0 and 1 (the spec uses 0.2)")
+                "ε must lie strictly between 0 and 1 (the default is 0.2)")
         require(self.advantage_eps > 0, "loss.advantage_eps", self.advantage_eps,
                 "δ must be > 0 so a zero-variance group does not divide by zero")
 
 
 @dataclass
 class RolloutConfig:
-    """Sampling of reasoning rollouts (spec §1, §6)."""
+    """Sampling of reasoning rollouts."""
 
     prompts_per_step: int = 128
     """RL positions (prompts) drawn per training step; each gets `group_size` rollouts."""
@@ -227,7 +228,7 @@ class RolloutConfig:
         require(self.prompts_per_step >= 1, "rollout.prompts_per_step", self.prompts_per_step,
                 "draw at least one RL position per step")
         require(self.group_size >= 2, "rollout.group_size", self.group_size,
-                "GRPO compares rollouts within a group: G must be >= 2 (the spec uses 8)")
+                "GRPO compares rollouts within a group: G must be >= 2 (the paper uses 8)")
         require(math.isfinite(self.temperature) and self.temperature > 0,
                 "rollout.temperature", self.temperature, "temperature must be > 0")
         require(0.0 < self.top_p <= 1.0, "rollout.top_p", self.top_p, "top_p must be in (0, 1]")

@@ -1,6 +1,6 @@
 """Every workaround that lets megatron-core 0.16 run on a machine without a GPU, in one place.
 
-megatron-core assumes CUDA in a handful of spots (see `shared/notes/megatron-core-on-cpu.md`):
+megatron-core assumes CUDA in a handful of spots (see docs/megatron-core-on-cpu.md):
 
 1. tensors created with `device="cuda"` or `device=torch.cuda.current_device()` (schedules'
    token counter, optimizer scalars, clip-grad buffers, the default causal mask, TP and p2p

@@ -1,4 +1,4 @@
-"""Group-relative advantages (GRPO, spec §2.5).
+"""Group-relative advantages (GRPO; docs/method.md, "GRPO advantages").
 
     A_i = (r_i - mean_j r_j) / (std_j r_j + δ)        over the G rollouts of one prompt
 

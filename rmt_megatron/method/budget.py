@@ -1,4 +1,4 @@
-"""Dynamic token budget (spec §3) and the rewards built on it (spec §2.2, §2.3).
+"""Dynamic token budget and the rewards built on it.
 
     B_t     = max(B_min, floor(B_0 * γ^((t/T)^k)))                   k = 1 by default
     r_len   = r_max * ℓ / B          for 0 <= ℓ <= B

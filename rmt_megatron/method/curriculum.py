@@ -1,4 +1,4 @@
-"""Curriculum adaptive sampling (spec §4, §11 #5 and #7).
+"""Curriculum adaptive sampling.
 
 Difficulty tiers from per-position entropy H (proxy model, nats), thresholds θ = (θ_e, θ_m, θ_h):
 

@@ -1,4 +1,4 @@
-"""The dual RMT objective (spec §5): GRPO on rollout tokens plus NTP on document tokens.
+"""The dual RMT objective: GRPO on rollout tokens plus NTP on document tokens.
 
 All inputs are flat per-token tensors `[N]` (Megatron's `[s, b]` flattened; rollout tokens and
 document tokens may share one packed batch). Per token n:
@@ -11,9 +11,9 @@ document tokens may share one packed batch). Per token n:
     L        = w_RL · L_RL + λ · L_NTP
 
 RL = response tokens of all rollouts (A_n is its rollout's advantage); NTP = document positions
-that were not drawn for RL (spec §5.3 mask). The two sets must not overlap. An empty set
+that were not drawn for RL (the per-document mask). The two sets must not overlap. An empty set
 contributes 0. On-policy (ρ = 1) the surrogate's value is -mean(A), and its gradient is that of
-the spec's -(1/G) Σ A log π (spec §5.2): ∂L/∂logprob_n = -A_n/|RL| on RL tokens and -λ/|NTP| on
+the paper's -(1/G) Σ A log π: ∂L/∂logprob_n = -A_n/|RL| on RL tokens and -λ/|NTP| on
 NTP tokens, so the gradient reaching the logits is one coefficient per token times
 (one_hot - softmax).
 """

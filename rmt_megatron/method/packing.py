@@ -4,7 +4,7 @@ Two kinds of sequence share one packed batch:
 - an RL sequence, prompt ⊕ response: the response tokens are RL tokens carrying the rollout's
   advantage;
 - an NTP sequence, a document that owns some of the step's RL positions: every token is an NTP
-  token except the RL positions (spec §5.3 mask).
+  token except the RL positions (the per-document mask).
 
 Layout: the model reads `tokens[:, :-1]` and predicts `labels = tokens[:, 1:]`, so label index j
 is the prediction of token j+1. A micro-batch is a dict of `[b, s]` tensors (batch-first, as

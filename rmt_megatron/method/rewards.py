@@ -1,4 +1,4 @@
-"""Verifiable next-token rewards (spec §1.3, §2.1, §11 #2–#4).
+"""Verifiable next-token rewards.
 
 A response is `<think> reasoning </think> ... \\boxed{prediction}`. Everything here works on
 token *bytes*, the tokenizer-independent truth: byte-level BPE tokens need not be valid UTF-8 on
@@ -10,8 +10,8 @@ prediction re-encodes to exactly the bytes the model produced.
 - prefix match (RPT Eq. 3): prediction bytes == the first l bytes of the true continuation, and l
   is a token boundary of that continuation (so multi-token predictions count).
 - reasoning length ℓ: tokens strictly inside `<think>...</think>`; the whole response when
-  `</think>` is missing (spec §11 #2). A response that starts inside the think block (the chat
-  template opened it) counts from its first token.
+  `</think>` is missing (docs/method.md, "The answer format"). A response that starts inside the
+  think block (the chat template opened it) counts from its first token.
 """
 
 from __future__ import annotations

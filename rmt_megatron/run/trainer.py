@@ -3,8 +3,8 @@
 Setup resolves the data (the built-in corpus and base model, or the user's datasets, tokenizer and
 checkpoint), builds the model, optimizer and scheduler, resumes from `--load` or starts from the
 pretrained weights, and scores difficulty with the starting policy as proxy. Each step,
-`StepBatchBuilder` prepares the rollouts and micro-batches (spec §6 steps 1–8) and `train_step`
-runs megatron-core's schedule and the optimizer (step 9). Metrics go to the console and to
+`StepBatchBuilder` prepares the rollouts and micro-batches (docs/method.md, "One step") and
+`train_step` runs megatron-core's schedule and the optimizer. Metrics go to the console and to
 TensorBoard; checkpoints are written every `save_interval` steps and at the end; the held-out
 evaluation runs before training, every `eval_interval` steps and at the end.
 """

@@ -52,7 +52,8 @@ setup(
         "gguf": ["gguf>=0.19"],
         # transformers builds the reference models the import tests compare against; gguf
         # writes the tiny GGUF files the GGUF tests read
-        "dev": ["pytest", "pytest-benchmark", "ruff", "transformers", "gguf>=0.19"],
+        "dev": ["pytest", "pytest-benchmark", "ruff==0.17.6", "mypy==2.4.1", "transformers",
+                "gguf>=0.19"],
         "bench": ["matplotlib"],
     },
 )

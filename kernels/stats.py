@@ -51,9 +51,12 @@ def merge(parts: list[PartialStats]) -> PartialStats:
         return parts[0]
     peak = torch.stack([p.peak for p in parts]).amax(dim=0)
     scales = [torch.exp(p.peak - peak) for p in parts]
-    return PartialStats(peak, sum(p.sum_exp * s for p, s in zip(parts, scales, strict=True)),
-                        sum(p.sum_exp_z * s for p, s in zip(parts, scales, strict=True)),
-                        sum(p.target for p in parts))
+    return PartialStats(peak,
+                        torch.stack([p.sum_exp * s for p, s in zip(parts, scales,
+                                                                   strict=True)]).sum(dim=0),
+                        torch.stack([p.sum_exp_z * s for p, s in zip(parts, scales,
+                                                                     strict=True)]).sum(dim=0),
+                        torch.stack([p.target for p in parts]).sum(dim=0))
 
 
 def combine(partial: PartialStats, ignored: torch.Tensor, tp_group=None) -> TokenStats:

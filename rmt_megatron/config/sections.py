@@ -31,6 +31,12 @@ def require(ok: bool, name: str, value: Any, fix: str) -> None:
         raise ConfigError(f"{name}={value!r} is invalid: {fix}", field=name)
 
 
+def _three_floats(values) -> tuple[float, float, float]:
+    """A validated 3-sequence (one entry per tier) as a tuple of floats."""
+    first, second, third = (float(x) for x in values)
+    return first, second, third
+
+
 def _require_probabilities(name: str, probs: tuple[float, ...]) -> None:
     require(len(probs) == len(TIER_NAMES), name, probs,
             f"give one probability per tier {TIER_NAMES}")
@@ -152,9 +158,9 @@ class CurriculumConfig:
                 "a position needs at least one context token")
         require(self.entropy_top_k == 0 or self.entropy_top_k >= 2, "curriculum.entropy_top_k",
                 self.entropy_top_k, "use 0 (full vocabulary) or k >= 2 (top-1 entropy is always 0)")
-        self.tier_thresholds = tuple(float(x) for x in th)
-        self.start_probs = tuple(float(x) for x in self.start_probs)
-        self.end_probs = tuple(float(x) for x in self.end_probs)
+        self.tier_thresholds = _three_floats(th)
+        self.start_probs = _three_floats(self.start_probs)
+        self.end_probs = _three_floats(self.end_probs)
 
 
 @dataclass
@@ -576,9 +582,11 @@ def field_docs(section_cls: type) -> dict[str, str]:
     for cls in reversed(section_cls.__mro__):
         if not dataclasses.is_dataclass(cls):
             continue
-        body = ast.parse(inspect.getsource(cls)).body[0].body
-        for node, following in itertools.pairwise(body):
-            if (isinstance(node, ast.AnnAssign) and isinstance(following, ast.Expr)
+        definition = ast.parse(inspect.getsource(cls)).body[0]
+        assert isinstance(definition, ast.ClassDef)
+        for node, following in itertools.pairwise(definition.body):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(following, ast.Expr)
                     and isinstance(following.value, ast.Constant)):
                 docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs

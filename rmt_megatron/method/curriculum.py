@@ -66,8 +66,9 @@ def tier_probabilities(step: int, total_steps: int,
     if step >= t2:
         return config.end_probs
     s = (step - t1) / (t2 - t1)
-    return tuple((1 - s) * a + s * b for a, b in zip(config.start_probs, config.end_probs,
-                                                     strict=True))
+    easy, medium, hard = ((1 - s) * a + s * b for a, b in zip(config.start_probs,
+                                                              config.end_probs, strict=True))
+    return easy, medium, hard
 
 
 class CurriculumSampler:

@@ -67,7 +67,7 @@ def rl_token_losses(logprob: torch.Tensor, advantages: torch.Tensor, config: Los
         log_ratio_ref = ref_logprob.float() - logprob
         kl = torch.exp(log_ratio_ref) - log_ratio_ref - 1
         per_token = per_token + config.kl_beta * kl
-    if config.entropy_coeff > 0:
+    if config.entropy_coeff > 0 and entropy is not None:
         per_token = per_token - config.entropy_coeff * entropy.float()
     return per_token, kl.detach(), ratio.detach() != clipped_ratio.detach()
 

@@ -23,7 +23,8 @@ from rmt_megatron.run.trainer import run_training
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Reinforcement Mid-Training on megatron-core (default: the tiny_cpu preset).",
-        allow_abbrev=False)
+        allow_abbrev=False,
+    )
     add_megatron_args(parser)
     add_rmt_args(parser)
     return parser
@@ -36,8 +37,9 @@ def schedule_table(config: RMTConfig, rows: int = 11) -> str:
     for step in sorted({round(i * total / (rows - 1)) for i in range(rows)}):
         budget = budget_at(step, total, config.budget) if config.budget.enabled else "off"
         if config.curriculum.enabled:
-            probs = ", ".join(f"{p:.2f}" for p in tier_probabilities(step, total,
-                                                                     config.curriculum))
+            probs = ", ".join(
+                f"{p:.2f}" for p in tier_probabilities(step, total, config.curriculum)
+            )
         else:
             probs = "uniform over eligible positions"
         lines.append(f"{step:>6} {step / total:>5.2f} {budget!s:>6}  {probs}")
@@ -49,18 +51,23 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args, default_preset="tiny_cpu")
     if is_main_rank():
-        print(f"rmt_megatron: preset {args.rmt_preset or 'tiny_cpu'}, method "
-              f"{args.rmt_method or 'rmt'}, T={config.train.train_iters}, "
-              f"G={config.rollout.group_size}, λ={config.loss.ntp_weight}", flush=True)
+        print(
+            f"rmt_megatron: preset {args.rmt_preset or 'tiny_cpu'}, method "
+            f"{args.rmt_method or 'rmt'}, T={config.train.train_iters}, "
+            f"G={config.rollout.group_size}, λ={config.loss.ntp_weight}",
+            flush=True,
+        )
         print(schedule_table(config), flush=True)
     result = run_training(config)
     evaluations = result["evaluations"]
     if is_main_rank() and len(evaluations) > 1:
         first, final = evaluations[0], evaluations[-1]
-        print(f"done: held-out reasoning accuracy {first['average']['reasoning_accuracy']:.3f}"
-              f" -> {final['average']['reasoning_accuracy']:.3f}, mean reasoning length "
-              f"{first['mean_reasoning_length']:.1f} -> {final['mean_reasoning_length']:.1f}",
-              flush=True)
+        print(
+            f"done: held-out reasoning accuracy {first['average']['reasoning_accuracy']:.3f}"
+            f" -> {final['average']['reasoning_accuracy']:.3f}, mean reasoning length "
+            f"{first['mean_reasoning_length']:.1f} -> {final['mean_reasoning_length']:.1f}",
+            flush=True,
+        )
     return 0
 
 

@@ -35,15 +35,22 @@ setup(
         "tqdm",
         "triton; platform_system == 'Linux' and platform_machine == 'x86_64'",
     ],
-    package_data={"rmt_megatron.builtin": ["assets/tiny_base/*", "assets/tiny_base/checkpoint/*",
-                                           "assets/tiny_base/checkpoint/*/*",
-                                           "assets/tiny_base/checkpoint/*/*/*",
-                                           "assets/tiny_base/checkpoint/*/.metadata"]},
-    entry_points={"console_scripts": [
-        "rmt-preprocess=rmt_megatron.model_io.preprocess:main",
-        "rmt-warmstart=rmt_megatron.builtin.warmstart:main",
-        "rmt-export-hf=rmt_megatron.model_io.hf_export:main",
-    ]},
+    package_data={
+        "rmt_megatron.builtin": [
+            "assets/tiny_base/*",
+            "assets/tiny_base/checkpoint/*",
+            "assets/tiny_base/checkpoint/*/*",
+            "assets/tiny_base/checkpoint/*/*/*",
+            "assets/tiny_base/checkpoint/*/.metadata",
+        ]
+    },
+    entry_points={
+        "console_scripts": [
+            "rmt-preprocess=rmt_megatron.model_io.preprocess:main",
+            "rmt-warmstart=rmt_megatron.builtin.warmstart:main",
+            "rmt-export-hf=rmt_megatron.model_io.hf_export:main",
+        ]
+    },
     extras_require={
         # NVIDIA apex is built from its own source tree (the PyPI name "apex" is another
         # project): see CONTRIBUTING.md.
@@ -52,8 +59,14 @@ setup(
         "gguf": ["gguf>=0.19"],
         # transformers builds the reference models the import tests compare against; gguf
         # writes the tiny GGUF files the GGUF tests read
-        "dev": ["pytest", "pytest-benchmark", "ruff==0.17.6", "mypy==2.4.1", "transformers",
-                "gguf>=0.19"],
+        "dev": [
+            "pytest",
+            "pytest-benchmark",
+            "ruff==0.17.6",
+            "mypy==2.4.1",
+            "transformers",
+            "gguf>=0.19",
+        ],
         "bench": ["matplotlib"],
     },
 )

@@ -34,8 +34,17 @@ import torch
 from peak_memory import AnonPeak, rss_anon
 
 RESULTS = Path(__file__).resolve().parent / "results"
-FIELDS = ("source", "tp", "rank", "parameters_on_rank", "build_s", "load_s", "baseline_gb",
-          "peak_anon_gb", "peak_rss_gb")
+FIELDS = (
+    "source",
+    "tp",
+    "rank",
+    "parameters_on_rank",
+    "build_s",
+    "load_s",
+    "baseline_gb",
+    "peak_anon_gb",
+    "peak_rss_gb",
+)
 
 
 def write_checkpoint(directory: Path, layers: int, hidden: int) -> None:
@@ -44,36 +53,54 @@ def write_checkpoint(directory: Path, layers: int, hidden: int) -> None:
 
     ffn, heads, kv_heads, vocab = hidden * 11 // 4, hidden // 128, hidden // 512, 32000
     head_dim = hidden // heads
-    config = {"architectures": ["LlamaForCausalLM"], "hidden_size": hidden,
-              "intermediate_size": ffn, "num_hidden_layers": layers,
-              "num_attention_heads": heads, "num_key_value_heads": kv_heads,
-              "max_position_embeddings": 4096, "vocab_size": vocab, "rms_norm_eps": 1e-5,
-              "rope_theta": 10000.0, "tie_word_embeddings": False, "hidden_act": "silu"}
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": ffn,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "max_position_embeddings": 4096,
+        "vocab_size": vocab,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": False,
+        "hidden_act": "silu",
+    }
     (directory / "config.json").write_text(json.dumps(config))
-    shapes = {"model.embed_tokens.weight": (vocab, hidden), "lm_head.weight": (vocab, hidden),
-              "model.norm.weight": (hidden,)}
+    shapes = {
+        "model.embed_tokens.weight": (vocab, hidden),
+        "lm_head.weight": (vocab, hidden),
+        "model.norm.weight": (hidden,),
+    }
     for i in range(layers):
         prefix = f"model.layers.{i}"
-        shapes.update({
-            f"{prefix}.input_layernorm.weight": (hidden,),
-            f"{prefix}.post_attention_layernorm.weight": (hidden,),
-            f"{prefix}.self_attn.q_proj.weight": (heads * head_dim, hidden),
-            f"{prefix}.self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
-            f"{prefix}.self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
-            f"{prefix}.self_attn.o_proj.weight": (hidden, heads * head_dim),
-            f"{prefix}.mlp.gate_proj.weight": (ffn, hidden),
-            f"{prefix}.mlp.up_proj.weight": (ffn, hidden),
-            f"{prefix}.mlp.down_proj.weight": (hidden, ffn)})
+        shapes.update(
+            {
+                f"{prefix}.input_layernorm.weight": (hidden,),
+                f"{prefix}.post_attention_layernorm.weight": (hidden,),
+                f"{prefix}.self_attn.q_proj.weight": (heads * head_dim, hidden),
+                f"{prefix}.self_attn.k_proj.weight": (kv_heads * head_dim, hidden),
+                f"{prefix}.self_attn.v_proj.weight": (kv_heads * head_dim, hidden),
+                f"{prefix}.self_attn.o_proj.weight": (hidden, heads * head_dim),
+                f"{prefix}.mlp.gate_proj.weight": (ffn, hidden),
+                f"{prefix}.mlp.up_proj.weight": (ffn, hidden),
+                f"{prefix}.mlp.down_proj.weight": (hidden, ffn),
+            }
+        )
     names = list(shapes)
     weight_map = {}
     generator = torch.Generator().manual_seed(0)
-    for shard, part in enumerate((names[:len(names) // 2], names[len(names) // 2:])):
+    for shard, part in enumerate((names[: len(names) // 2], names[len(names) // 2 :])):
         file = f"model-{shard + 1:05d}-of-00002.safetensors"
-        save_file({n: torch.randn(shapes[n], generator=generator) * 0.02 for n in part},
-                  str(directory / file))
+        save_file(
+            {n: torch.randn(shapes[n], generator=generator) * 0.02 for n in part},
+            str(directory / file),
+        )
         weight_map.update(dict.fromkeys(part, file))
     (directory / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {}, "weight_map": weight_map}))
+        json.dumps({"metadata": {}, "weight_map": weight_map})
+    )
 
 
 def worker(source: str) -> None:
@@ -95,26 +122,37 @@ def worker(source: str) -> None:
             load_imported_weights(model, config, source)
             loaded = time.perf_counter()
             peak_anon = sampler.stop()
-        row = {"source": Path(source).name, "tp": tp, "rank": int(os.environ["RANK"]),
-               "parameters_on_rank": sum(p.numel() for p in model.parameters()),
-               "build_s": round(built - started, 2), "load_s": round(loaded - built, 2),
-               "baseline_gb": round(baseline / 2**30, 3),
-               "peak_anon_gb": round(peak_anon / 2**30, 3),
-               "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                    / 2**20, 3)}
+        row = {
+            "source": Path(source).name,
+            "tp": tp,
+            "rank": int(os.environ["RANK"]),
+            "parameters_on_rank": sum(p.numel() for p in model.parameters()),
+            "build_s": round(built - started, 2),
+            "load_s": round(loaded - built, 2),
+            "baseline_gb": round(baseline / 2**30, 3),
+            "peak_anon_gb": round(peak_anon / 2**30, 3),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        }
         print("ROW " + json.dumps(row), flush=True)
     finally:
         parallel.shutdown()
 
 
 def measure(source: str, tp: int) -> list[dict]:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               f"--nproc_per_node={tp}", __file__, "--worker", source]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={tp}",
+        __file__,
+        "--worker",
+        source,
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode:
         sys.exit(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-    rows = [json.loads(line[4:]) for line in result.stdout.splitlines()
-            if line.startswith("ROW ")]
+    rows = [json.loads(line[4:]) for line in result.stdout.splitlines() if line.startswith("ROW ")]
     return sorted(rows, key=lambda r: r["rank"])
 
 
@@ -123,8 +161,11 @@ def _smallest_tp(source: str) -> int:
     from rmt_megatron.model_io.checkpoints import import_model_config
 
     config = import_model_config(source)
-    return next(tp for tp in range(2, config.query_groups + 1)
-                if config.query_groups % tp == 0 and config.num_attention_heads % tp == 0)
+    return next(
+        tp
+        for tp in range(2, config.query_groups + 1)
+        if config.query_groups % tp == 0 and config.num_attention_heads % tp == 0
+    )
 
 
 def main() -> None:

@@ -36,29 +36,42 @@ def check(name: str, case: KernelCase, dtype, device) -> list[str]:
         return token_logprob_entropy_reference(x.float(), y, temperature=temperature)
 
     def reference_linear(a, b, y, temperature):
-        return token_logprob_entropy_reference(a.float() @ b.float().T, y,
-                                               temperature=temperature)
+        return token_logprob_entropy_reference(a.float() @ b.float().T, y, temperature=temperature)
 
     pairs = {
-        "logits": (lambda x, y, temperature: token_logprob_entropy(
-            x, y, temperature=temperature, backend="triton"), reference_logits, [logits]),
-        "linear": (lambda a, b, y, temperature: linear_logprob_entropy(
-            a, b, y, temperature=temperature, backend="triton"), reference_linear,
-            [hidden, weight]),
+        "logits": (
+            lambda x, y, temperature: token_logprob_entropy(
+                x, y, temperature=temperature, backend="triton"
+            ),
+            reference_logits,
+            [logits],
+        ),
+        "linear": (
+            lambda a, b, y, temperature: linear_logprob_entropy(
+                a, b, y, temperature=temperature, backend="triton"
+            ),
+            reference_linear,
+            [hidden, weight],
+        ),
     }
     failures = []
     for op, (ours, reference, inputs) in pairs.items():
         got = forward_backward(ours, inputs, labels, case.temperature, upstream)
         want = forward_backward(reference, inputs, labels, case.temperature, upstream)
         floor = max(w.abs().max().item() for w in want[2:]) + 1.0
-        rtol, atol = (1e-5, 1e-5 * floor) if dtype == torch.float32 else (2 ** -6, 5e-2 * floor)
-        errors = [(g.float() - w.float()).abs().max().item() for g, w in zip(got, want,
-                                                                                strict=True)]
-        ok = all(torch.allclose(g.float(), w.float(), rtol=rtol, atol=atol)
-                 for g, w in zip(got, want, strict=True))
-        line = (f"{op:6s} {name} N={case.n} H={case.hidden} V={case.vocab} "
-                f"{str(dtype)[6:]:8s} max errors (logprob, entropy, grads) = "
-                f"{', '.join(f'{e:.2e}' for e in errors)}")
+        rtol, atol = (1e-5, 1e-5 * floor) if dtype == torch.float32 else (2**-6, 5e-2 * floor)
+        errors = [
+            (g.float() - w.float()).abs().max().item() for g, w in zip(got, want, strict=True)
+        ]
+        ok = all(
+            torch.allclose(g.float(), w.float(), rtol=rtol, atol=atol)
+            for g, w in zip(got, want, strict=True)
+        )
+        line = (
+            f"{op:6s} {name} N={case.n} H={case.hidden} V={case.vocab} "
+            f"{str(dtype)[6:]:8s} max errors (logprob, entropy, grads) = "
+            f"{', '.join(f'{e:.2e}' for e in errors)}"
+        )
         print(("ok    " if ok else "FAIL  ") + line, flush=True)
         if not ok:
             failures.append(line)
@@ -76,8 +89,12 @@ def main() -> int:
     name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
     print(f"device: {name}", flush=True)
     cases = list(GPU_CASES.items())[:2] if args.small else GPU_CASES.items()
-    failures = [f for name, case in cases for dtype in (torch.float32, torch.bfloat16)
-                for f in check(name, case, dtype, args.device)]
+    failures = [
+        f
+        for name, case in cases
+        for dtype in (torch.float32, torch.bfloat16)
+        for f in check(name, case, dtype, args.device)
+    ]
     print(f"{len(failures)} failing comparisons")
     return 1 if failures else 0
 

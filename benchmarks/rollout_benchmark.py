@@ -44,9 +44,15 @@ def timed(engine, prompts, group_size, max_new_tokens, use_kv_cache, repeats):
     seconds, tokens = [], []
     for repeat in range(repeats):
         started = time.perf_counter()
-        rollouts = engine.generate(prompts, group_size, max_new_tokens, 0.8, 1.0,
-                                   torch.Generator().manual_seed(repeat),
-                                   use_kv_cache=use_kv_cache)
+        rollouts = engine.generate(
+            prompts,
+            group_size,
+            max_new_tokens,
+            0.8,
+            1.0,
+            torch.Generator().manual_seed(repeat),
+            use_kv_cache=use_kv_cache,
+        )
         seconds.append(time.perf_counter() - started)
         tokens.append(sum(len(r.tokens) for r in rollouts))
     return statistics.median(tokens), statistics.median(seconds)
@@ -61,51 +67,100 @@ def main() -> None:
     config = tiny_cpu()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     parallel.initialize(config.model, config.train.seed)
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else (
-        f"cpu-{platform.machine()}-{torch.get_num_threads()}threads")
+    device = (
+        torch.cuda.get_device_name()
+        if torch.cuda.is_available()
+        else (f"cpu-{platform.machine()}-{torch.get_num_threads()}threads")
+    )
     rows = []
     with cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
         builtin = prepare_builtin_data(scratch)
         tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
-        documents = documents_of(load_indexed_dataset(builtin.valid_prefix,
-                                                      tokenizer.vocab_size))
+        documents = documents_of(load_indexed_dataset(builtin.valid_prefix, tokenizer.vocab_size))
         model = build_gpt_model(config.model, tokenizer.vocab_size)
         load_checkpoint(builtin.base_checkpoint, model, restore_rng=False)
-        engine = RolloutEngine(model, tokenizer.vocab_size, tokenizer.eos_id,
-                               tokenizer.token_bytes, config.model.hidden_size)
-        final_budget = budget_at(config.train.train_iters, config.train.train_iters,
-                                 config.budget)
-        prompts = [build_prompt(tokenizer, doc[:len(doc) // 2].tolist(), final_budget,
-                                config.rollout.max_prompt_length)
-                   for doc in documents[:args.prompts]]
+        engine = RolloutEngine(
+            model,
+            tokenizer.vocab_size,
+            tokenizer.eos_id,
+            tokenizer.token_bytes,
+            config.model.hidden_size,
+        )
+        final_budget = budget_at(config.train.train_iters, config.train.train_iters, config.budget)
+        prompts = [
+            build_prompt(
+                tokenizer,
+                doc[: len(doc) // 2].tolist(),
+                final_budget,
+                config.rollout.max_prompt_length,
+            )
+            for doc in documents[: args.prompts]
+        ]
         longest = config.rollout.max_response_length
         cut = rollout_token_cap(final_budget, longest, ANSWER_ALLOWANCE)
         for name, setting, new_tokens, use_kv in (
-                ("kv_cache", "cached", longest, True), ("kv_cache", "recompute", longest, False),
-                ("budget_cut", f"cap_2B+{ANSWER_ALLOWANCE}={cut}", cut, True),
-                ("budget_cut", f"cap_max={longest}", longest, True)):
-            tokens, seconds = timed(engine, prompts, args.group_size, new_tokens, use_kv,
-                                    args.repeats)
-            rows.append({"measurement": name, "setting": setting, "device": device,
-                         "prompts": args.prompts, "group_size": args.group_size,
-                         "budget": final_budget, "generated_tokens": tokens,
-                         "seconds": round(seconds, 4),
-                         "tokens_per_s": round(tokens / seconds, 1)})
+            ("kv_cache", "cached", longest, True),
+            ("kv_cache", "recompute", longest, False),
+            ("budget_cut", f"cap_2B+{ANSWER_ALLOWANCE}={cut}", cut, True),
+            ("budget_cut", f"cap_max={longest}", longest, True),
+        ):
+            tokens, seconds = timed(
+                engine, prompts, args.group_size, new_tokens, use_kv, args.repeats
+            )
+            rows.append(
+                {
+                    "measurement": name,
+                    "setting": setting,
+                    "device": device,
+                    "prompts": args.prompts,
+                    "group_size": args.group_size,
+                    "budget": final_budget,
+                    "generated_tokens": tokens,
+                    "seconds": round(seconds, 4),
+                    "tokens_per_s": round(tokens / seconds, 1),
+                }
+            )
     parallel.shutdown()
     cached, recompute, capped, uncapped = rows
-    rows.append({"measurement": "ratio", "setting": "kv_cache_speedup_tokens_per_s",
-                 "device": device,
-                 "tokens_per_s": round(cached["tokens_per_s"] / recompute["tokens_per_s"], 3)})
-    rows.append({"measurement": "ratio", "setting": "budget_cut_tokens_saved_fraction",
-                 "device": device, "generated_tokens": round(
-                     1 - capped["generated_tokens"] / uncapped["generated_tokens"], 3)})
-    rows.append({"measurement": "ratio", "setting": "budget_cut_time_saved_fraction",
-                 "device": device,
-                 "seconds": round(1 - capped["seconds"] / uncapped["seconds"], 3)})
+    rows.append(
+        {
+            "measurement": "ratio",
+            "setting": "kv_cache_speedup_tokens_per_s",
+            "device": device,
+            "tokens_per_s": round(cached["tokens_per_s"] / recompute["tokens_per_s"], 3),
+        }
+    )
+    rows.append(
+        {
+            "measurement": "ratio",
+            "setting": "budget_cut_tokens_saved_fraction",
+            "device": device,
+            "generated_tokens": round(
+                1 - capped["generated_tokens"] / uncapped["generated_tokens"], 3
+            ),
+        }
+    )
+    rows.append(
+        {
+            "measurement": "ratio",
+            "setting": "budget_cut_time_saved_fraction",
+            "device": device,
+            "seconds": round(1 - capped["seconds"] / uncapped["seconds"], 3),
+        }
+    )
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"rollout_{device.replace(' ', '_')}.csv"
-    fields = ["measurement", "setting", "device", "prompts", "group_size", "budget",
-              "generated_tokens", "seconds", "tokens_per_s"]
+    fields = [
+        "measurement",
+        "setting",
+        "device",
+        "prompts",
+        "group_size",
+        "budget",
+        "generated_tokens",
+        "seconds",
+        "tokens_per_s",
+    ]
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()

@@ -18,16 +18,22 @@ from vocab_ops import _provider_fn
 N, H, V = (int(x) for x in os.environ.get("RMT_BENCH_SHAPE", "1024,256,8000").split(","))
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 PROVIDERS = ["naive", "compile", "chunked", "objective"] + (
-    ["matmul", "triton"] + [p for p, module in (("liger", "liger_kernel"), ("verl", "verl"))
-                            if importlib.util.find_spec(module)]
-    if DEVICE == "cuda" else [])
+    ["matmul", "triton"]
+    + [
+        p
+        for p, module in (("liger", "liger_kernel"), ("verl", "verl"))
+        if importlib.util.find_spec(module)
+    ]
+    if DEVICE == "cuda"
+    else []
+)
 
 
 @pytest.fixture(scope="module")
 def inputs():
     generator = torch.Generator(device=DEVICE).manual_seed(0)
     hidden = torch.randn(N, H, device=DEVICE, generator=generator)
-    weight = torch.randn(V, H, device=DEVICE, generator=generator) / H ** 0.5
+    weight = torch.randn(V, H, device=DEVICE, generator=generator) / H**0.5
     labels = torch.randint(0, V, (N,), device=DEVICE, generator=generator)
     return hidden, weight, labels
 

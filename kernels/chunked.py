@@ -49,8 +49,15 @@ class _OnlineStats:
         return PartialStats(self.peak, self.sum_exp, self.sum_exp_z, self.target)
 
 
-def _grad_z(z: torch.Tensor, start: int, local_label: torch.Tensor, log_z: torch.Tensor,
-            mean_z: torch.Tensor, g_lp: torch.Tensor, g_h: torch.Tensor) -> torch.Tensor:
+def _grad_z(
+    z: torch.Tensor,
+    start: int,
+    local_label: torch.Tensor,
+    log_z: torch.Tensor,
+    mean_z: torch.Tensor,
+    g_lp: torch.Tensor,
+    g_h: torch.Tensor,
+) -> torch.Tensor:
     """∂L/∂z for one chunk `z: [n, c]` (a temporary: overwritten with the result):
     g_lp·(onehot - p) - g_H·p·(z - E_p[z])."""
     p = torch.sub(z, log_z[:, None]).exp_()
@@ -63,8 +70,9 @@ def _grad_z(z: torch.Tensor, start: int, local_label: torch.Tensor, log_z: torch
 
 
 @torch.no_grad()
-def logits_partial_stats(logits: torch.Tensor, local_label: torch.Tensor, temperature: float,
-                         v_chunk: int | None = None) -> PartialStats:
+def logits_partial_stats(
+    logits: torch.Tensor, local_label: torch.Tensor, temperature: float, v_chunk: int | None = None
+) -> PartialStats:
     stats = _OnlineStats(logits.shape[0], logits.device)
     for start, end in _spans(logits.shape[1], v_chunk or DEFAULT_V_CHUNK):
         stats.update(logits[:, start:end].float() / temperature, start, local_label)
@@ -72,13 +80,21 @@ def logits_partial_stats(logits: torch.Tensor, local_label: torch.Tensor, temper
 
 
 @torch.no_grad()
-def logits_grad(logits: torch.Tensor, local_label: torch.Tensor, log_z: torch.Tensor,
-                mean_z: torch.Tensor, g_lp: torch.Tensor, g_h: torch.Tensor,
-                temperature: float, out: torch.Tensor | None = None,
-                v_chunk: int | None = None) -> torch.Tensor:
+def logits_grad(
+    logits: torch.Tensor,
+    local_label: torch.Tensor,
+    log_z: torch.Tensor,
+    mean_z: torch.Tensor,
+    g_lp: torch.Tensor,
+    g_h: torch.Tensor,
+    temperature: float,
+    out: torch.Tensor | None = None,
+    v_chunk: int | None = None,
+) -> torch.Tensor:
     grad = torch.empty_like(logits) if out is None else out
     for start, end in _spans(logits.shape[1], v_chunk or DEFAULT_V_CHUNK):
         z = logits[:, start:end].float() / temperature
-        grad[:, start:end] = _grad_z(z, start, local_label, log_z, mean_z, g_lp,
-                                     g_h).div_(temperature)
+        grad[:, start:end] = _grad_z(z, start, local_label, log_z, mean_z, g_lp, g_h).div_(
+            temperature
+        )
     return grad

@@ -34,8 +34,9 @@ TILE_COLS = {"cuda": None, "cpu": 4096}
 """Vocabulary columns of one tile, by device type (None: the whole slice)."""
 
 
-def tile_shape(hidden: torch.Tensor, weight: torch.Tensor,
-               whole_block: bool = False) -> tuple[int, int]:
+def tile_shape(
+    hidden: torch.Tensor, weight: torch.Tensor, whole_block: bool = False
+) -> tuple[int, int]:
     """(rows, cols) of one tile for this device; with `whole_block` the rows are sized so that
     a block's tiles together (`[rows, V_local]`) take about TILE_BYTES."""
     device = hidden.device.type if hidden.device.type in TILE_BYTES else "cpu"
@@ -49,17 +50,26 @@ def _tiles(total: int, size: int) -> list[slice]:
     return [slice(start, min(start + size, total)) for start in range(0, total, size)]
 
 
-def _block_stats(tiles, label: torch.Tensor, temperature: float,
-                 impl: ModuleType) -> PartialStats:
+def _block_stats(tiles, label: torch.Tensor, temperature: float, impl: ModuleType) -> PartialStats:
     """This rank's statistics of one row block from its `(col, z)` tiles; `label` is the
     block's local labels."""
-    return merge([impl.logits_partial_stats(z, label - col.start, temperature)
-                  for col, z in tiles])
+    return merge([impl.logits_partial_stats(z, label - col.start, temperature) for col, z in tiles])
 
 
-def _add_block_grads(tiles, h: torch.Tensor, weight: torch.Tensor, label: torch.Tensor,
-                     log_z, mean_z, g_lp, g_h, temperature: float, impl: ModuleType,
-                     grad_hidden_block: torch.Tensor, grad_weight: torch.Tensor) -> None:
+def _add_block_grads(
+    tiles,
+    h: torch.Tensor,
+    weight: torch.Tensor,
+    label: torch.Tensor,
+    log_z,
+    mean_z,
+    g_lp,
+    g_h,
+    temperature: float,
+    impl: ModuleType,
+    grad_hidden_block: torch.Tensor,
+    grad_weight: torch.Tensor,
+) -> None:
     """Overwrite each `(col, z)` tile of a row block with ∂L/∂z and accumulate its products
     into the block's grad_hidden rows and grad_weight."""
     for col, dz in tiles:
@@ -69,8 +79,13 @@ def _add_block_grads(tiles, h: torch.Tensor, weight: torch.Tensor, label: torch.
 
 
 @torch.no_grad()
-def linear_partial_stats(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.Tensor,
-                         temperature: float, impl: ModuleType) -> PartialStats:
+def linear_partial_stats(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    local_label: torch.Tensor,
+    temperature: float,
+    impl: ModuleType,
+) -> PartialStats:
     rows, cols = tile_shape(hidden, weight)
     blocks = []
     for blk in _tiles(hidden.shape[0], rows):
@@ -81,28 +96,51 @@ def linear_partial_stats(hidden: torch.Tensor, weight: torch.Tensor, local_label
 
 
 @torch.no_grad()
-def linear_grads(hidden: torch.Tensor, weight: torch.Tensor, local_label: torch.Tensor,
-                 log_z: torch.Tensor, mean_z: torch.Tensor, g_lp: torch.Tensor,
-                 g_h: torch.Tensor, temperature: float,
-                 impl: ModuleType) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_grads(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    local_label: torch.Tensor,
+    log_z: torch.Tensor,
+    mean_z: torch.Tensor,
+    g_lp: torch.Tensor,
+    g_h: torch.Tensor,
+    temperature: float,
+    impl: ModuleType,
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows, cols = tile_shape(hidden, weight)
     grad_hidden = torch.zeros_like(hidden)
     grad_weight = torch.zeros_like(weight)
     for blk in _tiles(hidden.shape[0], rows):
         h = hidden[blk]
         tiles = ((col, h @ weight[col].T) for col in _tiles(weight.shape[0], cols))
-        _add_block_grads(tiles, h, weight, local_label[blk], log_z[blk], mean_z[blk], g_lp[blk],
-                         g_h[blk], temperature, impl, grad_hidden[blk], grad_weight)
+        _add_block_grads(
+            tiles,
+            h,
+            weight,
+            local_label[blk],
+            log_z[blk],
+            mean_z[blk],
+            g_lp[blk],
+            g_h[blk],
+            temperature,
+            impl,
+            grad_hidden[blk],
+            grad_weight,
+        )
     return grad_hidden, grad_weight
 
 
 @torch.no_grad()
-def linear_objective_grads(hidden: torch.Tensor, weight: torch.Tensor,
-                           local_label: torch.Tensor, ignored: torch.Tensor,
-                           temperature: float, impl: ModuleType,
-                           block_coefficients: Callable[[slice, TokenStats],
-                                                        tuple[torch.Tensor, torch.Tensor]],
-                           tp_group=None) -> tuple[torch.Tensor, torch.Tensor]:
+def linear_objective_grads(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    local_label: torch.Tensor,
+    ignored: torch.Tensor,
+    temperature: float,
+    impl: ModuleType,
+    block_coefficients: Callable[[slice, TokenStats], tuple[torch.Tensor, torch.Tensor]],
+    tp_group=None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(grad_hidden, grad_weight) of a per-token objective in one pass: each row block's tiles
     are formed once, kept while the block's statistics are combined (over TP ranks too) and
     `block_coefficients(block, stats)` gives its (g_lp, g_H), then overwritten with ∂L/∂z and
@@ -114,9 +152,22 @@ def linear_objective_grads(hidden: torch.Tensor, weight: torch.Tensor,
     for blk in _tiles(hidden.shape[0], rows):
         h = hidden[blk]
         tiles = [(col, h @ weight[col].T) for col in _tiles(weight.shape[0], cols)]
-        stats = combine(_block_stats(tiles, local_label[blk], temperature, impl), ignored[blk],
-                        tp_group)
+        stats = combine(
+            _block_stats(tiles, local_label[blk], temperature, impl), ignored[blk], tp_group
+        )
         g_lp, g_h = block_coefficients(blk, stats)
-        _add_block_grads(tiles, h, weight, local_label[blk], stats.log_z, stats.mean_z, g_lp,
-                         g_h, temperature, impl, grad_hidden[blk], grad_weight)
+        _add_block_grads(
+            tiles,
+            h,
+            weight,
+            local_label[blk],
+            stats.log_z,
+            stats.mean_z,
+            g_lp,
+            g_h,
+            temperature,
+            impl,
+            grad_hidden[blk],
+            grad_weight,
+        )
     return grad_hidden, grad_weight

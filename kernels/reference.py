@@ -17,20 +17,27 @@ from __future__ import annotations
 import torch
 
 
-def token_logprob_entropy_reference(logits: torch.Tensor, labels: torch.Tensor, *,
-                                    temperature: float = 1.0,
-                                    ignore_index: int = -100
-                                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprob_entropy_reference(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    temperature: float = 1.0,
+    ignore_index: int = -100,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """`(logprob [N], entropy [N])` of `labels: [N]` under `softmax(logits / temperature)`."""
     if logits.dim() != 2 or labels.shape != logits.shape[:1]:
-        raise ValueError(f"expected logits [N, V] and labels [N], got {tuple(logits.shape)} "
-                         f"and {tuple(labels.shape)}")
+        raise ValueError(
+            f"expected logits [N, V] and labels [N], got {tuple(logits.shape)} "
+            f"and {tuple(labels.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     ignored = labels == ignore_index
     if ((labels < 0) | (labels >= logits.shape[1]))[~ignored].any():
-        raise ValueError(f"labels outside [0, {logits.shape[1]}) that are not ignore_index="
-                         f"{ignore_index}: tokenizer and model vocabularies disagree?")
+        raise ValueError(
+            f"labels outside [0, {logits.shape[1]}) that are not ignore_index="
+            f"{ignore_index}: tokenizer and model vocabularies disagree?"
+        )
     z = logits.float() / temperature
     log_probs = torch.log_softmax(z, dim=-1)
     safe_labels = labels.masked_fill(ignored, 0).long()

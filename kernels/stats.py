@@ -51,12 +51,12 @@ def merge(parts: list[PartialStats]) -> PartialStats:
         return parts[0]
     peak = torch.stack([p.peak for p in parts]).amax(dim=0)
     scales = [torch.exp(p.peak - peak) for p in parts]
-    return PartialStats(peak,
-                        torch.stack([p.sum_exp * s for p, s in zip(parts, scales,
-                                                                   strict=True)]).sum(dim=0),
-                        torch.stack([p.sum_exp_z * s for p, s in zip(parts, scales,
-                                                                     strict=True)]).sum(dim=0),
-                        torch.stack([p.target for p in parts]).sum(dim=0))
+    return PartialStats(
+        peak,
+        torch.stack([p.sum_exp * s for p, s in zip(parts, scales, strict=True)]).sum(dim=0),
+        torch.stack([p.sum_exp_z * s for p, s in zip(parts, scales, strict=True)]).sum(dim=0),
+        torch.stack([p.target for p in parts]).sum(dim=0),
+    )
 
 
 def combine(partial: PartialStats, ignored: torch.Tensor, tp_group=None) -> TokenStats:
@@ -75,8 +75,13 @@ def combine(partial: PartialStats, ignored: torch.Tensor, tp_group=None) -> Toke
     return TokenStats(logprob, log_z - mean_z, log_z, mean_z)
 
 
-def grad_coefficients(grad_logprob: torch.Tensor | None, grad_entropy: torch.Tensor | None,
-                      ignored: torch.Tensor, n: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_coefficients(
+    grad_logprob: torch.Tensor | None,
+    grad_entropy: torch.Tensor | None,
+    ignored: torch.Tensor,
+    n: int,
+    device,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(g_lp, g_H) as fp32 `[N]`, zeros for missing upstream gradients and g_lp = 0 where the
     label is ignored."""
     zeros = torch.zeros(n, dtype=torch.float32, device=device)
@@ -85,8 +90,9 @@ def grad_coefficients(grad_logprob: torch.Tensor | None, grad_entropy: torch.Ten
     return torch.where(ignored, zeros, g_lp), g_h
 
 
-def local_labels(labels: torch.Tensor, vocab_start: int, vocab_local: int,
-                 ignore_index: int) -> tuple[torch.Tensor, torch.Tensor]:
+def local_labels(
+    labels: torch.Tensor, vocab_start: int, vocab_local: int, ignore_index: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(label index within this rank's slice or -1, ignored mask) for `labels: [N]`."""
     ignored = labels == ignore_index
     shifted = labels.long() - vocab_start

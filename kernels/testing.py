@@ -73,12 +73,13 @@ def linear_inputs(case: KernelCase, dtype=torch.float32, device="cpu"):
     generator = _generator(case, device)
     hidden = torch.randn(case.n, case.hidden, device=device, generator=generator)
     weight = torch.randn(case.vocab, case.hidden, device=device, generator=generator)
-    hidden = hidden * case.scale / case.hidden ** 0.5
+    hidden = hidden * case.scale / case.hidden**0.5
     return (hidden.to(dtype), weight.to(dtype), *_labels_and_upstream(case, generator, device))
 
 
-def forward_backward(fn: Callable, inputs, labels: torch.Tensor, temperature: float,
-                     upstream: torch.Tensor) -> list[torch.Tensor]:
+def forward_backward(
+    fn: Callable, inputs, labels: torch.Tensor, temperature: float, upstream: torch.Tensor
+) -> list[torch.Tensor]:
     """`[logprob, entropy, *input gradients]` of `fn(*inputs, labels, temperature=...)` under the
     loss Σ upstream[0]·logprob + upstream[1]·entropy."""
     leaves = [x.detach().clone().requires_grad_() for x in inputs]

@@ -20,8 +20,18 @@ BLOCK = 1024
 
 
 @triton.jit
-def _stats_kernel(logits_ptr, label_ptr, peak_ptr, sum_ptr, sum_z_ptr, target_ptr, row_stride,
-                  vocab, inv_temperature, BLOCK: tl.constexpr):
+def _stats_kernel(
+    logits_ptr,
+    label_ptr,
+    peak_ptr,
+    sum_ptr,
+    sum_z_ptr,
+    target_ptr,
+    row_stride,
+    vocab,
+    inv_temperature,
+    BLOCK: tl.constexpr,
+):
     row = tl.program_id(0)
     label = tl.load(label_ptr + row)
     peak = -float("inf")
@@ -31,8 +41,12 @@ def _stats_kernel(logits_ptr, label_ptr, peak_ptr, sum_ptr, sum_z_ptr, target_pt
     for start in range(0, vocab, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         inside = cols < vocab
-        z = tl.load(logits_ptr + row * row_stride + cols, mask=inside,
-                    other=-float("inf")).to(tl.float32) * inv_temperature
+        z = (
+            tl.load(logits_ptr + row * row_stride + cols, mask=inside, other=-float("inf")).to(
+                tl.float32
+            )
+            * inv_temperature
+        )
         new_peak = tl.maximum(peak, tl.max(z, axis=0))
         e = tl.where(inside, tl.exp(z - new_peak), 0.0)
         rescale = tl.exp(peak - new_peak)
@@ -47,8 +61,19 @@ def _stats_kernel(logits_ptr, label_ptr, peak_ptr, sum_ptr, sum_z_ptr, target_pt
 
 
 @triton.jit
-def _grad_kernel(logits_ptr, grad_ptr, label_ptr, log_z_ptr, mean_z_ptr, g_lp_ptr, g_h_ptr,
-                 row_stride, vocab, inv_temperature, BLOCK: tl.constexpr):
+def _grad_kernel(
+    logits_ptr,
+    grad_ptr,
+    label_ptr,
+    log_z_ptr,
+    mean_z_ptr,
+    g_lp_ptr,
+    g_h_ptr,
+    row_stride,
+    vocab,
+    inv_temperature,
+    BLOCK: tl.constexpr,
+):
     row = tl.program_id(0)
     label = tl.load(label_ptr + row)
     log_z = tl.load(log_z_ptr + row)
@@ -58,35 +83,65 @@ def _grad_kernel(logits_ptr, grad_ptr, label_ptr, log_z_ptr, mean_z_ptr, g_lp_pt
     for start in range(0, vocab, BLOCK):
         cols = start + tl.arange(0, BLOCK)
         inside = cols < vocab
-        z = tl.load(logits_ptr + row * row_stride + cols, mask=inside,
-                    other=0.0).to(tl.float32) * inv_temperature
+        z = (
+            tl.load(logits_ptr + row * row_stride + cols, mask=inside, other=0.0).to(tl.float32)
+            * inv_temperature
+        )
         p = tl.exp(z - log_z)
         grad = -p * (g_lp + g_h * (z - mean_z)) + tl.where(cols == label, g_lp, 0.0)
-        tl.store(grad_ptr + row * row_stride + cols,
-                 (grad * inv_temperature).to(grad_ptr.dtype.element_ty), mask=inside)
+        tl.store(
+            grad_ptr + row * row_stride + cols,
+            (grad * inv_temperature).to(grad_ptr.dtype.element_ty),
+            mask=inside,
+        )
 
 
 def _block(vocab: int) -> int:
     return min(BLOCK, triton.next_power_of_2(vocab))
 
 
-def logits_partial_stats(logits: torch.Tensor, local_label: torch.Tensor,
-                         temperature: float) -> PartialStats:
+def logits_partial_stats(
+    logits: torch.Tensor, local_label: torch.Tensor, temperature: float
+) -> PartialStats:
     logits = logits.contiguous()
     n, vocab = logits.shape
     out = [torch.empty(n, dtype=torch.float32, device=logits.device) for _ in range(4)]
-    _stats_kernel[(n,)](logits, local_label.contiguous(), *out, logits.stride(0), vocab,
-                        1.0 / temperature, BLOCK=_block(vocab))
+    _stats_kernel[(n,)](
+        logits,
+        local_label.contiguous(),
+        *out,
+        logits.stride(0),
+        vocab,
+        1.0 / temperature,
+        BLOCK=_block(vocab),
+    )
     return PartialStats(*out)
 
 
-def logits_grad(logits: torch.Tensor, local_label: torch.Tensor, log_z: torch.Tensor,
-                mean_z: torch.Tensor, g_lp: torch.Tensor, g_h: torch.Tensor,
-                temperature: float, out: torch.Tensor | None = None) -> torch.Tensor:
+def logits_grad(
+    logits: torch.Tensor,
+    local_label: torch.Tensor,
+    log_z: torch.Tensor,
+    mean_z: torch.Tensor,
+    g_lp: torch.Tensor,
+    g_h: torch.Tensor,
+    temperature: float,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     logits = logits.contiguous()
     grad = torch.empty_like(logits) if out is None else out
     n, vocab = logits.shape
-    _grad_kernel[(n,)](logits, grad, local_label.contiguous(), log_z.contiguous(),
-                       mean_z.contiguous(), g_lp.contiguous(), g_h.contiguous(),
-                       logits.stride(0), vocab, 1.0 / temperature, BLOCK=_block(vocab))
+    _grad_kernel[(n,)](
+        logits,
+        grad,
+        local_label.contiguous(),
+        log_z.contiguous(),
+        mean_z.contiguous(),
+        g_lp.contiguous(),
+        g_h.contiguous(),
+        logits.stride(0),
+        vocab,
+        1.0 / temperature,
+        BLOCK=_block(vocab),
+    )
     return grad

@@ -9,9 +9,11 @@ import torch
 from gguf import GGMLQuantizationType, GGUFWriter, RopeScalingType, TokenType
 from gguf.quants import dequantize, quantize
 
-CHAT_TEMPLATE = ("{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
-                 "message['content'] + '<|im_end|>\n' }}{% endfor %}"
-                 "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
 QUANTISED = {"token_embd.weight": GGMLQuantizationType.Q8_0}
 HALF = ("ffn_gate", "ffn_up", "ffn_down")
 
@@ -19,16 +21,27 @@ HALF = ("ffn_gate", "ffn_up", "ffn_down")
 def permute_rows(weight: np.ndarray, heads: int) -> np.ndarray:
     """llama.cpp's Q/K row order: per head, rotate-half rows -> interleaved pairs."""
     rows, columns = weight.shape
-    return (weight.reshape(heads, 2, rows // heads // 2, columns).swapaxes(1, 2)
-            .reshape(rows, columns))
+    return (
+        weight.reshape(heads, 2, rows // heads // 2, columns).swapaxes(1, 2).reshape(rows, columns)
+    )
 
 
-LAYER_NAMES = {"input_layernorm": "attn_norm", "post_attention_layernorm": "ffn_norm",
-               "self_attn.q_proj": "attn_q", "self_attn.k_proj": "attn_k",
-               "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output",
-               "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down"}
-NAMES = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight":
-         "output_norm.weight", "lm_head.weight": "output.weight"}
+LAYER_NAMES = {
+    "input_layernorm": "attn_norm",
+    "post_attention_layernorm": "ffn_norm",
+    "self_attn.q_proj": "attn_q",
+    "self_attn.k_proj": "attn_k",
+    "self_attn.v_proj": "attn_v",
+    "self_attn.o_proj": "attn_output",
+    "mlp.gate_proj": "ffn_gate",
+    "mlp.up_proj": "ffn_up",
+    "mlp.down_proj": "ffn_down",
+}
+NAMES = {
+    "model.embed_tokens.weight": "token_embd.weight",
+    "model.norm.weight": "output_norm.weight",
+    "lm_head.weight": "output.weight",
+}
 
 
 def _gguf_name(hf_name: str) -> str:
@@ -40,8 +53,9 @@ def _gguf_name(hf_name: str) -> str:
 
 def _heads(gguf_name: str, config) -> int | None:
     """Heads whose rows llama.cpp permutes in this tensor (None: not permuted)."""
-    return {"attn_q": config.num_attention_heads,
-            "attn_k": config.num_key_value_heads}.get(gguf_name.split(".")[-2])
+    return {"attn_q": config.num_attention_heads, "attn_k": config.num_key_value_heads}.get(
+        gguf_name.split(".")[-2]
+    )
 
 
 def write_gguf(path, model, tokenizer_dir=None, architecture="llama", drop=()) -> None:
@@ -96,8 +110,9 @@ def write_gguf(path, model, tokenizer_dir=None, architecture="llama", drop=()) -
 
 def permute_rows_back(weight: np.ndarray, heads: int) -> np.ndarray:
     rows, columns = weight.shape
-    return (weight.reshape(heads, rows // heads // 2, 2, columns).swapaxes(1, 2)
-            .reshape(rows, columns))
+    return (
+        weight.reshape(heads, rows // heads // 2, 2, columns).swapaxes(1, 2).reshape(rows, columns)
+    )
 
 
 def _add_vocabulary(writer, tokenizer_dir) -> None:
@@ -112,7 +127,8 @@ def _add_vocabulary(writer, tokenizer_dir) -> None:
     writer.add_tokenizer_pre("default")
     writer.add_token_list(tokens)
     writer.add_token_merges(merges)
-    writer.add_token_types([TokenType.CONTROL if i in special else TokenType.NORMAL
-                            for i in range(len(tokens))])
+    writer.add_token_types(
+        [TokenType.CONTROL if i in special else TokenType.NORMAL for i in range(len(tokens))]
+    )
     writer.add_eos_token_id(vocab["<|im_end|>"])
     writer.add_chat_template(CHAT_TEMPLATE)

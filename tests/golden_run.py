@@ -18,9 +18,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = Path(__file__).resolve().parent / "golden" / "tiny_cpu_first_steps.json"
-STEP_KEYS = ("budget", "loss_rl", "loss_ntp", "grad_norm", "match_reward",
-             "match_reward/easy", "match_reward/medium", "match_reward/hard",
-             "length_reward", "reasoning_length", "response_length")
+STEP_KEYS = (
+    "budget",
+    "loss_rl",
+    "loss_ntp",
+    "grad_norm",
+    "match_reward",
+    "match_reward/easy",
+    "match_reward/medium",
+    "match_reward/hard",
+    "length_reward",
+    "reasoning_length",
+    "response_length",
+)
 """Per-step metrics kept in the golden file."""
 
 
@@ -28,13 +38,34 @@ def golden_argv(data: Path) -> list[str]:
     """The run: shipped tokenizer and base model, tiny_cpu preset, three RMT steps."""
     from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
 
-    return ["--train-data-path", str(data / "train"), "--valid-data-path", str(data / "valid"),
-            "--tokenizer-model", str(ASSETS / TOKENIZER_FILE),
-            "--pretrained-checkpoint", str(ASSETS / CHECKPOINT_DIR),
-            "--train-iters", "3", "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "4",
-            "--rmt-group-size", "4", "--eval-positions", "12", "--micro-batch-size", "4",
-            "--rmt-max-response-length", "40", "--log-interval", "1",
-            "--eval-interval", "100"]
+    return [
+        "--train-data-path",
+        str(data / "train"),
+        "--valid-data-path",
+        str(data / "valid"),
+        "--tokenizer-model",
+        str(ASSETS / TOKENIZER_FILE),
+        "--pretrained-checkpoint",
+        str(ASSETS / CHECKPOINT_DIR),
+        "--train-iters",
+        "3",
+        "--lr-warmup-iters",
+        "0",
+        "--rmt-prompts-per-step",
+        "4",
+        "--rmt-group-size",
+        "4",
+        "--eval-positions",
+        "12",
+        "--micro-batch-size",
+        "4",
+        "--rmt-max-response-length",
+        "40",
+        "--log-interval",
+        "1",
+        "--eval-interval",
+        "100",
+    ]
 
 
 def write_data(directory: Path) -> Path:
@@ -46,10 +77,11 @@ def write_data(directory: Path) -> Path:
 
     tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
     for name, count, seed in (("train", 48, 10), ("valid", 16, 11)):
-        write_indexed_dataset(directory / name,
-                              [encode_document(tokenizer, d)
-                               for d in arithmetic_documents(count, seed)],
-                              tokenizer.vocab_size)
+        write_indexed_dataset(
+            directory / name,
+            [encode_document(tokenizer, d) for d in arithmetic_documents(count, seed)],
+            tokenizer.vocab_size,
+        )
     return directory
 
 
@@ -61,8 +93,10 @@ def golden_numbers(argv: list[str]) -> dict:
 
     config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
     result = run_training(config)
-    return {"steps": [{key: m[key] for key in STEP_KEYS} for m in result["metrics"]],
-            "evaluation": result["evaluations"][-1]}
+    return {
+        "steps": [{key: m[key] for key in STEP_KEYS} for m in result["metrics"]],
+        "evaluation": result["evaluations"][-1],
+    }
 
 
 def main() -> int:

@@ -20,9 +20,14 @@ from rmt_megatron.mcore.parallel import free_port
 def _child(rank: int, world_size: int, port: int, queue, fn: Callable, args: tuple) -> None:
     import torch
 
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
-                      LOCAL_WORLD_SIZE=str(world_size), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world_size),
+        LOCAL_RANK=str(rank),
+        LOCAL_WORLD_SIZE=str(world_size),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     torch.set_num_threads(1)
     try:
         # Plain pickle: torch's queue reducer shares tensors by fd, which dies with the child.
@@ -36,13 +41,17 @@ def run_ranks(world_size: int, fn: Callable, *args: Any, timeout: float = 300) -
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        raise RuntimeError("torch.distributed is initialised in the test process itself: a "
-                           "test ran training in-process; fork its ranks with run_ranks")
+        raise RuntimeError(
+            "torch.distributed is initialised in the test process itself: a "
+            "test ran training in-process; fork its ranks with run_ranks"
+        )
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     port = free_port()
-    processes = [context.Process(target=_child, args=(rank, world_size, port, queue, fn, args))
-                 for rank in range(world_size)]
+    processes = [
+        context.Process(target=_child, args=(rank, world_size, port, queue, fn, args))
+        for rank in range(world_size)
+    ]
     for process in processes:
         process.start()
     results: dict[int, Any] = {}

@@ -15,17 +15,35 @@ def _megatron_lm_like_parser() -> argparse.ArgumentParser:
     """Megatron-LM's own flags, including its GRPO ones, which ours must not clash with."""
     parser = argparse.ArgumentParser(allow_abbrev=False)
     add_megatron_args(parser)
-    for flag in ("--grpo-group-size", "--grpo-kl-beta", "--grpo-clamp-eps-lower",
-                 "--grpo-entropy-term-weight", "--grpo-prompts-per-step"):
+    for flag in (
+        "--grpo-group-size",
+        "--grpo-kl-beta",
+        "--grpo-clamp-eps-lower",
+        "--grpo-entropy-term-weight",
+        "--grpo-prompts-per-step",
+    ):
         parser.add_argument(flag)
     return parser
 
 
 def test_add_rmt_args_works_as_an_extra_args_provider_without_clashes():
     parser = add_rmt_args(_megatron_lm_like_parser())
-    args = parser.parse_args(["--num-layers", "4", "--rmt-group-size", "16",
-                              "--rmt-budget-decay", "0.3", "--rmt-tier-probs-start",
-                              "0.5", "0.4", "0.1", "--grpo-group-size", "2"])
+    args = parser.parse_args(
+        [
+            "--num-layers",
+            "4",
+            "--rmt-group-size",
+            "16",
+            "--rmt-budget-decay",
+            "0.3",
+            "--rmt-tier-probs-start",
+            "0.5",
+            "0.4",
+            "0.1",
+            "--grpo-group-size",
+            "2",
+        ]
+    )
     config = config_from_args(args)
     assert config.model.num_layers == 4
     assert config.rollout.group_size == 16
@@ -45,8 +63,9 @@ def test_flags_not_given_keep_the_preset_values():
 
 
 def test_method_and_preset_flags():
-    args = pretrain_rmt.build_parser().parse_args(["--rmt-preset", "qwen3_14b",
-                                                   "--rmt-method", "rpt"])
+    args = pretrain_rmt.build_parser().parse_args(
+        ["--rmt-preset", "qwen3_14b", "--rmt-method", "rpt"]
+    )
     config = config_from_args(args, default_preset="tiny_cpu")
     assert config.model.num_layers == 40
     assert not config.curriculum.enabled and config.loss.ntp_weight == 0.0
@@ -54,8 +73,11 @@ def test_method_and_preset_flags():
 
 def test_a_bad_flag_value_names_the_field_and_the_flag():
     args = pretrain_rmt.build_parser().parse_args(["--rmt-curriculum-transition-start", "0.9"])
-    with pytest.raises(ConfigError, match=r"curriculum.transition_start=0.9.*"
-                                          r"flag --rmt-curriculum-transition-start"):
+    with pytest.raises(
+        ConfigError,
+        match=r"curriculum.transition_start=0.9.*"
+        r"flag --rmt-curriculum-transition-start",
+    ):
         config_from_args(args, default_preset="tiny_cpu")
 
 

@@ -33,8 +33,11 @@ def test_ntp_sequence_excludes_rl_positions_from_its_labels():
 
 
 def test_collate_pads_rows_and_the_last_micro_batch():
-    sequences = [rl_sequence([1], [2, 3], 1.0), ntp_sequence([4, 5], ()),
-                 rl_sequence([6, 7], [8], -1.0)]
+    sequences = [
+        rl_sequence([1], [2, 3], 1.0),
+        ntp_sequence([4, 5], ()),
+        rl_sequence([6, 7], [8], -1.0),
+    ]
     batches = collate(sequences, 2, 3, pad_id=9, rl_token_weight=1.0, ntp_token_weight=1.0)
     assert [b["tokens"].shape for b in batches] == [torch.Size([2, 3])] * 2
     assert batches[1]["tokens"][1].tolist() == [9, 9, 9]

@@ -42,9 +42,17 @@ def test_budget_rejects_bad_steps(step, total):
         budget_at(step, total, BudgetConfig())
 
 
-@pytest.mark.parametrize(("ell", "expected"), [
-    (0, 0.0), (100, 0.5), (200, 1.0), (300, 0.5), (400, 0.0), (600, 0.0),
-])
+@pytest.mark.parametrize(
+    ("ell", "expected"),
+    [
+        (0, 0.0),
+        (100, 0.5),
+        (200, 1.0),
+        (300, 0.5),
+        (400, 0.0),
+        (600, 0.0),
+    ],
+)
 def test_triangular_length_reward_at_spec_points(ell, expected):
     # B = 200: ℓ = 0, B/2, B, 1.5B, 2B, 3B
     assert length_reward(ell, 200) == pytest.approx(expected, abs=1e-12)

@@ -48,10 +48,16 @@ BAD_VALUES = [
     (RewardConfig, {"length_weight": 1.5}, "reward.length_weight=1.5"),
     (RewardConfig, {"match_rule": "fuzzy"}, "reward.match_rule='fuzzy'"),
     (RewardConfig, {"length_reward_max": 0.0}, "reward.length_reward_max=0.0"),
-    (CurriculumConfig, {"transition_start": 0.7, "transition_end": 0.3},
-     "curriculum.transition_start=0.7"),
-    (CurriculumConfig, {"transition_start": 0.5, "transition_end": 0.5},
-     "curriculum.transition_start=0.5"),
+    (
+        CurriculumConfig,
+        {"transition_start": 0.7, "transition_end": 0.3},
+        "curriculum.transition_start=0.7",
+    ),
+    (
+        CurriculumConfig,
+        {"transition_start": 0.5, "transition_end": 0.5},
+        "curriculum.transition_start=0.5",
+    ),
     (CurriculumConfig, {"transition_end": 1.0}, "curriculum.transition_end=1.0"),
     (CurriculumConfig, {"start_probs": (0.5, 0.3, 0.1)}, "sum to 1"),
     (CurriculumConfig, {"end_probs": (1.2, -0.1, -0.1)}, "curriculum.end_probs"),
@@ -68,10 +74,16 @@ BAD_VALUES = [
     (RolloutConfig, {"top_p": 0.0}, "rollout.top_p=0.0"),
     (ModelConfig, {"hidden_size": 66, "num_attention_heads": 4}, "model.hidden_size=66"),
     (ModelConfig, {"num_attention_heads": 4, "num_query_groups": 3}, "model.num_query_groups=3"),
-    (ModelConfig, {"num_query_groups": 2, "tensor_model_parallel_size": 4},
-     "model.tensor_model_parallel_size=4"),
-    (ModelConfig, {"num_layers": 3, "pipeline_model_parallel_size": 2},
-     "model.pipeline_model_parallel_size=2"),
+    (
+        ModelConfig,
+        {"num_query_groups": 2, "tensor_model_parallel_size": 4},
+        "model.tensor_model_parallel_size=4",
+    ),
+    (
+        ModelConfig,
+        {"num_layers": 3, "pipeline_model_parallel_size": 2},
+        "model.pipeline_model_parallel_size=2",
+    ),
     (ModelConfig, {"seq_length": 8192, "max_position_embeddings": 4096}, "model.seq_length"),
     (TrainConfig, {"train_iters": 0}, "train.train_iters=0"),
     (TrainConfig, {"lr": -1.0}, "train.lr=-1.0"),
@@ -81,8 +93,11 @@ BAD_VALUES = [
 ]
 
 
-@pytest.mark.parametrize(("cls", "values", "message"), BAD_VALUES,
-                         ids=[f"{c.__name__}-{'-'.join(v)}" for c, v, _ in BAD_VALUES])
+@pytest.mark.parametrize(
+    ("cls", "values", "message"),
+    BAD_VALUES,
+    ids=[f"{c.__name__}-{'-'.join(v)}" for c, v, _ in BAD_VALUES],
+)
 def test_bad_values_raise_a_message_naming_the_field_and_value(cls, values, message):
     with pytest.raises(ConfigError, match="is invalid") as error:
         cls(**values)
@@ -96,8 +111,10 @@ def test_replace_revalidates():
 
 def test_cross_section_check_response_length_against_the_budget_floor():
     with pytest.raises(ConfigError, match=r"rollout\.max_response_length"):
-        RMTConfig(budget=BudgetConfig(initial=64, minimum=32),
-                  rollout=RolloutConfig(max_response_length=16))
+        RMTConfig(
+            budget=BudgetConfig(initial=64, minimum=32),
+            rollout=RolloutConfig(max_response_length=16),
+        )
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
@@ -131,8 +148,18 @@ def test_methods_switch_off_the_right_parts():
     assert apply_method(RMTConfig(), "rmt") == RMTConfig()
 
 
-@pytest.mark.parametrize("cls", [BudgetConfig, RewardConfig, CurriculumConfig, LossConfig,
-                                 RolloutConfig, ModelConfig, TrainConfig])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        BudgetConfig,
+        RewardConfig,
+        CurriculumConfig,
+        LossConfig,
+        RolloutConfig,
+        ModelConfig,
+        TrainConfig,
+    ],
+)
 def test_every_field_has_a_docstring(cls):
     docs = field_docs(cls)
     assert {f.name for f in dataclasses.fields(cls)} == set(docs)

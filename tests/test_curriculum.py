@@ -26,8 +26,9 @@ def test_assign_tiers_respects_eligibility_and_rejects_nan():
     assert tiers.tolist() == [2, NTP_ONLY]
     with pytest.raises(ValueError, match="NaN at eligible position 1"):
         assign_tiers(np.array([1.0, np.nan]), (0.5, 1.0, 1.5))
-    unscored_first = assign_tiers(np.array([np.nan, 1.2]), (0.5, 1.0, 1.5),
-                                  eligible=np.array([False, True]))
+    unscored_first = assign_tiers(
+        np.array([np.nan, 1.2]), (0.5, 1.0, 1.5), eligible=np.array([False, True])
+    )
     assert unscored_first.tolist() == [NTP_ONLY, 1]
 
 
@@ -68,8 +69,8 @@ def test_sampler_follows_tier_probabilities():
 def test_sampler_renormalises_over_tiers_that_are_empty_or_used_up():
     sampler = CurriculumSampler(_tiers(0, 50, 2), seed=2)
     _, drawn = sampler.sample(40, (0.9, 0.05, 0.05))
-    assert (drawn != 0).all()                    # empty easy tier never drawn
-    assert (drawn == 2).sum() == 2               # hard used up after its 2 positions
+    assert (drawn != 0).all()  # empty easy tier never drawn
+    assert (drawn == 2).sum() == 2  # hard used up after its 2 positions
     only_easy = CurriculumSampler(_tiers(1, 5, 0), seed=3)
     _, drawn = only_easy.sample(3, (1.0, 0.0, 0.0))
     assert drawn.tolist()[0] == 0 and (drawn[1:] == 1).all()  # no mass left: uniform
@@ -88,8 +89,9 @@ def test_sampler_state_resumes_the_same_draws_across_epochs():
     reference = CurriculumSampler(tiers, seed=11)
     first = reference.sample(10, (0.4, 0.4, 0.2))[0]
     state = json.loads(json.dumps(reference.state_dict()))  # survives a JSON checkpoint
-    expected = np.concatenate([reference.sample(12, (0.1, 0.3, 0.6))[0],
-                               reference.sample(12, None)[0]])
+    expected = np.concatenate(
+        [reference.sample(12, (0.1, 0.3, 0.6))[0], reference.sample(12, None)[0]]
+    )
     resumed = CurriculumSampler(tiers, seed=999)
     resumed.load_state_dict(state)
     got = np.concatenate([resumed.sample(12, (0.1, 0.3, 0.6))[0], resumed.sample(12, None)[0]])
@@ -108,5 +110,4 @@ def test_sampler_rejects_a_state_from_other_pools_and_empty_pools():
 def test_uniform_sampling_without_curriculum_covers_all_tiers_in_proportion():
     sampler = CurriculumSampler(_tiers(2000, 1000, 1000), seed=4)
     _, drawn = sampler.sample(2000, None)
-    np.testing.assert_allclose(np.bincount(drawn, minlength=3) / 2000, (0.5, 0.25, 0.25),
-                               atol=0.03)
+    np.testing.assert_allclose(np.bincount(drawn, minlength=3) / 2000, (0.5, 0.25, 0.25), atol=0.03)

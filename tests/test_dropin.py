@@ -22,10 +22,14 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
     from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
     parallel.initialize(_layout(), seed=3)
-    sequences = [rl_sequence([5, 6, 7], [8, 9], 1.0), rl_sequence([5, 6, 7], [10], -1.0),
-                 ntp_sequence([11, 12, 13, 14, 15], [3])]
-    weights = token_weights(sum(s.rl_tokens for s in sequences),
-                            sum(s.ntp_tokens for s in sequences), 1.0, 0.1)
+    sequences = [
+        rl_sequence([5, 6, 7], [8, 9], 1.0),
+        rl_sequence([5, 6, 7], [10], -1.0),
+        ntp_sequence([11, 12, 13, 14, 15], [3]),
+    ]
+    weights = token_weights(
+        sum(s.rl_tokens for s in sequences), sum(s.ntp_tokens for s in sequences), 1.0, 0.1
+    )
     micro = collate(sequences, 2, 4, 0, *weights)
     if configured:
         dropin.configure(RMTConfig())
@@ -35,9 +39,15 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
             state.model.config.calculate_per_token_loss = per_token_loss
             state.model.zero_grad_buffer()
             losses = get_forward_backward_func()(
-                forward_step_func=dropin.forward_step, data_iterator=iter(micro),
-                model=[state.model], num_microbatches=len(micro), seq_length=4,
-                micro_batch_size=2, decoder_seq_length=None, forward_only=False)
+                forward_step_func=dropin.forward_step,
+                data_iterator=iter(micro),
+                model=[state.model],
+                num_microbatches=len(micro),
+                seq_length=4,
+                micro_batch_size=2,
+                decoder_seq_length=None,
+                forward_only=False,
+            )
             grad_norm = state.optimizer.step()[1]
         return [{k: v.tolist() for k, v in x.items()} for x in losses], grad_norm
     except (RuntimeError, ValueError) as error:
@@ -62,9 +72,19 @@ def test_forward_step_needs_per_token_loss_and_settings():
 
 
 def test_megatron_lm_style_example_runs():
-    result = subprocess.run([sys.executable, str(ROOT / "examples" / "megatron_lm_dropin.py"),
-                             "--documents", "16", "--steps", "2"],
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "megatron_lm_dropin.py"),
+            "--documents",
+            "16",
+            "--steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("step ")]
     assert len(lines) == 2 and "L_NTP" in lines[0]

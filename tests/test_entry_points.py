@@ -21,10 +21,28 @@ def data(tmp_path_factory):
 
 
 def _run_args(data, *extra, start=("--pretrained-checkpoint", str(ASSETS / CHECKPOINT_DIR))):
-    return ["--train-data-path", str(data / "train"), "--valid-data-path", str(data / "valid"),
-            "--tokenizer-model", str(ASSETS / TOKENIZER_FILE), *start, "--train-iters", "1",
-            "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
-            "--eval-positions", "2", "--rmt-max-response-length", "8", *extra]
+    return [
+        "--train-data-path",
+        str(data / "train"),
+        "--valid-data-path",
+        str(data / "valid"),
+        "--tokenizer-model",
+        str(ASSETS / TOKENIZER_FILE),
+        *start,
+        "--train-iters",
+        "1",
+        "--lr-warmup-iters",
+        "0",
+        "--rmt-prompts-per-step",
+        "2",
+        "--rmt-group-size",
+        "2",
+        "--eval-positions",
+        "2",
+        "--rmt-max-response-length",
+        "8",
+        *extra,
+    ]
 
 
 def _main(argv):
@@ -34,19 +52,24 @@ def _main(argv):
 CASES = {
     "missing --hf-checkpoint directory": (
         lambda data, tmp: _run_args(data, start=("--hf-checkpoint", str(tmp / "no_such_model"))),
-        "no_such_model/config.json does not exist"),
+        "no_such_model/config.json does not exist",
+    ),
     "missing --tokenizer-model": (
         lambda data, tmp: _run_args(data, "--tokenizer-model", str(tmp / "missing.model")),
-        "missing.model does not exist"),
+        "missing.model does not exist",
+    ),
     "missing --load directory": (
         lambda data, tmp: _run_args(data, "--load", str(tmp / "typo_checkpoints")),
-        "typo_checkpoints holds no checkpoint"),
+        "typo_checkpoints holds no checkpoint",
+    ),
     "missing data prefix": (
         lambda data, tmp: _run_args(data, "--train-data-path", str(tmp / "nope")),
-        "nope.idx does not exist"),
+        "nope.idx does not exist",
+    ),
     "bad config value": (
         lambda data, tmp: _run_args(data, "--rmt-budget-decay", "1.5"),
-        "budget.decay=1.5 is invalid"),
+        "budget.decay=1.5 is invalid",
+    ),
 }
 
 
@@ -62,10 +85,16 @@ def test_a_user_mistake_ends_in_a_message_and_exit_status_1(case, data, tmp_path
 
 def test_the_command_line_prints_the_message_without_a_traceback(data):
     """The real process: an unknown preset (argparse) and a bad value (ConfigError)."""
-    for extra, status, expected in ((["--rmt-preset", "huge"], 2, "invalid choice: 'huge'"),
-                                    (["--rmt-group-size", "1"], 1, "rollout.group_size=1")):
-        result = subprocess.run([sys.executable, str(ROOT / "pretrain_rmt.py"),
-                                 *_run_args(data, *extra)], capture_output=True, text=True,
-                                cwd=ROOT, timeout=120)
+    for extra, status, expected in (
+        (["--rmt-preset", "huge"], 2, "invalid choice: 'huge'"),
+        (["--rmt-group-size", "1"], 1, "rollout.group_size=1"),
+    ):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "pretrain_rmt.py"), *_run_args(data, *extra)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=120,
+        )
         assert result.returncode == status, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr

@@ -9,8 +9,12 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
 def test_rmt_step_walkthrough_runs():
-    result = subprocess.run([sys.executable, str(EXAMPLES / "rmt_step_walkthrough.py")],
-                            capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "rmt_step_walkthrough.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     out = result.stdout
     assert "budget B_t = 420 tokens" in out  # 800 · 0.2^0.4 = 420.2
     assert "ℓ= 420 match=1 r_len=1.00 r=1.00" in out
@@ -19,10 +23,25 @@ def test_rmt_step_walkthrough_runs():
 
 
 def test_warm_start_command_runs_and_records_what_it_did(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "rmt_megatron.builtin.warmstart", "--output",
-                             str(tmp_path), "--train-iters", "2", "--sequences-per-step", "8",
-                             "--micro-batch-size", "4"],
-                            capture_output=True, text=True, check=False, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rmt_megatron.builtin.warmstart",
+            "--output",
+            str(tmp_path),
+            "--train-iters",
+            "2",
+            "--sequences-per-step",
+            "8",
+            "--micro-batch-size",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "base.json").read_text())
     assert summary["train_iters"] == 2 and summary["worked_examples"] > 1000

@@ -10,15 +10,24 @@ from ranks import run_ranks
 from test_hf_import import TOKENS, _imported, _megatron_logits
 from test_text_pipeline import _byte_level_tokenizer
 
-TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-            rms_norm_eps=1e-5, rope_theta=5000.0)
+TINY = dict(
+    vocab_size=300,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-5,
+    rope_theta=5000.0,
+)
 
 
 def _tiny_llama(tie=True):
     torch.manual_seed(0)
     return transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(**TINY, tie_word_embeddings=tie)).eval()
+        transformers.LlamaConfig(**TINY, tie_word_embeddings=tie)
+    ).eval()
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["tied", "untied"])
@@ -40,9 +49,13 @@ def test_gguf_logits_equal_the_reference_forward(gguf_file, tp, pp):
 
 def test_linear_rope_scaling_from_gguf_metadata(tmp_path):
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        **dict(TINY, initializer_range=0.1), tie_word_embeddings=True,
-        rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 5000.0})).eval()
+    model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            **dict(TINY, initializer_range=0.1),
+            tie_word_embeddings=True,
+            rope_parameters={"rope_type": "linear", "factor": 4.0, "rope_theta": 5000.0},
+        )
+    ).eval()
     write_gguf(tmp_path / "linear.gguf", model)
     with torch.no_grad():
         reference = model(TOKENS).logits
@@ -66,8 +79,9 @@ def _chat_vocabulary(directory):
 
     _byte_level_tokenizer(directory)
     tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    tokenizer.add_special_tokens([AddedToken("<|im_start|>", special=True),
-                                  AddedToken("<|im_end|>", special=True)])
+    tokenizer.add_special_tokens(
+        [AddedToken("<|im_start|>", special=True), AddedToken("<|im_end|>", special=True)]
+    )
     tokenizer.save(str(directory / "tokenizer.json"))
     return directory, tokenizer
 
@@ -99,8 +113,6 @@ def test_bad_gguf_files_are_named(tmp_path):
     from rmt_megatron.errors import CheckpointError, ConfigError
     from rmt_megatron.model_io.checkpoints import import_model_config, open_checkpoint
 
-
-
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all" * 10)
     with pytest.raises(CheckpointError, match="not a readable GGUF"):
         import_model_config(tmp_path / "junk.gguf")
@@ -130,8 +142,9 @@ def test_a_gguf_model_exports_to_a_hugging_face_checkpoint(tmp_path):
     """GGUF -> GPTModel (TP=2) -> Hugging Face directory that transformers loads, with the
     same logits, and a tokenizer AutoTokenizer reads with the same ids and chat template."""
     _, reference_tokenizer = _chat_vocabulary(tmp_path)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        **dict(TINY, vocab_size=reference_tokenizer.get_vocab_size()))).eval()
+    model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(**dict(TINY, vocab_size=reference_tokenizer.get_vocab_size()))
+    ).eval()
     write_gguf(tmp_path / "chat.gguf", model, tokenizer_dir=tmp_path)
     run_ranks(2, _export, str(tmp_path / "chat.gguf"), str(tmp_path / "hf"), 2)
     exported = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
@@ -140,9 +153,12 @@ def test_a_gguf_model_exports_to_a_hugging_face_checkpoint(tmp_path):
         assert (exported(tokens).logits - model(tokens).logits).abs().max() <= 1e-5
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
     text = "Ben has 12 apples. é 日本"
-    assert tokenizer.encode(text, add_special_tokens=False) == reference_tokenizer.encode(
-        text, add_special_tokens=False).ids
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
-                                         add_generation_prompt=True)
+    assert (
+        tokenizer.encode(text, add_special_tokens=False)
+        == reference_tokenizer.encode(text, add_special_tokens=False).ids
+    )
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert tokenizer.eos_token == "<|im_end|>"

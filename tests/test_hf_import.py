@@ -9,16 +9,32 @@ import torch
 import transformers
 from ranks import run_ranks
 
-TINY = dict(vocab_size=300, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-            rms_norm_eps=1e-6)
+TINY = dict(
+    vocab_size=300,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-6,
+)
 MODELS = {
-    "llama": (transformers.LlamaConfig, transformers.LlamaForCausalLM,
-              dict(tie_word_embeddings=True)),
-    "qwen2": (transformers.Qwen2Config, transformers.Qwen2ForCausalLM,
-              dict(tie_word_embeddings=False)),
-    "qwen3": (transformers.Qwen3Config, transformers.Qwen3ForCausalLM,
-              dict(tie_word_embeddings=False, head_dim=16)),
+    "llama": (
+        transformers.LlamaConfig,
+        transformers.LlamaForCausalLM,
+        dict(tie_word_embeddings=True),
+    ),
+    "qwen2": (
+        transformers.Qwen2Config,
+        transformers.Qwen2ForCausalLM,
+        dict(tie_word_embeddings=False),
+    ),
+    "qwen3": (
+        transformers.Qwen3Config,
+        transformers.Qwen3ForCausalLM,
+        dict(tie_word_embeddings=False, head_dim=16),
+    ),
 }
 TOKENS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
 
@@ -47,9 +63,12 @@ def _imported(directory, tp, pp):
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
 
-    config = import_model_config(directory, tensor_model_parallel_size=tp,
-                                 pipeline_model_parallel_size=pp,
-                                 make_vocab_size_divisible_by=64)
+    config = import_model_config(
+        directory,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        make_vocab_size_divisible_by=64,
+    )
     parallel.initialize(config, seed=0)
     try:
         with cpu.device_mode():
@@ -66,6 +85,7 @@ def _megatron_logits(directory, tp, pp):
 
     def gathered(logits, batch):
         from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
         return gather_from_tensor_model_parallel_region(logits)[..., :300]
 
     with _imported(directory, tp, pp) as (_, model):
@@ -86,7 +106,6 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
     from rmt_megatron.model_io.checkpoints import import_model_config
     from rmt_megatron.model_io.hf_import import SafetensorsReader
 
-
     directory, _ = checkpoint
     config = json.loads((directory / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**config, "architectures": ["GPT2"]}))
@@ -95,7 +114,8 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match=r"neither model\.safetensors"):
         SafetensorsReader(tmp_path)
     (tmp_path / "model.safetensors.index.json").write_text(
-        json.dumps({"weight_map": {"model.norm.weight": "model-00002.safetensors"}}))
+        json.dumps({"weight_map": {"model.norm.weight": "model-00002.safetensors"}})
+    )
     with pytest.raises(CheckpointError, match=r"model-00002\.safetensors"):
         SafetensorsReader(tmp_path)
 
@@ -118,8 +138,7 @@ def test_import_then_export_is_bitwise(checkpoint, tmp_path, tp, pp):
     assert sorted(exported) == sorted(original)
     for name, tensor in original.items():
         assert torch.equal(exported[name], tensor), name
-    assert (tmp_path / "out" / "config.json").read_text() == (
-        directory / "config.json").read_text()
+    assert (tmp_path / "out" / "config.json").read_text() == (directory / "config.json").read_text()
 
 
 def _save_imported(directory, save):
@@ -137,8 +156,16 @@ def test_export_command_writes_a_run_s_checkpoint_back(checkpoint, tmp_path):
 
     directory, _ = checkpoint
     run_ranks(2, _save_imported, str(directory), str(tmp_path / "save"))
-    argv = ["--load", str(tmp_path / "save"), "--hf-source", str(directory), "--output",
-            str(tmp_path / "out"), "--pipeline-model-parallel-size", "2"]
+    argv = [
+        "--load",
+        str(tmp_path / "save"),
+        "--hf-source",
+        str(directory),
+        "--output",
+        str(tmp_path / "out"),
+        "--pipeline-model-parallel-size",
+        "2",
+    ]
     assert run_ranks(2, main, argv) == [0, 0]
     original = load_file(directory / "model.safetensors")
     exported = load_file(tmp_path / "out" / "model.safetensors")
@@ -148,8 +175,13 @@ def test_export_command_writes_a_run_s_checkpoint_back(checkpoint, tmp_path):
 
 ROPE_SCALING = {
     "linear": {"rope_type": "linear", "factor": 4.0},
-    "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 8192},
+    "llama3": {
+        "rope_type": "llama3",
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 8192,
+    },
 }
 
 
@@ -157,15 +189,18 @@ ROPE_SCALING = {
 def test_rope_scaling_variants_match_transformers(kind, tmp_path):
     rope = dict(ROPE_SCALING[kind], rope_theta=10000.0)
     torch.manual_seed(0)
-    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-        **dict(TINY, max_position_embeddings=16384), rope_parameters=rope,
-        initializer_range=0.1)).eval()
+    model = transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(
+            **dict(TINY, max_position_embeddings=16384), rope_parameters=rope, initializer_range=0.1
+        )
+    ).eval()
     model.save_pretrained(tmp_path)
     tokens = torch.randint(0, 300, (1, 1024), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():  # a long sequence: llama3 scaling acts on the slow frequencies only
         reference = model(tokens).logits
-        plain = transformers.LlamaForCausalLM(transformers.LlamaConfig(
-            **dict(TINY, max_position_embeddings=16384))).eval()
+        plain = transformers.LlamaForCausalLM(
+            transformers.LlamaConfig(**dict(TINY, max_position_embeddings=16384))
+        ).eval()
         plain.load_state_dict(model.state_dict())
         assert (plain(tokens).logits - reference).abs().max() > 1e-3
     logits = run_ranks(1, _megatron_logits_of, str(tmp_path), tokens)[0]

@@ -45,8 +45,9 @@ def _logits_op(name, dtype=torch.float32):
     case = CASES[name]
     logits, labels, upstream = logits_inputs(case, dtype)
     got = forward_backward(token_logprob_entropy, [logits], labels, case.temperature, upstream)
-    want = forward_backward(token_logprob_entropy_reference, [logits.float()], labels,
-                            case.temperature, upstream)
+    want = forward_backward(
+        token_logprob_entropy_reference, [logits.float()], labels, case.temperature, upstream
+    )
     return got, want, labels
 
 
@@ -64,7 +65,7 @@ def test_logits_op_in_bf16(name):
     assert got[2].dtype == torch.bfloat16
     torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got[2].float(), want[2], rtol=2 ** -8, atol=1e-3)
+    torch.testing.assert_close(got[2].float(), want[2], rtol=2**-8, atol=1e-3)
 
 
 LINEAR = KernelCase(7, 21, hidden=6, temperature=0.9, ignored=(3,))
@@ -82,9 +83,12 @@ def linear_against_reference(case, dtype=torch.float32, backend=None):
     def reference(h, w, y, temperature):
         return token_logprob_entropy_reference(h @ w.T, y, temperature=temperature)
 
-    return (forward_backward(ours, [hidden, weight], labels, case.temperature, upstream),
-            forward_backward(reference, [hidden.float(), weight.float()], labels,
-                             case.temperature, upstream))
+    return (
+        forward_backward(ours, [hidden, weight], labels, case.temperature, upstream),
+        forward_backward(
+            reference, [hidden.float(), weight.float()], labels, case.temperature, upstream
+        ),
+    )
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -101,7 +105,7 @@ def test_linear_op_in_bf16():
     here); gradients are rounded to bf16 and summed over tokens/vocabulary in bf16 blocks."""
     ours, reference = linear_against_reference(LINEAR, torch.bfloat16)
     for got, want in zip(ours, reference, strict=True):
-        torch.testing.assert_close(got.float(), want, rtol=2 ** -6, atol=5e-2)
+        torch.testing.assert_close(got.float(), want, rtol=2**-6, atol=5e-2)
 
 
 def fused_objective_against_reference(backend=None):
@@ -118,8 +122,15 @@ def fused_objective_against_reference(backend=None):
     config = LossConfig(entropy_coeff=0.01)
 
     def objective(logprob, entropy):
-        return dual_loss(logprob, rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=advantages,
-                         old_logprob=old, entropy=entropy, config=config).loss
+        return dual_loss(
+            logprob,
+            rl_mask=rl_mask,
+            ntp_mask=ntp_mask,
+            advantages=advantages,
+            old_logprob=old,
+            entropy=entropy,
+            config=config,
+        ).loss
 
     h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
     loss, _, _ = linear_token_objective(h1, w1, labels, objective, backend=backend)
@@ -149,13 +160,15 @@ def _vocab_parallel(world):
     h, w, labels, upstream = linear_inputs(replace(LINEAR, vocab=24))
     logits = (h @ w.T).detach()
     shard = logits.chunk(world, dim=1)[rank].clone().requires_grad_()
-    logprob, entropy = token_logprob_entropy(shard, labels, temperature=0.8,
-                                             tp_group=dist.group.WORLD)
+    logprob, entropy = token_logprob_entropy(
+        shard, labels, temperature=0.8, tp_group=dist.group.WORLD
+    )
     (logprob * upstream[0] + entropy * upstream[1]).sum().backward()
     w_shard = w.chunk(world, dim=0)[rank].clone().requires_grad_()
     h_local = h.clone().requires_grad_()
-    lin_lp, lin_h = linear_logprob_entropy(h_local, w_shard, labels, temperature=0.8,
-                                           tp_group=dist.group.WORLD)
+    lin_lp, lin_h = linear_logprob_entropy(
+        h_local, w_shard, labels, temperature=0.8, tp_group=dist.group.WORLD
+    )
     (lin_lp * upstream[0] + lin_h * upstream[1]).sum().backward()
     dist.all_reduce(h_local.grad)  # what ColumnParallelLinear's input copy does in backward
     dist.destroy_process_group()
@@ -174,11 +187,13 @@ def test_vocab_parallel_ops_equal_the_single_rank_result():
         logprob, entropy, grad_shard, lin_lp, grad_w_shard, grad_h = result
         torch.testing.assert_close(logprob, ref_lp, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(entropy, ref_h, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(grad_shard, logits.grad.chunk(2, dim=1)[rank],
-                                   rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(
+            grad_shard, logits.grad.chunk(2, dim=1)[rank], rtol=1e-5, atol=1e-6
+        )
         torch.testing.assert_close(lin_lp, ref_lp, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(grad_w_shard, w2.grad.chunk(2, dim=0)[rank],
-                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(
+            grad_w_shard, w2.grad.chunk(2, dim=0)[rank], rtol=1e-5, atol=1e-5
+        )
         torch.testing.assert_close(grad_h, h2.grad, rtol=1e-5, atol=1e-5)
 
 
@@ -201,9 +216,13 @@ def test_triton_kernels_under_the_interpreter():
     from pathlib import Path
 
     checks = Path(__file__).with_name("triton_interpreter_checks.py")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(checks)], capture_output=True, text=True, timeout=600,
-                            env={**os.environ, "TRITON_INTERPRET": "1"},
-                            cwd=checks.parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(checks)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "TRITON_INTERPRET": "1"},
+        cwd=checks.parent.parent,
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "12 passed" in result.stdout

@@ -19,8 +19,9 @@ def test_reference_logprob_and_entropy_on_a_hand_case():
 
 def test_reference_temperature_ignore_index_and_bad_labels():
     logits = torch.tensor([[2.0, 0.0], [1.0, 3.0]])
-    logprob, entropy = token_logprob_entropy_reference(logits, torch.tensor([0, -100]),
-                                                       temperature=2.0)
+    logprob, entropy = token_logprob_entropy_reference(
+        logits, torch.tensor([0, -100]), temperature=2.0
+    )
     expected = torch.log_softmax(logits / 2.0, dim=-1)
     torch.testing.assert_close(logprob, torch.tensor([expected[0, 0].item(), 0.0]))
     torch.testing.assert_close(entropy, -(expected.exp() * expected).sum(-1))
@@ -56,8 +57,13 @@ def test_dual_loss_value_on_a_hand_built_case():
     logits = torch.zeros(4, 3)
     logprob, _ = token_logprob_entropy_reference(logits, torch.tensor([0, 1, 2, 0]))
     rl_mask, ntp_mask = _masks("rl", "rl", "ntp", "none")
-    terms = dual_loss(logprob, rl_mask=rl_mask, ntp_mask=ntp_mask,
-                      advantages=torch.tensor([1.0, -0.5, 9.0, 9.0]), config=LossConfig())
+    terms = dual_loss(
+        logprob,
+        rl_mask=rl_mask,
+        ntp_mask=ntp_mask,
+        advantages=torch.tensor([1.0, -0.5, 9.0, 9.0]),
+        config=LossConfig(),
+    )
     # On-policy ρ = 1, so L_RL = -mean(A) = -(1 - 0.5) / 2 (the surrogate's value; its gradient
     # equals that of the paper's -mean(A log π)); L_NTP = log 3; L = L_RL + 0.1 L_NTP.
     torch.testing.assert_close(terms.rl, torch.tensor(-0.25))
@@ -74,8 +80,9 @@ def test_dual_loss_gradient_is_one_coefficient_per_token_times_onehot_minus_soft
     rl_mask, ntp_mask = _masks("rl", "rl", "rl", "ntp", "ntp", "none")
     config = LossConfig(ntp_weight=0.1)
     logprob, _ = token_logprob_entropy_reference(logits, labels)
-    dual_loss(logprob, rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=advantages,
-              config=config).loss.backward()
+    dual_loss(
+        logprob, rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=advantages, config=config
+    ).loss.backward()
 
     coefficient = torch.where(rl_mask, -advantages / 3, torch.zeros(6))
     coefficient = torch.where(ntp_mask, torch.full((6,), -0.1 / 2), coefficient)
@@ -90,9 +97,14 @@ def test_clipped_ratio_stops_the_gradient_and_is_counted():
     logprob = torch.tensor([-1.0, -1.0], requires_grad=True)
     old = torch.tensor([-1.5, -1.0])  # ratio e^0.5 = 1.65 > 1.2 on token 0; 1 on token 1
     rl_mask, ntp_mask = _masks("rl", "rl")
-    terms = dual_loss(logprob, rl_mask=rl_mask, ntp_mask=ntp_mask,
-                      advantages=torch.tensor([1.0, 1.0]), old_logprob=old,
-                      config=LossConfig(clip_eps=0.2))
+    terms = dual_loss(
+        logprob,
+        rl_mask=rl_mask,
+        ntp_mask=ntp_mask,
+        advantages=torch.tensor([1.0, 1.0]),
+        old_logprob=old,
+        config=LossConfig(clip_eps=0.2),
+    )
     terms.loss.backward()
     torch.testing.assert_close(terms.rl, torch.tensor(-(1.2 + 1.0) / 2))
     torch.testing.assert_close(logprob.grad, torch.tensor([0.0, -0.5]))
@@ -105,9 +117,15 @@ def test_kl_and_entropy_terms():
     entropy = torch.tensor([0.5, 1.5])
     rl_mask, ntp_mask = _masks("rl", "rl")
     zero_adv = torch.zeros(2)
-    terms = dual_loss(logprob, rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=zero_adv,
-                      ref_logprob=ref, entropy=entropy,
-                      config=LossConfig(kl_beta=0.5, entropy_coeff=0.1))
+    terms = dual_loss(
+        logprob,
+        rl_mask=rl_mask,
+        ntp_mask=ntp_mask,
+        advantages=zero_adv,
+        ref_logprob=ref,
+        entropy=entropy,
+        config=LossConfig(kl_beta=0.5, entropy_coeff=0.1),
+    )
     kl = (0.0 + (math.e - 1.0 - 1.0)) / 2  # k3 = e^r - r - 1 with r = ref - logprob = 0, 1
     torch.testing.assert_close(terms.kl, torch.tensor(kl))
     torch.testing.assert_close(terms.rl, torch.tensor(0.5 * kl - 0.1 * 1.0))
@@ -116,18 +134,31 @@ def test_kl_and_entropy_terms():
 def test_empty_sets_contribute_zero_and_bad_inputs_are_rejected():
     logprob = torch.tensor([-1.0, -2.0])
     none = torch.zeros(2, dtype=torch.bool)
-    terms = dual_loss(logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(2),
-                      config=LossConfig())
+    terms = dual_loss(
+        logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(2), config=LossConfig()
+    )
     assert terms.loss.item() == 0.0
     with pytest.raises(ValueError, match="overlap"):
-        dual_loss(logprob, rl_mask=~none, ntp_mask=~none, advantages=torch.zeros(2),
-                  config=LossConfig())
+        dual_loss(
+            logprob, rl_mask=~none, ntp_mask=~none, advantages=torch.zeros(2), config=LossConfig()
+        )
     with pytest.raises(ValueError, match="flat"):
-        dual_loss(logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(3),
-                  config=LossConfig())
+        dual_loss(
+            logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(3), config=LossConfig()
+        )
     with pytest.raises(ValueError, match="ref_logprob"):
-        dual_loss(logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(2),
-                  config=LossConfig(kl_beta=0.1))
+        dual_loss(
+            logprob,
+            rl_mask=none,
+            ntp_mask=none,
+            advantages=torch.zeros(2),
+            config=LossConfig(kl_beta=0.1),
+        )
     with pytest.raises(ValueError, match="entropy"):
-        dual_loss(logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(2),
-                  config=LossConfig(entropy_coeff=0.1))
+        dual_loss(
+            logprob,
+            rl_mask=none,
+            ntp_mask=none,
+            advantages=torch.zeros(2),
+            config=LossConfig(entropy_coeff=0.1),
+        )

@@ -11,9 +11,16 @@ from ranks import run_ranks
 
 from rmt_megatron.config.sections import ModelConfig
 
-SMALL = ModelConfig(num_layers=2, hidden_size=32, ffn_hidden_size=64, num_attention_heads=4,
-                    num_query_groups=2, seq_length=32, max_position_embeddings=64,
-                    untie_embeddings_and_output_weights=True)
+SMALL = ModelConfig(
+    num_layers=2,
+    hidden_size=32,
+    ffn_hidden_size=64,
+    num_attention_heads=4,
+    num_query_groups=2,
+    seq_length=32,
+    max_position_embeddings=64,
+    untie_embeddings_and_output_weights=True,
+)
 VOCAB = 256  # a multiple of 128·TP for TP = 1, 2: the padded vocabulary is the same
 
 
@@ -32,8 +39,9 @@ def _save_model(directory: str) -> None:
 
     parallel.initialize(_layout(), seed=7)
     with cpu.device_mode():
-        save_checkpoint(directory, 3, build_gpt_model(_layout(), VOCAB),
-                        state={"note": "reference weights"})
+        save_checkpoint(
+            directory, 3, build_gpt_model(_layout(), VOCAB), state={"note": "reference weights"}
+        )
     parallel.shutdown()
 
 
@@ -57,6 +65,7 @@ def _loss_after_load(directory: str, tp: int, pp: int):
 
         def log_softmax_of_next(logits, batch):
             from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
             full = gather_from_tensor_model_parallel_region(logits)
             return torch.log_softmax(full.float(), -1)
 
@@ -120,7 +129,10 @@ def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(tmp_path):
     step_dir(tmp_path, 9).with_name("iter_0000009.tmp").mkdir()  # a save that died midway
     assert latest_step(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "iter_0000003", "iter_0000009.tmp", "latest_checkpointed_iteration.txt"]
+        "iter_0000003",
+        "iter_0000009.tmp",
+        "latest_checkpointed_iteration.txt",
+    ]
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):

@@ -8,10 +8,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_kernels_install_inside_the_package_not_as_a_top_level_module():
-    code = ("import importlib.util, rmt_megatron.kernels as k; "
-            "print(k.__name__, importlib.util.find_spec('kernels') is None)")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            check=True, cwd="/")
+    code = (
+        "import importlib.util, rmt_megatron.kernels as k; "
+        "print(k.__name__, importlib.util.find_spec('kernels') is None)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/"
+    )
     assert result.stdout.split() == ["rmt_megatron.kernels", "True"]
 
 

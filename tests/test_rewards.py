@@ -15,31 +15,37 @@ from rmt_megatron.method.rewards import (
 CONTINUATION = [b" the", b" area", b" is"]
 
 
-@pytest.mark.parametrize(("response", "expected"), [
-    ("<think>hmm</think> so \\boxed{ the}", " the"),
-    ("<think>a</think>\\boxed{x} then \\boxed{ y}", " y"),
-    ("<think>a</think>\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
-    ("<think>\\boxed{early}</think> no box after", None),
-    ("<think>never closed \\boxed{x}", None),
-    ("<think>a</think>\\boxed{unclosed", None),
-    ("<think>a</think>\\boxed{ok} \\boxed{unclosed", "ok"),
-    ("<think>a</think>\\boxed{}", ""),
-])
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("<think>hmm</think> so \\boxed{ the}", " the"),
+        ("<think>a</think>\\boxed{x} then \\boxed{ y}", " y"),
+        ("<think>a</think>\\boxed{\\frac{1}{2}}", "\\frac{1}{2}"),
+        ("<think>\\boxed{early}</think> no box after", None),
+        ("<think>never closed \\boxed{x}", None),
+        ("<think>a</think>\\boxed{unclosed", None),
+        ("<think>a</think>\\boxed{ok} \\boxed{unclosed", "ok"),
+        ("<think>a</think>\\boxed{}", ""),
+    ],
+)
 def test_extract_prediction(response, expected):
     assert extract_prediction(response) == expected
 
 
-@pytest.mark.parametrize(("prediction", "expected"), [
-    (b" the", 1.0),            # one correct token
-    (b" the area", 1.0),       # correct multi-token prefix ending on a boundary
-    (b" the area is", 1.0),    # the whole continuation
-    (b" the ar", 0.0),         # correct bytes but ends mid-token
-    (b"the", 0.0),             # leading-space mismatch
-    (b" a", 0.0),              # wrong token
-    (b"", 0.0),                # empty box
-    (None, 0.0),               # invalid format
-    (b" the area is now", 0.0),  # runs past the known continuation
-])
+@pytest.mark.parametrize(
+    ("prediction", "expected"),
+    [
+        (b" the", 1.0),  # one correct token
+        (b" the area", 1.0),  # correct multi-token prefix ending on a boundary
+        (b" the area is", 1.0),  # the whole continuation
+        (b" the ar", 0.0),  # correct bytes but ends mid-token
+        (b"the", 0.0),  # leading-space mismatch
+        (b" a", 0.0),  # wrong token
+        (b"", 0.0),  # empty box
+        (None, 0.0),  # invalid format
+        (b" the area is now", 0.0),  # runs past the known continuation
+    ],
+)
 def test_prefix_match_reward(prediction, expected):
     assert prefix_match_reward(prediction, CONTINUATION) == expected
 

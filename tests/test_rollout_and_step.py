@@ -21,11 +21,22 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
     with cpu.device_mode():
         model = build_gpt_model(config, VOCAB)
         load_checkpoint(directory, model)
-        engine = RolloutEngine(model, VOCAB - 6, eos_id=1,
-                               token_bytes=lambda ids: [b"}" if i == 3 else b"x" for i in ids],
-                               hidden_size=config.hidden_size)
-        rollouts = engine.generate(prompts, 2, 10, temperature, 0.9,
-                                   torch.Generator().manual_seed(0), use_kv_cache=use_kv_cache)
+        engine = RolloutEngine(
+            model,
+            VOCAB - 6,
+            eos_id=1,
+            token_bytes=lambda ids: [b"}" if i == 3 else b"x" for i in ids],
+            hidden_size=config.hidden_size,
+        )
+        rollouts = engine.generate(
+            prompts,
+            2,
+            10,
+            temperature,
+            0.9,
+            torch.Generator().manual_seed(0),
+            use_kv_cache=use_kv_cache,
+        )
     parallel.shutdown()
     return [(r.prompt_index, r.tokens, r.finished) for r in rollouts]
 
@@ -74,8 +85,9 @@ def _train(directory, tp, pp, steps, fused=False):
 
     sequences = [rl_sequence(ids(9), ids(5), a) for a in (1.0, -0.5, 0.25, -0.75)]
     sequences += [ntp_sequence(ids(14), [4, 9]), ntp_sequence(ids(11), [6])]
-    weights = token_weights(sum(s.rl_tokens for s in sequences),
-                            sum(s.ntp_tokens for s in sequences), 1.0, 0.1)
+    weights = token_weights(
+        sum(s.rl_tokens for s in sequences), sum(s.ntp_tokens for s in sequences), 1.0, 0.1
+    )
     micro = collate(sequences, 2, 16, 0, *weights)
     results = []
     with cpu.device_mode():
@@ -84,15 +96,20 @@ def _train(directory, tp, pp, steps, fused=False):
         forward_step = make_forward_step(LossConfig(fused_output_layer=fused))
         for _ in range(steps):
             out = train_step(state, forward_step, micro, 16)
-            results.append((report_mean(out.reports, "rl loss"),
-                            report_mean(out.reports, "ntp loss"), out.grad_norm))
+            results.append(
+                (
+                    report_mean(out.reports, "rl loss"),
+                    report_mean(out.reports, "ntp loss"),
+                    out.grad_norm,
+                )
+            )
     parallel.shutdown()
     return results
 
 
-@pytest.mark.parametrize(("tp", "pp", "fused"),
-                         [(2, 1, False), (1, 2, False), (1, 1, True), (2, 1, True),
-                          (1, 2, True)])
+@pytest.mark.parametrize(
+    ("tp", "pp", "fused"), [(2, 1, False), (1, 2, False), (1, 1, True), (2, 1, True), (1, 2, True)]
+)
 def test_training_steps_match_the_single_process_run(checkpoint, tp, pp, fused):
     """Under TP/PP, and with the fused output layer (no logits), the steps equal the plain
     single-process run's."""
@@ -127,8 +144,11 @@ def _compare_objectives(directory):
     with cpu.device_mode():
         model = build_gpt_model(config, VOCAB)
         load_checkpoint(directory, model)
-        sequences = [rl_sequence([3, 4, 5], [6, 7, 8], 0.8), rl_sequence([9, 10], [11], -0.8),
-                     ntp_sequence([12, 13, 14, 15, 16], [2])]
+        sequences = [
+            rl_sequence([3, 4, 5], [6, 7, 8], 0.8),
+            rl_sequence([9, 10], [11], -0.8),
+            ntp_sequence([12, 13, 14, 15, 16], [2]),
+        ]
         n_rl = sum(s.rl_tokens for s in sequences)
         n_ntp = sum(s.ntp_tokens for s in sequences)
         (batch,) = collate(sequences, 3, 5, 0, *token_weights(n_rl, n_ntp, 1.0, 0.1))
@@ -141,13 +161,18 @@ def _compare_objectives(directory):
                 objective = loss_sum / tokens
             else:
                 logprob, _ = token_logprob_entropy_reference(
-                    logits.reshape(-1, logits.shape[-1]), batch["labels"].flatten())
-                objective = dual_loss(logprob, rl_mask=batch["rl_mask"].flatten(),
-                                      ntp_mask=batch["ntp_mask"].flatten(),
-                                      advantages=batch["advantages"].flatten(),
-                                      config=LossConfig()).loss
+                    logits.reshape(-1, logits.shape[-1]), batch["labels"].flatten()
+                )
+                objective = dual_loss(
+                    logprob,
+                    rl_mask=batch["rl_mask"].flatten(),
+                    ntp_mask=batch["ntp_mask"].flatten(),
+                    advantages=batch["advantages"].flatten(),
+                    config=LossConfig(),
+                ).loss
             objective.backward()
-            grads.append(torch.cat([p.grad.flatten() for p in model.parameters()
-                                    if p.grad is not None]))
+            grads.append(
+                torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+            )
     parallel.shutdown()
     return grads

@@ -43,9 +43,17 @@ def _score(checkpoint, output, tp):
     with cpu.device_mode():
         model = build_gpt_model(_layout(tp), VOCAB)
         load_checkpoint(checkpoint, model)
-        scores = score_difficulty(model, DOCUMENTS, output, top_k=0, seq_length=8,
-                                  micro_batch_size=2, pad_id=0, chunk_documents=2,
-                                  show_progress=False)
+        scores = score_difficulty(
+            model,
+            DOCUMENTS,
+            output,
+            top_k=0,
+            seq_length=8,
+            micro_batch_size=2,
+            pad_id=0,
+            chunk_documents=2,
+            show_progress=False,
+        )
     parallel.shutdown()
     return scores
 
@@ -65,12 +73,12 @@ def test_scoring_windows_tp_dp_and_resume(tmp_path):
 
     # An interrupted pass: two documents done (marked with a sentinel), the rest still to do.
     partial = np.full_like(reference, np.nan)
-    partial[:offsets[2]] = 123.0
+    partial[: offsets[2]] = 123.0
     np.save(tmp_path / "c.npy.partial.npy", partial)
     (tmp_path / "c.npy.partial.npy").rename(tmp_path / "c.npy.partial")
     (tmp_path / "c.npy.progress").write_text(json.dumps({"documents": 2}))
     resumed = run_ranks(1, _score, str(tmp_path / "ck"), str(tmp_path / "c.npy"), 1)[0]
-    assert (resumed[:offsets[2]] == 123.0).all()  # kept, not recomputed
-    np.testing.assert_allclose(resumed[offsets[2]:], reference[offsets[2]:], rtol=1e-6)
+    assert (resumed[: offsets[2]] == 123.0).all()  # kept, not recomputed
+    np.testing.assert_allclose(resumed[offsets[2] :], reference[offsets[2] :], rtol=1e-6)
     assert not (tmp_path / "c.npy.progress").exists()
     np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), resumed)

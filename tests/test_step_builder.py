@@ -25,15 +25,22 @@ def test_score_groups_rewards_advantages_filter_and_stats():
     config = get_preset("tiny_cpu")
     config.loss.filter_zero_variance_groups = True
     right = _bytes("a", "b", "</think>", "\\boxed{", " 7", "}")  # 2 reasoning tokens
-    wrong = _bytes("a", "</think>", "\\boxed{", " 8", "}")        # 1 reasoning token
-    cut = _bytes("a", "b", "c")                                   # no answer, truncated
+    wrong = _bytes("a", "</think>", "\\boxed{", " 8", "}")  # 1 reasoning token
+    cut = _bytes("a", "b", "c")  # no answer, truncated
     stats = Tally()
-    scores = score_groups([right, wrong, cut, cut], [True, True, False, False],
-                          [_bytes(" 7", " apples"), _bytes(" 9")], [2, 0], budget=2,
-                          config=config, stats=stats)
+    scores = score_groups(
+        [right, wrong, cut, cut],
+        [True, True, False, False],
+        [_bytes(" 7", " apples"), _bytes(" 9")],
+        [2, 0],
+        budget=2,
+        config=config,
+        stats=stats,
+    )
     w = config.reward.length_weight
     assert scores.rewards.flatten().tolist() == pytest.approx(
-        [(1 - w) + w * 1.0, w * 0.5, w * 0.5, w * 0.5])
+        [(1 - w) + w * 1.0, w * 0.5, w * 0.5, w * 0.5]
+    )
     assert scores.advantages[0, 0] > 0 > scores.advantages[0, 1]
     assert scores.advantages[1].tolist() == [0.0, 0.0]
     assert scores.keep.tolist() == [True, False]
@@ -56,15 +63,18 @@ class ScriptedEngine:
 
     def generate(self, prompts, group_size, max_new_tokens, temperature, top_p, generator):
         self.prompts += [list(p) for p in prompts]
-        return [Rollout(i // group_size, self.answer if i % 2 == 0 else self.rambling,
-                        i % 2 == 0) for i in range(len(prompts) * group_size)]
+        return [
+            Rollout(i // group_size, self.answer if i % 2 == 0 else self.rambling, i % 2 == 0)
+            for i in range(len(prompts) * group_size)
+        ]
 
 
 @pytest.fixture(scope="module")
 def setting():
     tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
-    documents = [np.asarray(encode_document(tokenizer, d))
-                 for d in arithmetic_documents(12, seed=5)]
+    documents = [
+        np.asarray(encode_document(tokenizer, d)) for d in arithmetic_documents(12, seed=5)
+    ]
     entropy = np.full(sum(len(d) for d in documents), 1.2)  # every position is "medium"
     config = get_preset("tiny_cpu")
     config.rollout.prompts_per_step, config.rollout.group_size = 4, 2
@@ -74,8 +84,9 @@ def setting():
 def _build(setting, rank, size):
     config, tokenizer, documents, entropy = setting
     engine = ScriptedEngine(tokenizer)
-    batches = StepBatchBuilder(config, engine, tokenizer, documents, entropy, rank,
-                               size).build(step=3)
+    batches = StepBatchBuilder(config, engine, tokenizer, documents, entropy, rank, size).build(
+        step=3
+    )
     return engine, batches
 
 
@@ -90,8 +101,7 @@ def test_the_builder_packs_rollouts_and_documents_with_the_step_s_weights(settin
     assert rl == config.rollout.prompts_per_step * (len(engine.answer) + len(engine.rambling))
     assert batches.loss_tokens == rl + ntp
     weight_rl = sum(float((b["loss_weight"] * b["rl_mask"]).sum()) for b in batches.micro_batches)
-    weight_ntp = sum(float((b["loss_weight"] * b["ntp_mask"]).sum())
-                     for b in batches.micro_batches)
+    weight_ntp = sum(float((b["loss_weight"] * b["ntp_mask"]).sum()) for b in batches.micro_batches)
     # token means over the whole step: Σ weights = w_RL·T and λ·T (T = all loss tokens)
     assert weight_rl == pytest.approx(config.loss.rl_weight * (rl + ntp))
     assert weight_ntp == pytest.approx(config.loss.ntp_weight * (rl + ntp))

@@ -18,8 +18,9 @@ def tokenizer(tmp_path_factory):
 
 def test_corpus_is_deterministic_and_its_numbers_add_up():
     docs = arithmetic_documents(50, seed=3)
-    assert [document_text(d) for d in docs] == [document_text(d)
-                                               for d in arithmetic_documents(50, seed=3)]
+    assert [document_text(d) for d in docs] == [
+        document_text(d) for d in arithmetic_documents(50, seed=3)
+    ]
     for doc in docs:
         for segment in doc:
             if segment.reasoning:
@@ -61,17 +62,20 @@ def test_prompt_has_the_budget_clause_and_keeps_the_latest_context(tokenizer):
     fixed = len(build_prompt(tokenizer, [], 37, 10_000))  # instruction and "\n<think>"
     tail = len(tokenizer.encode(THINK_START))
     short = build_prompt(tokenizer, context, 37, fixed + 3)
-    assert len(short) == fixed + 3 and short[-tail - 3:-tail] == context[-3:]
+    assert len(short) == fixed + 3 and short[-tail - 3 : -tail] == context[-3:]
     with pytest.raises(ValueError, match="no room"):
         build_prompt(tokenizer, context, 37, fixed)
 
 
-@pytest.mark.parametrize(("pieces", "stops_at"), [
-    ([b"a", b"</th", b"ink>", b"\\boxed{", b" 1", b"}", b"x"], 5),
-    ([b"\\boxed{1}", b"</think>", b"\\boxed{", b"{", b"}", b"}"], 5),
-    ([b"</think>\\boxed{ 1}"], 0),
-    ([b"\\boxed{1}", b"more"], None),
-])
+@pytest.mark.parametrize(
+    ("pieces", "stops_at"),
+    [
+        ([b"a", b"</th", b"ink>", b"\\boxed{", b" 1", b"}", b"x"], 5),
+        ([b"\\boxed{1}", b"</think>", b"\\boxed{", b"{", b"}", b"}"], 5),
+        ([b"</think>\\boxed{ 1}"], 0),
+        ([b"\\boxed{1}", b"more"], None),
+    ],
+)
 def test_answer_stop(pieces, stops_at):
     stop = AnswerStop()
     done = [stop.feed(piece) for piece in pieces]
@@ -94,8 +98,11 @@ def _byte_level_tokenizer(directory):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<think>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<think>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tok.train_from_iterator(["Ben has 12 apples. é ü 日本", "hello world"] * 10, trainer)
     tok.save(str(directory / "tokenizer.json"))
     return directory

@@ -16,8 +16,15 @@ from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
 from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
-COMPARED = ("loss_rl", "loss_ntp", "grad_norm", "match_reward", "reasoning_length",
-            "length_reward", "budget")
+COMPARED = (
+    "loss_rl",
+    "loss_ntp",
+    "grad_norm",
+    "match_reward",
+    "reasoning_length",
+    "length_reward",
+    "budget",
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,21 +32,46 @@ def small_data(tmp_path_factory):
     directory = tmp_path_factory.mktemp("data")
     tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
     for name, count, seed in (("train", 48, 10), ("valid", 16, 11)):
-        write_indexed_dataset(directory / name,
-                              [encode_document(tokenizer, d)
-                               for d in arithmetic_documents(count, seed)],
-                              tokenizer.vocab_size)
+        write_indexed_dataset(
+            directory / name,
+            [encode_document(tokenizer, d) for d in arithmetic_documents(count, seed)],
+            tokenizer.vocab_size,
+        )
     return directory
 
 
 def _argv(data, *extra):
-    return ["--train-data-path", str(data / "train"), "--valid-data-path", str(data / "valid"),
-            "--tokenizer-model", str(ASSETS / TOKENIZER_FILE),
-            "--pretrained-checkpoint", str(ASSETS / CHECKPOINT_DIR),
-            "--train-iters", "4", "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2",
-            "--rmt-group-size", "2", "--eval-positions", "6", "--micro-batch-size", "4",
-            "--rmt-max-response-length", "40", "--log-interval", "1", "--save-interval", "100",
-            "--eval-interval", "100", *extra]
+    return [
+        "--train-data-path",
+        str(data / "train"),
+        "--valid-data-path",
+        str(data / "valid"),
+        "--tokenizer-model",
+        str(ASSETS / TOKENIZER_FILE),
+        "--pretrained-checkpoint",
+        str(ASSETS / CHECKPOINT_DIR),
+        "--train-iters",
+        "4",
+        "--lr-warmup-iters",
+        "0",
+        "--rmt-prompts-per-step",
+        "2",
+        "--rmt-group-size",
+        "2",
+        "--eval-positions",
+        "6",
+        "--micro-batch-size",
+        "4",
+        "--rmt-max-response-length",
+        "40",
+        "--log-interval",
+        "1",
+        "--save-interval",
+        "100",
+        "--eval-interval",
+        "100",
+        *extra,
+    ]
 
 
 def _train(argv):
@@ -56,10 +88,12 @@ def _compared(metrics):
 
 def test_resumed_run_matches_an_uninterrupted_one_bitwise(small_data, tmp_path):
     straight = run_ranks(1, _train, _argv(small_data, "--save", str(tmp_path / "a")))[0]
-    first = run_ranks(1, _train, _argv(small_data, "--save", str(tmp_path / "b"),
-                                       "--exit-interval", "2"))[0]
-    resumed = run_ranks(1, _train, _argv(small_data, "--save", str(tmp_path / "b"),
-                                         "--load", str(tmp_path / "b")))[0]
+    first = run_ranks(
+        1, _train, _argv(small_data, "--save", str(tmp_path / "b"), "--exit-interval", "2")
+    )[0]
+    resumed = run_ranks(
+        1, _train, _argv(small_data, "--save", str(tmp_path / "b"), "--load", str(tmp_path / "b"))
+    )[0]
     assert first["exited_at"] == 2 and len(first["metrics"]) == 2
     assert _compared(first["metrics"] + resumed["metrics"]) == _compared(straight["metrics"])
     assert resumed["evaluations"][-1] == straight["evaluations"][-1]
@@ -67,8 +101,9 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(small_data, tmp_path):
     assert (tmp_path / "b" / "eval" / "latest.json").is_file()
 
 
-@pytest.mark.parametrize("layout", [["--tensor-model-parallel-size", "2"],
-                                    ["--pipeline-model-parallel-size", "2"]])
+@pytest.mark.parametrize(
+    "layout", [["--tensor-model-parallel-size", "2"], ["--pipeline-model-parallel-size", "2"]]
+)
 def test_first_steps_match_the_single_process_run_under_tp_and_pp(small_data, tmp_path, layout):
     argv = _argv(small_data, "--train-iters", "2")
     reference = run_ranks(1, _train, argv)[0]["metrics"]
@@ -99,8 +134,7 @@ def test_bad_inputs_stop_with_a_clear_message(small_data, tmp_path, capfd):
 
 
 def test_a_diverging_run_names_the_step_and_the_last_checkpoint(small_data, tmp_path, capfd):
-    argv = _argv(small_data, "--lr", "1e35", "--save", str(tmp_path),
-                 "--save-interval", "1")
+    argv = _argv(small_data, "--lr", "1e35", "--save", str(tmp_path), "--save-interval", "1")
     assert run_ranks(1, _expect_failure, argv)[0] == 1
     message = capfd.readouterr().err
     assert "not finite at step" in message and "iter_000000" in message
@@ -116,15 +150,48 @@ def _imported_run_argv(directory, tokenizer_model, *start):
     for name, seed in (("train", 20), ("valid", 21)):
         text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
         (directory / f"{name}.txt").write_text(text)
-        assert preprocess.main(["--input", str(directory / f"{name}.txt"), "--output-prefix",
-                                str(directory / name), "--tokenizer-model",
-                                str(tokenizer_model)]) == 0
-    return [*start, "--train-data-path", str(directory / "train"),
-            "--valid-data-path", str(directory / "valid"), "--train-iters", "2",
-            "--lr-warmup-iters", "0", "--rmt-prompts-per-step", "2", "--rmt-group-size", "2",
-            "--eval-positions", "4", "--micro-batch-size", "4", "--rmt-max-response-length",
-            "16", "--rmt-max-prompt-length", "400", "--rmt-min-context", "4",
-            "--rmt-tier-thresholds", "0.0", "0.1", "0.2"]
+        assert (
+            preprocess.main(
+                [
+                    "--input",
+                    str(directory / f"{name}.txt"),
+                    "--output-prefix",
+                    str(directory / name),
+                    "--tokenizer-model",
+                    str(tokenizer_model),
+                ]
+            )
+            == 0
+        )
+    return [
+        *start,
+        "--train-data-path",
+        str(directory / "train"),
+        "--valid-data-path",
+        str(directory / "valid"),
+        "--train-iters",
+        "2",
+        "--lr-warmup-iters",
+        "0",
+        "--rmt-prompts-per-step",
+        "2",
+        "--rmt-group-size",
+        "2",
+        "--eval-positions",
+        "4",
+        "--micro-batch-size",
+        "4",
+        "--rmt-max-response-length",
+        "16",
+        "--rmt-max-prompt-length",
+        "400",
+        "--rmt-min-context",
+        "4",
+        "--rmt-tier-thresholds",
+        "0.0",
+        "0.1",
+        "0.2",
+    ]
 
 
 def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
@@ -132,13 +199,21 @@ def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
     import transformers
     from test_text_pipeline import _byte_level_tokenizer
 
-
     _byte_level_tokenizer(tmp_path)
     torch.manual_seed(0)
-    model = transformers.Qwen3ForCausalLM(transformers.Qwen3Config(
-        vocab_size=290, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        max_position_embeddings=512, tie_word_embeddings=False))
+    model = transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(
+            vocab_size=290,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+        )
+    )
     model.save_pretrained(tmp_path)
     argv = _imported_run_argv(tmp_path, tmp_path, "--hf-checkpoint", str(tmp_path))
     result = run_ranks(1, _train, argv)[0]
@@ -149,8 +224,11 @@ def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
 def test_resume_may_change_the_layout_but_not_the_model(small_data, tmp_path, capfd):
     save = str(tmp_path / "s")
     run_ranks(1, _train, _argv(small_data, "--save", save, "--exit-interval", "2"))
-    resumed = run_ranks(2, _train, _argv(small_data, "--save", save, "--load", save,
-                                         "--tensor-model-parallel-size", "2"))
+    resumed = run_ranks(
+        2,
+        _train,
+        _argv(small_data, "--save", save, "--load", save, "--tensor-model-parallel-size", "2"),
+    )
     assert all(len(r["metrics"]) == 2 for r in resumed)  # steps 3 and 4 under TP=2
     other = _argv(small_data, "--save", save, "--load", save, "--num-layers", "2")
     assert run_ranks(1, _expect_failure, other)[0] == 1
@@ -166,22 +244,32 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
     from test_gguf_import import _chat_vocabulary
     from test_text_pipeline import _byte_level_tokenizer
 
-
     vocab_dir = tmp_path / "vocab"
     vocab_dir.mkdir()
     _, tokenizer = _chat_vocabulary(vocab_dir)
-    shape = dict(vocab_size=tokenizer.get_vocab_size(), hidden_size=64, intermediate_size=96,
-                 num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    shape = dict(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=64,
+        intermediate_size=96,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+    )
     torch.manual_seed(0)
-    write_gguf(tmp_path / "policy.gguf", transformers.LlamaForCausalLM(
-        transformers.LlamaConfig(num_hidden_layers=2, **shape)), tokenizer_dir=vocab_dir)
+    write_gguf(
+        tmp_path / "policy.gguf",
+        transformers.LlamaForCausalLM(transformers.LlamaConfig(num_hidden_layers=2, **shape)),
+        tokenizer_dir=vocab_dir,
+    )
     proxy = tmp_path / "proxy"
-    transformers.LlamaForCausalLM(transformers.LlamaConfig(num_hidden_layers=1, **shape)
-                                  ).save_pretrained(proxy)
+    transformers.LlamaForCausalLM(
+        transformers.LlamaConfig(num_hidden_layers=1, **shape)
+    ).save_pretrained(proxy)
     shutil.copy(vocab_dir / "tokenizer.json", proxy / "tokenizer.json")
     policy = tmp_path / "policy.gguf"
-    argv = _imported_run_argv(tmp_path, policy, "--gguf-checkpoint", str(policy),
-                              "--rmt-proxy-checkpoint", str(proxy))
+    argv = _imported_run_argv(
+        tmp_path, policy, "--gguf-checkpoint", str(policy), "--rmt-proxy-checkpoint", str(proxy)
+    )
     result = run_ranks(1, _train, argv)[0]
     assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])
     (scores,) = tmp_path.glob("train_entropy_top16_proxy-*.npy")  # named after the proxy
@@ -192,8 +280,7 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
     assert "another vocabulary than the run's tokenizer" in capfd.readouterr().err
 
 
-def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(small_data,
-                                                                             tmp_path):
+def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(small_data, tmp_path):
     import json
     import shutil
 
@@ -201,8 +288,7 @@ def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(smal
     run_ranks(1, _train, _argv(small_data, "--save", save, "--train-iters", "2"))
     fresh = tmp_path / "fresh"  # the datasets without any cached difficulty scores
     shutil.copytree(small_data, fresh, ignore=shutil.ignore_patterns("*entropy*"))
-    result = run_ranks(1, _train, _argv(fresh, "--load", save, "--save", save,
-                                        "--skip-train"))[0]
+    result = run_ranks(1, _train, _argv(fresh, "--load", save, "--save", save, "--skip-train"))[0]
     assert result["metrics"] == [] and len(result["evaluations"]) == 1
     assert json.loads((tmp_path / "s" / "eval" / "latest.json").read_text())["step"] == 2
     assert list(fresh.glob("valid_entropy*.npy")) and not list(fresh.glob("train_entropy*"))

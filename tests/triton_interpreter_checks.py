@@ -16,13 +16,15 @@ from rmt_megatron.kernels.testing import CASES, forward_backward, logits_inputs
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
+
 @pytest.fixture(autouse=True)
 def small_block(monkeypatch):
     monkeypatch.setattr(triton_logits, "BLOCK", 16)  # several tiles and a ragged last one
 
 
-@pytest.mark.parametrize("name", ["v_not_multiple_of_block", "v_below_block", "huge_logits",
-                                  "all_ignored"])
+@pytest.mark.parametrize(
+    "name", ["v_not_multiple_of_block", "v_below_block", "huge_logits", "all_ignored"]
+)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_triton_logits_op(name, dtype):
     case = CASES[name]
@@ -32,15 +34,17 @@ def test_triton_logits_op(name, dtype):
         return token_logprob_entropy(x, y, temperature=temperature, backend="triton")
 
     lp, h, g = forward_backward(triton, [logits], labels, case.temperature, upstream)
-    ref_lp, ref_h, ref_g = forward_backward(token_logprob_entropy_reference, [logits.float()],
-                                            labels, case.temperature, upstream)
+    ref_lp, ref_h, ref_g = forward_backward(
+        token_logprob_entropy_reference, [logits.float()], labels, case.temperature, upstream
+    )
     torch.testing.assert_close(lp, ref_lp, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(h, ref_h, rtol=1e-5, atol=1e-5)
     # bf16 gradients: the interpreter casts fp32 to bf16 by truncation (checked: every gradient
     # equals the fp32 reference with its low 16 bits cleared), so allow one bf16 ulp (2^-7
     # relative), not the half ulp of round-to-nearest on a GPU (benchmarks/cuda_check.py)
-    tolerance = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {
-        "rtol": 2 ** -7, "atol": 1e-3}
+    tolerance = (
+        {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2**-7, "atol": 1e-3}
+    )
     torch.testing.assert_close(g.float(), ref_g, **tolerance)
 
 

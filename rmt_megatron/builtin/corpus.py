@@ -33,22 +33,38 @@ def _story(rng: random.Random) -> list[Segment]:
     item, other_item = rng.sample(ITEMS, 2)
     a, b = rng.randint(2, 20), rng.randint(2, 20)
     total = a + b
-    segments = [Segment(f"{first} has"), Segment(f" {a}"), Segment(f" {item}. "),
-                Segment(f"{second} gives {first}"), Segment(f" {b}"),
-                Segment(f" more, so {first} has"),
-                Segment(f" {total}", f"{a}+{b}={total}"), Segment(f" {item}.")]
+    segments = [
+        Segment(f"{first} has"),
+        Segment(f" {a}"),
+        Segment(f" {item}. "),
+        Segment(f"{second} gives {first}"),
+        Segment(f" {b}"),
+        Segment(f" more, so {first} has"),
+        Segment(f" {total}", f"{a}+{b}={total}"),
+        Segment(f" {item}."),
+    ]
     if rng.random() < 0.7:
         c = rng.randint(1, total - 1)
-        segments += [Segment(f" Then {first} gives away"), Segment(f" {c}"),
-                     Segment(f" {item}, so {first} has"),
-                     Segment(f" {total - c}", f"{total}-{c}={total - c}"),
-                     Segment(f" {item} left.")]
+        segments += [
+            Segment(f" Then {first} gives away"),
+            Segment(f" {c}"),
+            Segment(f" {item}, so {first} has"),
+            Segment(f" {total - c}", f"{total}-{c}={total - c}"),
+            Segment(f" {item} left."),
+        ]
     if rng.random() < 0.5:
         d, e = rng.randint(2, 20), rng.randint(2, 20)
-        segments += [Segment(f" {second} has"), Segment(f" {d}"), Segment(f" {other_item}"),
-                     Segment(" and buys"), Segment(f" {e}"), Segment(" more, so"),
-                     Segment(f" {second} has"), Segment(f" {d + e}", f"{d}+{e}={d + e}"),
-                     Segment(f" {other_item}.")]
+        segments += [
+            Segment(f" {second} has"),
+            Segment(f" {d}"),
+            Segment(f" {other_item}"),
+            Segment(" and buys"),
+            Segment(f" {e}"),
+            Segment(" more, so"),
+            Segment(f" {second} has"),
+            Segment(f" {d + e}", f"{d}+{e}={d + e}"),
+            Segment(f" {other_item}."),
+        ]
     return segments
 
 

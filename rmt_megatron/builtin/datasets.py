@@ -46,26 +46,33 @@ def encode_document(tokenizer: SentencePieceTokenizer, segments: list[Segment]) 
     return [*tokenizer.encode(document_text(segments)), tokenizer.eos_id]
 
 
-def prepare_builtin_data(directory: str | os.PathLike,
-                         assets: str | os.PathLike = ASSETS) -> BuiltinData:
+def prepare_builtin_data(
+    directory: str | os.PathLike, assets: str | os.PathLike = ASSETS
+) -> BuiltinData:
     """Write (if needed) the built-in datasets under `directory`; return every built-in path."""
     directory, assets = Path(directory), Path(assets)
     tokenizer_model = assets / TOKENIZER_FILE
     tokenizer = SentencePieceTokenizer(tokenizer_model)
-    stamp = {"tokenizer_sha256": hashlib.sha256(tokenizer_model.read_bytes()).hexdigest(),
-             "splits": SPLITS}
+    stamp = {
+        "tokenizer_sha256": hashlib.sha256(tokenizer_model.read_bytes()).hexdigest(),
+        "splits": SPLITS,
+    }
     stamp_path = directory / "builtin.json"
     prefixes = {split: directory / f"arith_{split}" for split in SPLITS}
     current = stamp_path.is_file() and json.loads(stamp_path.read_text()) == json.loads(
-        json.dumps(stamp))
+        json.dumps(stamp)
+    )
     if not current:
         directory.mkdir(parents=True, exist_ok=True)
         for stale in directory.glob("arith_*"):
             stale.unlink()
         for split, prefix in prefixes.items():
-            write_indexed_dataset(prefix, (encode_document(tokenizer, doc)
-                                           for doc in builtin_documents(split)),
-                                  tokenizer.vocab_size)
+            write_indexed_dataset(
+                prefix,
+                (encode_document(tokenizer, doc) for doc in builtin_documents(split)),
+                tokenizer.vocab_size,
+            )
         atomic_write(stamp_path, json.dumps(stamp, indent=1))
-    return BuiltinData(tokenizer_model, prefixes["train"], prefixes["valid"],
-                       assets / CHECKPOINT_DIR)
+    return BuiltinData(
+        tokenizer_model, prefixes["train"], prefixes["valid"], assets / CHECKPOINT_DIR
+    )

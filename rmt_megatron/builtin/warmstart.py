@@ -48,10 +48,16 @@ from rmt_megatron.method.packing import collate, ntp_sequence, token_weights
 from rmt_megatron.method.prompt import INSTRUCTION, build_prompt, prompt_header
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sentencepiece
 
-FILLERS = ("Let me read the text again.", "I need the next token.",
-           "The story counts things.", "I check each number.",
-           "Things given or bought change the count.", "I keep track of who has what.",
-           "Let me be careful.", "First I find the last number.")
+FILLERS = (
+    "Let me read the text again.",
+    "I need the next token.",
+    "The story counts things.",
+    "I check each number.",
+    "Things given or bought change the count.",
+    "I keep track of who has what.",
+    "Let me be careful.",
+    "First I find the last number.",
+)
 VOCAB_SIZE = 512
 """Built-in tokenizer size: a multiple of 256, so TP 1, 2 and 4 pad it alike (checkpoints
 reshard across those TP sizes)."""
@@ -60,13 +66,22 @@ reshard across those TP sizes)."""
 def tokenizer_texts(documents: list[list[Segment]], config: RMTConfig) -> list[str]:
     """Everything the built-in tokenizer should encode compactly."""
     budgets = range(1, config.budget.initial + 1)
-    return ([document_text(doc) for doc in documents] + [prompt_header(b) for b in budgets]
-            + [INSTRUCTION, "\n<think>", "</think>\\boxed{", "}"] + list(FILLERS) * 50
-            + [segment.reasoning for doc in documents for segment in doc if segment.reasoning])
+    return (
+        [document_text(doc) for doc in documents]
+        + [prompt_header(b) for b in budgets]
+        + [INSTRUCTION, "\n<think>", "</think>\\boxed{", "}"]
+        + list(FILLERS) * 50
+        + [segment.reasoning for doc in documents for segment in doc if segment.reasoning]
+    )
 
 
-def worked_response(tokenizer: SentencePieceTokenizer, core: str, answer: str,
-                    target_length: int, rng: random.Random) -> list[int]:
+def worked_response(
+    tokenizer: SentencePieceTokenizer,
+    core: str,
+    answer: str,
+    target_length: int,
+    rng: random.Random,
+) -> list[int]:
     """Reasoning padded with fillers to about `target_length` tokens, then the boxed answer."""
     fillers: list[str] = []
     while len(tokenizer.encode(" ".join([*fillers, core]))) < target_length:
@@ -75,9 +90,13 @@ def worked_response(tokenizer: SentencePieceTokenizer, core: str, answer: str,
     return tokenizer.encode(f"{reasoning}</think>\\boxed{{{answer}}}")
 
 
-def worked_examples(tokenizer: SentencePieceTokenizer, documents: list[list[Segment]],
-                    config: RMTConfig, seed: int, others_per_document: int = 2
-                    ) -> list[list[int]]:
+def worked_examples(
+    tokenizer: SentencePieceTokenizer,
+    documents: list[list[Segment]],
+    config: RMTConfig,
+    seed: int,
+    others_per_document: int = 2,
+) -> list[list[int]]:
     """Prompt ⊕ response sequences: every digit of a computed number, plus a few other
     positions, of each document."""
     rng = random.Random(seed)
@@ -91,16 +110,18 @@ def worked_examples(tokenizer: SentencePieceTokenizer, documents: list[list[Segm
         starts = [0]
         for piece in pieces:
             starts.append(starts[-1] + len(piece.decode("utf-8", errors="replace")))
-        computed = [pos for pos in range(min_context, len(ids))
-                    if reasoning_at(doc, starts[pos]) and pieces[pos].strip().isdigit()]
+        computed = [
+            pos
+            for pos in range(min_context, len(ids))
+            if reasoning_at(doc, starts[pos]) and pieces[pos].strip().isdigit()
+        ]
         others = [pos for pos in range(min_context, len(ids)) if pos not in computed]
         for pos in computed + rng.sample(others, min(others_per_document, len(others))):
             answer = pieces[pos].decode("utf-8", errors="replace")
             core = reasoning_at(doc, starts[pos]) or f"next: {answer.strip() or 'space'}"
             budget = rng.randint(low, high)
             target = rng.randint(max(1, int(0.4 * budget)), int(1.6 * budget))
-            prompt = build_prompt(tokenizer, ids[:pos], budget,
-                                  config.rollout.max_prompt_length)
+            prompt = build_prompt(tokenizer, ids[:pos], budget, config.rollout.max_prompt_length)
             examples.append(prompt + worked_response(tokenizer, core, answer, target, rng))
     return examples
 
@@ -108,8 +129,9 @@ def worked_examples(tokenizer: SentencePieceTokenizer, documents: list[list[Segm
 @command
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", required=True, help="Directory for the tokenizer, the "
-                        "checkpoint and base.json.")
+    parser.add_argument(
+        "--output", required=True, help="Directory for the tokenizer, the checkpoint and base.json."
+    )
     parser.add_argument("--preset", default="tiny_cpu", help="Model shape and budget range.")
     parser.add_argument("--train-iters", type=int, default=600)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -121,16 +143,24 @@ def main(argv: list[str] | None = None) -> int:
     config = get_preset(args.preset)
     output = Path(args.output)
     documents = builtin_documents("train")
-    tokenizer = train_sentencepiece(tokenizer_texts(documents, config),
-                                    output / TOKENIZER_FILE, VOCAB_SIZE)
+    tokenizer = train_sentencepiece(
+        tokenizer_texts(documents, config), output / TOKENIZER_FILE, VOCAB_SIZE
+    )
     examples = worked_examples(tokenizer, documents, config, args.seed)
     sequences = examples + [encode_document(tokenizer, doc) for doc in documents]
     longest = max(len(s) for s in sequences)
-    print(f"warm start: {len(examples)} worked examples + {len(documents)} documents, "
-          f"longest {longest} tokens, vocab {tokenizer.vocab_size}", flush=True)
+    print(
+        f"warm start: {len(examples)} worked examples + {len(documents)} documents, "
+        f"longest {longest} tokens, vocab {tokenizer.vocab_size}",
+        flush=True,
+    )
 
-    train = replace(config.train, train_iters=args.train_iters, lr=args.lr,
-                    lr_warmup_iters=min(20, args.train_iters // 10))
+    train = replace(
+        config.train,
+        train_iters=args.train_iters,
+        lr=args.lr,
+        lr_warmup_iters=min(20, args.train_iters // 10),
+    )
     parallel.initialize(config.model, args.seed)
     rng = random.Random(args.seed)
     losses = []
@@ -141,26 +171,45 @@ def main(argv: list[str] | None = None) -> int:
         for step in range(args.train_iters):
             if len(order) < args.sequences_per_step:
                 order += rng.sample(range(len(sequences)), len(sequences))
-            batch = [ntp_sequence(sequences[i], ()) for i in order[:args.sequences_per_step]]
-            del order[:args.sequences_per_step]
+            batch = [ntp_sequence(sequences[i], ()) for i in order[: args.sequences_per_step]]
+            del order[: args.sequences_per_step]
             width = max(len(s.tokens) for s in batch) - 1
             tokens = sum(s.ntp_tokens for s in batch)
-            micro = collate(batch, args.micro_batch_size, width, tokenizer.eos_id,
-                            *token_weights(0, tokens, 0.0, 1.0))
+            micro = collate(
+                batch,
+                args.micro_batch_size,
+                width,
+                tokenizer.eos_id,
+                *token_weights(0, tokens, 0.0, 1.0),
+            )
             result = train_step(state, forward_step, micro, width)
             losses.append(report_mean(result.reports, "ntp loss"))
             if step % 50 == 0 or step == args.train_iters - 1:
-                print(f"warm start step {step + 1}/{args.train_iters} loss {losses[-1]:.3f} "
-                      f"({time.time() - started:.0f} s)", flush=True)
-        save_checkpoint(output / CHECKPOINT_DIR, args.train_iters, state.module,
-                        state={"config": config.to_dict(), "vocab_size": tokenizer.vocab_size})
+                print(
+                    f"warm start step {step + 1}/{args.train_iters} loss {losses[-1]:.3f} "
+                    f"({time.time() - started:.0f} s)",
+                    flush=True,
+                )
+        save_checkpoint(
+            output / CHECKPOINT_DIR,
+            args.train_iters,
+            state.module,
+            state={"config": config.to_dict(), "vocab_size": tokenizer.vocab_size},
+        )
     parallel.shutdown()
-    summary = {"preset": args.preset, "train_iters": args.train_iters, "lr": args.lr,
-               "sequences_per_step": args.sequences_per_step, "seed": args.seed,
-               "worked_examples": len(examples), "documents": len(documents),
-               "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]),
-               "seconds": round(time.time() - started, 1), "torch": torch.__version__,
-               "command": "rmt-warmstart " + " ".join(argv or sys.argv[1:])}
+    summary = {
+        "preset": args.preset,
+        "train_iters": args.train_iters,
+        "lr": args.lr,
+        "sequences_per_step": args.sequences_per_step,
+        "seed": args.seed,
+        "worked_examples": len(examples),
+        "documents": len(documents),
+        "final_loss_mean_last_20": sum(losses[-20:]) / len(losses[-20:]),
+        "seconds": round(time.time() - started, 1),
+        "torch": torch.__version__,
+        "command": "rmt-warmstart " + " ".join(argv or sys.argv[1:]),
+    }
     atomic_write(output / "base.json", json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1))
     return 0

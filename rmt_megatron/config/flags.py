@@ -75,10 +75,12 @@ RMT_FLAGS = (
 """Flags added by `add_rmt_args`."""
 
 MEGATRON_FLAGS = (
-    *(Flag("--" + name.replace("_", "-"), section, name)
-      for section in ("model", "train", "data")
-      for name in (f.name for f in dataclasses.fields(SECTIONS[section]))
-      if name != "params_dtype"),
+    *(
+        Flag("--" + name.replace("_", "-"), section, name)
+        for section in ("model", "train", "data")
+        for name in (f.name for f in dataclasses.fields(SECTIONS[section]))
+        if name != "params_dtype"
+    ),
     Flag("--bf16", "model", "params_dtype", const="bfloat16"),
     Flag("--fp16", "model", "params_dtype", const="float16"),
 )
@@ -92,9 +94,14 @@ def _add_flag(group: argparse._ArgumentGroup, spec: Flag) -> None:
     help_text = field_docs(section_cls)[spec.field]
     if spec.const is not None or hint is bool:
         const = True if spec.const is None else spec.const
-        group.add_argument(spec.flag, dest=spec.dest, action="store_const", const=const,
-                           default=None, help=f"{help_text} (sets {spec.section}.{spec.field}"
-                           f" to {const!r})")
+        group.add_argument(
+            spec.flag,
+            dest=spec.dest,
+            action="store_const",
+            const=const,
+            default=None,
+            help=f"{help_text} (sets {spec.section}.{spec.field} to {const!r})",
+        )
         return
     kwargs: dict[str, Any] = {"dest": spec.dest, "default": None}
     args = typing.get_args(hint)
@@ -110,12 +117,20 @@ def _add_flag(group: argparse._ArgumentGroup, spec: Flag) -> None:
 def add_rmt_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Add the `--rmt-*` flags; usable as Megatron-LM's `extra_args_provider`."""
     group = parser.add_argument_group("RMT", "Reinforcement Mid-Training")
-    group.add_argument("--rmt-preset", default=None, choices=sorted(PRESETS),
-                       help="Start from this named config (default: the method's defaults, or "
-                       "tiny_cpu when pretrain_rmt.py runs standalone).")
-    group.add_argument("--rmt-method", default=None, choices=METHODS,
-                       help="rmt (default), rpt (no budget, curriculum or NTP term), or ntp "
-                       "(no RL: continued pre-training).")
+    group.add_argument(
+        "--rmt-preset",
+        default=None,
+        choices=sorted(PRESETS),
+        help="Start from this named config (default: the method's defaults, or "
+        "tiny_cpu when pretrain_rmt.py runs standalone).",
+    )
+    group.add_argument(
+        "--rmt-method",
+        default=None,
+        choices=METHODS,
+        help="rmt (default), rpt (no budget, curriculum or NTP term), or ntp "
+        "(no RL: continued pre-training).",
+    )
     for spec in RMT_FLAGS:
         _add_flag(group, spec)
     return parser
@@ -127,8 +142,6 @@ def add_megatron_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     for spec in MEGATRON_FLAGS:
         _add_flag(group, spec)
     return parser
-
-
 
 
 def config_from_args(args: argparse.Namespace, default_preset: str | None = None) -> RMTConfig:
@@ -144,11 +157,18 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
         if value is not None:
             overrides[spec.section][spec.field] = tuple(value) if isinstance(value, list) else value
     try:
-        return replace(config, **{name: replace(getattr(config, name), **values)
-                                  for name, values in overrides.items() if values})
+        return replace(
+            config,
+            **{
+                name: replace(getattr(config, name), **values)
+                for name, values in overrides.items()
+                if values
+            },
+        )
     except ConfigError as error:
-        flags = [s.flag for s in RMT_FLAGS + MEGATRON_FLAGS
-                 if f"{s.section}.{s.field}" == error.field]
+        flags = [
+            s.flag for s in RMT_FLAGS + MEGATRON_FLAGS if f"{s.section}.{s.field}" == error.field
+        ]
         if not flags:
             raise
         raise ConfigError(f"{error} (flag {flags[0]})", field=error.field) from None

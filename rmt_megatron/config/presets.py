@@ -30,14 +30,29 @@ def tiny_cpu() -> RMTConfig:
     return RMTConfig(
         budget=BudgetConfig(initial=48, minimum=4, decay=0.25),
         curriculum=CurriculumConfig(min_context=8),
-        rollout=RolloutConfig(prompts_per_step=16, group_size=4, max_response_length=112,
-                              max_prompt_length=192),
-        model=ModelConfig(num_layers=4, hidden_size=128, ffn_hidden_size=384,
-                          num_attention_heads=4, num_query_groups=2, seq_length=320,
-                          max_position_embeddings=512),
-        train=TrainConfig(train_iters=100, lr=5e-5, lr_warmup_iters=5, micro_batch_size=16,
-                          log_interval=10, save="runs/tiny_cpu/checkpoints", save_interval=50,
-                          eval_interval=50, tensorboard_dir="runs/tiny_cpu/tensorboard"),
+        rollout=RolloutConfig(
+            prompts_per_step=16, group_size=4, max_response_length=112, max_prompt_length=192
+        ),
+        model=ModelConfig(
+            num_layers=4,
+            hidden_size=128,
+            ffn_hidden_size=384,
+            num_attention_heads=4,
+            num_query_groups=2,
+            seq_length=320,
+            max_position_embeddings=512,
+        ),
+        train=TrainConfig(
+            train_iters=100,
+            lr=5e-5,
+            lr_warmup_iters=5,
+            micro_batch_size=16,
+            log_interval=10,
+            save="runs/tiny_cpu/checkpoints",
+            save_interval=50,
+            eval_interval=50,
+            tensorboard_dir="runs/tiny_cpu/tensorboard",
+        ),
     )
 
 
@@ -45,14 +60,26 @@ def qwen3_14b() -> RMTConfig:
     """Qwen3-14B (40 layers, 5120 wide, GQA 40/8, qk-norm, vocab 151936) with the paper's RMT
     hyperparameters: B_0 = 800, γ = 0.2, G = 8, 128 prompts per step, lr 1e-6, λ = 0.1."""
     return RMTConfig(
-        model=ModelConfig(num_layers=40, hidden_size=5120, ffn_hidden_size=17408,
-                          num_attention_heads=40, num_query_groups=8, kv_channels=128,
-                          seq_length=4096, max_position_embeddings=40960, vocab_size=151936,
-                          norm_epsilon=1e-6, rotary_base=1000000, qk_layernorm=True,
-                          untie_embeddings_and_output_weights=True, params_dtype="bfloat16",
-                          tensor_model_parallel_size=8),
-        train=TrainConfig(train_iters=1000, lr=1e-6, micro_batch_size=1, save_interval=100,
-                          eval_interval=100),
+        model=ModelConfig(
+            num_layers=40,
+            hidden_size=5120,
+            ffn_hidden_size=17408,
+            num_attention_heads=40,
+            num_query_groups=8,
+            kv_channels=128,
+            seq_length=4096,
+            max_position_embeddings=40960,
+            vocab_size=151936,
+            norm_epsilon=1e-6,
+            rotary_base=1000000,
+            qk_layernorm=True,
+            untie_embeddings_and_output_weights=True,
+            params_dtype="bfloat16",
+            tensor_model_parallel_size=8,
+        ),
+        train=TrainConfig(
+            train_iters=1000, lr=1e-6, micro_batch_size=1, save_interval=100, eval_interval=100
+        ),
     )
 
 
@@ -75,14 +102,17 @@ def apply_method(config: RMTConfig, method: str) -> RMTConfig:
     if method == "rmt":
         return config
     if method == "rpt":
-        return replace(config,
-                       budget=replace(config.budget, enabled=False),
-                       curriculum=replace(config.curriculum, enabled=False),
-                       loss=replace(config.loss, ntp_weight=0.0, rl_weight=1.0))
+        return replace(
+            config,
+            budget=replace(config.budget, enabled=False),
+            curriculum=replace(config.curriculum, enabled=False),
+            loss=replace(config.loss, ntp_weight=0.0, rl_weight=1.0),
+        )
     if method == "ntp":
-        return replace(config,
-                       budget=replace(config.budget, enabled=False),
-                       curriculum=replace(config.curriculum, enabled=False),
-                       loss=replace(config.loss, rl_weight=0.0,
-                                    ntp_weight=config.loss.ntp_weight or 1.0))
+        return replace(
+            config,
+            budget=replace(config.budget, enabled=False),
+            curriculum=replace(config.curriculum, enabled=False),
+            loss=replace(config.loss, rl_weight=0.0, ntp_weight=config.loss.ntp_weight or 1.0),
+        )
     raise ConfigError(f"method={method!r} is unknown: choose one of {METHODS}")

@@ -38,12 +38,21 @@ def _three_floats(values) -> tuple[float, float, float]:
 
 
 def _require_probabilities(name: str, probs: tuple[float, ...]) -> None:
-    require(len(probs) == len(TIER_NAMES), name, probs,
-            f"give one probability per tier {TIER_NAMES}")
-    require(all(math.isfinite(p) and p >= 0 for p in probs), name, probs,
-            "probabilities must be finite and >= 0")
-    require(abs(sum(probs) - 1.0) <= 1e-6, name, probs,
-            f"probabilities must sum to 1 (they sum to {sum(probs):.6g})")
+    require(
+        len(probs) == len(TIER_NAMES), name, probs, f"give one probability per tier {TIER_NAMES}"
+    )
+    require(
+        all(math.isfinite(p) and p >= 0 for p in probs),
+        name,
+        probs,
+        "probabilities must be finite and >= 0",
+    )
+    require(
+        abs(sum(probs) - 1.0) <= 1e-6,
+        name,
+        probs,
+        f"probabilities must sum to 1 (they sum to {sum(probs):.6g})",
+    )
 
 
 @dataclass
@@ -69,12 +78,24 @@ class BudgetConfig:
     def __post_init__(self) -> None:
         require(self.initial >= 1, "budget.initial", self.initial, "B_0 must be >= 1 token")
         require(self.minimum >= 1, "budget.minimum", self.minimum, "B_min must be >= 1 token")
-        require(self.minimum <= self.initial, "budget.minimum", self.minimum,
-                f"B_min must be <= B_0 ({self.initial}); lower B_min or raise B_0")
-        require(0.0 < self.decay < 1.0, "budget.decay", self.decay,
-                "γ must lie strictly between 0 and 1 (the default is 0.2)")
-        require(math.isfinite(self.exponent_power) and self.exponent_power > 0,
-                "budget.exponent_power", self.exponent_power, "k must be > 0 (1 = default form)")
+        require(
+            self.minimum <= self.initial,
+            "budget.minimum",
+            self.minimum,
+            f"B_min must be <= B_0 ({self.initial}); lower B_min or raise B_0",
+        )
+        require(
+            0.0 < self.decay < 1.0,
+            "budget.decay",
+            self.decay,
+            "γ must lie strictly between 0 and 1 (the default is 0.2)",
+        )
+        require(
+            math.isfinite(self.exponent_power) and self.exponent_power > 0,
+            "budget.exponent_power",
+            self.exponent_power,
+            "k must be > 0 (1 = default form)",
+        )
 
 
 @dataclass
@@ -92,12 +113,24 @@ class RewardConfig:
     """r_max: the length reward at ℓ = B_t, its peak."""
 
     def __post_init__(self) -> None:
-        require(self.match_rule in ("exact", "prefix"), "reward.match_rule", self.match_rule,
-                "use 'exact' or 'prefix'")
-        require(0.0 <= self.length_weight <= 1.0, "reward.length_weight", self.length_weight,
-                "w mixes two rewards convexly and must lie in [0, 1]")
-        require(math.isfinite(self.length_reward_max) and self.length_reward_max > 0,
-                "reward.length_reward_max", self.length_reward_max, "r_max must be > 0")
+        require(
+            self.match_rule in ("exact", "prefix"),
+            "reward.match_rule",
+            self.match_rule,
+            "use 'exact' or 'prefix'",
+        )
+        require(
+            0.0 <= self.length_weight <= 1.0,
+            "reward.length_weight",
+            self.length_weight,
+            "w mixes two rewards convexly and must lie in [0, 1]",
+        )
+        require(
+            math.isfinite(self.length_reward_max) and self.length_reward_max > 0,
+            "reward.length_reward_max",
+            self.length_reward_max,
+            "r_max must be > 0",
+        )
 
 
 @dataclass
@@ -138,26 +171,56 @@ class CurriculumConfig:
 
     def __post_init__(self) -> None:
         th = tuple(self.tier_thresholds)
-        require(len(th) == len(TIER_NAMES), "curriculum.tier_thresholds", th,
-                f"give one threshold per tier {TIER_NAMES}")
-        require(all(math.isfinite(x) and x >= 0 for x in th), "curriculum.tier_thresholds", th,
-                "thresholds are entropies in nats and must be finite and >= 0")
-        require(all(a < b for a, b in itertools.pairwise(th)),
-                "curriculum.tier_thresholds", th, "thresholds must be strictly increasing")
+        require(
+            len(th) == len(TIER_NAMES),
+            "curriculum.tier_thresholds",
+            th,
+            f"give one threshold per tier {TIER_NAMES}",
+        )
+        require(
+            all(math.isfinite(x) and x >= 0 for x in th),
+            "curriculum.tier_thresholds",
+            th,
+            "thresholds are entropies in nats and must be finite and >= 0",
+        )
+        require(
+            all(a < b for a, b in itertools.pairwise(th)),
+            "curriculum.tier_thresholds",
+            th,
+            "thresholds must be strictly increasing",
+        )
         _require_probabilities("curriculum.start_probs", tuple(self.start_probs))
         _require_probabilities("curriculum.end_probs", tuple(self.end_probs))
-        require(0.0 < self.transition_start < 1.0, "curriculum.transition_start",
-                self.transition_start, "t_1/T must lie strictly between 0 and 1")
-        require(0.0 < self.transition_end < 1.0, "curriculum.transition_end",
-                self.transition_end, "t_2/T must lie strictly between 0 and 1")
-        require(self.transition_start < self.transition_end, "curriculum.transition_start",
-                self.transition_start,
-                f"t_1 must come before t_2 (t_2/T = {self.transition_end}); "
-                "swap them or lower t_1")
-        require(self.min_context >= 1, "curriculum.min_context", self.min_context,
-                "a position needs at least one context token")
-        require(self.entropy_top_k == 0 or self.entropy_top_k >= 2, "curriculum.entropy_top_k",
-                self.entropy_top_k, "use 0 (full vocabulary) or k >= 2 (top-1 entropy is always 0)")
+        require(
+            0.0 < self.transition_start < 1.0,
+            "curriculum.transition_start",
+            self.transition_start,
+            "t_1/T must lie strictly between 0 and 1",
+        )
+        require(
+            0.0 < self.transition_end < 1.0,
+            "curriculum.transition_end",
+            self.transition_end,
+            "t_2/T must lie strictly between 0 and 1",
+        )
+        require(
+            self.transition_start < self.transition_end,
+            "curriculum.transition_start",
+            self.transition_start,
+            f"t_1 must come before t_2 (t_2/T = {self.transition_end}); swap them or lower t_1",
+        )
+        require(
+            self.min_context >= 1,
+            "curriculum.min_context",
+            self.min_context,
+            "a position needs at least one context token",
+        )
+        require(
+            self.entropy_top_k == 0 or self.entropy_top_k >= 2,
+            "curriculum.entropy_top_k",
+            self.entropy_top_k,
+            "use 0 (full vocabulary) or k >= 2 (top-1 entropy is always 0)",
+        )
         self.tier_thresholds = _three_floats(th)
         self.start_probs = _three_floats(self.start_probs)
         self.end_probs = _three_floats(self.end_probs)
@@ -198,14 +261,30 @@ class LossConfig:
     def __post_init__(self) -> None:
         for name in ("ntp_weight", "rl_weight", "kl_beta", "entropy_coeff"):
             value = getattr(self, name)
-            require(math.isfinite(value) and value >= 0, f"loss.{name}", value,
-                    "loss weights must be finite and >= 0")
-        require(self.ntp_weight > 0 or self.rl_weight > 0, "loss.rl_weight", self.rl_weight,
-                "both loss.rl_weight and loss.ntp_weight are 0: nothing would be trained")
-        require(0.0 < self.clip_eps < 1.0, "loss.clip_eps", self.clip_eps,
-                "ε must lie strictly between 0 and 1 (the default is 0.2)")
-        require(self.advantage_eps > 0, "loss.advantage_eps", self.advantage_eps,
-                "δ must be > 0 so a zero-variance group does not divide by zero")
+            require(
+                math.isfinite(value) and value >= 0,
+                f"loss.{name}",
+                value,
+                "loss weights must be finite and >= 0",
+            )
+        require(
+            self.ntp_weight > 0 or self.rl_weight > 0,
+            "loss.rl_weight",
+            self.rl_weight,
+            "both loss.rl_weight and loss.ntp_weight are 0: nothing would be trained",
+        )
+        require(
+            0.0 < self.clip_eps < 1.0,
+            "loss.clip_eps",
+            self.clip_eps,
+            "ε must lie strictly between 0 and 1 (the default is 0.2)",
+        )
+        require(
+            self.advantage_eps > 0,
+            "loss.advantage_eps",
+            self.advantage_eps,
+            "δ must be > 0 so a zero-variance group does not divide by zero",
+        )
 
 
 @dataclass
@@ -231,17 +310,37 @@ class RolloutConfig:
     """Prompts are left-truncated to this many tokens (the most recent context is kept)."""
 
     def __post_init__(self) -> None:
-        require(self.prompts_per_step >= 1, "rollout.prompts_per_step", self.prompts_per_step,
-                "draw at least one RL position per step")
-        require(self.group_size >= 2, "rollout.group_size", self.group_size,
-                "GRPO compares rollouts within a group: G must be >= 2 (the paper uses 8)")
-        require(math.isfinite(self.temperature) and self.temperature > 0,
-                "rollout.temperature", self.temperature, "temperature must be > 0")
+        require(
+            self.prompts_per_step >= 1,
+            "rollout.prompts_per_step",
+            self.prompts_per_step,
+            "draw at least one RL position per step",
+        )
+        require(
+            self.group_size >= 2,
+            "rollout.group_size",
+            self.group_size,
+            "GRPO compares rollouts within a group: G must be >= 2 (the paper uses 8)",
+        )
+        require(
+            math.isfinite(self.temperature) and self.temperature > 0,
+            "rollout.temperature",
+            self.temperature,
+            "temperature must be > 0",
+        )
         require(0.0 < self.top_p <= 1.0, "rollout.top_p", self.top_p, "top_p must be in (0, 1]")
-        require(self.max_response_length >= 1, "rollout.max_response_length",
-                self.max_response_length, "allow at least one generated token")
-        require(self.max_prompt_length >= 1, "rollout.max_prompt_length",
-                self.max_prompt_length, "allow at least one prompt token")
+        require(
+            self.max_response_length >= 1,
+            "rollout.max_response_length",
+            self.max_response_length,
+            "allow at least one generated token",
+        )
+        require(
+            self.max_prompt_length >= 1,
+            "rollout.max_prompt_length",
+            self.max_prompt_length,
+            "allow at least one prompt token",
+        )
 
 
 @dataclass
@@ -337,37 +436,76 @@ class ModelConfig(ParallelConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for name in ("num_layers", "hidden_size", "ffn_hidden_size", "num_attention_heads",
-                     "seq_length", "max_position_embeddings", "make_vocab_size_divisible_by",
-                     "rotary_base"):
+        for name in (
+            "num_layers",
+            "hidden_size",
+            "ffn_hidden_size",
+            "num_attention_heads",
+            "seq_length",
+            "max_position_embeddings",
+            "make_vocab_size_divisible_by",
+            "rotary_base",
+        ):
             value = getattr(self, name)
             require(value >= 1, f"model.{name}", value, "must be a positive integer")
         groups = self.query_groups
         heads, tp = self.num_attention_heads, self.tensor_model_parallel_size
-        require(self.kv_channels is not None or self.hidden_size % heads == 0,
-                "model.hidden_size", self.hidden_size,
-                f"must be divisible by num_attention_heads={heads}, or set kv_channels")
-        require(groups >= 1 and heads % groups == 0, "model.num_query_groups", groups,
-                f"must divide num_attention_heads={heads}")
-        require(heads % tp == 0 and groups % tp == 0, "model.tensor_model_parallel_size", tp,
-                f"must divide num_attention_heads={heads} and num_query_groups={groups}")
-        require(self.num_layers % self.pipeline_model_parallel_size == 0,
-                "model.pipeline_model_parallel_size", self.pipeline_model_parallel_size,
-                f"must divide num_layers={self.num_layers}")
-        require(self.seq_length <= self.max_position_embeddings, "model.seq_length",
-                self.seq_length,
-                f"must be <= max_position_embeddings={self.max_position_embeddings}")
-        require(self.vocab_size is None or self.vocab_size >= 2, "model.vocab_size",
-                self.vocab_size, "a vocabulary needs at least 2 tokens (or None: tokenizer's)")
+        require(
+            self.kv_channels is not None or self.hidden_size % heads == 0,
+            "model.hidden_size",
+            self.hidden_size,
+            f"must be divisible by num_attention_heads={heads}, or set kv_channels",
+        )
+        require(
+            groups >= 1 and heads % groups == 0,
+            "model.num_query_groups",
+            groups,
+            f"must divide num_attention_heads={heads}",
+        )
+        require(
+            heads % tp == 0 and groups % tp == 0,
+            "model.tensor_model_parallel_size",
+            tp,
+            f"must divide num_attention_heads={heads} and num_query_groups={groups}",
+        )
+        require(
+            self.num_layers % self.pipeline_model_parallel_size == 0,
+            "model.pipeline_model_parallel_size",
+            self.pipeline_model_parallel_size,
+            f"must divide num_layers={self.num_layers}",
+        )
+        require(
+            self.seq_length <= self.max_position_embeddings,
+            "model.seq_length",
+            self.seq_length,
+            f"must be <= max_position_embeddings={self.max_position_embeddings}",
+        )
+        require(
+            self.vocab_size is None or self.vocab_size >= 2,
+            "model.vocab_size",
+            self.vocab_size,
+            "a vocabulary needs at least 2 tokens (or None: tokenizer's)",
+        )
         require(self.norm_epsilon > 0, "model.norm_epsilon", self.norm_epsilon, "must be > 0")
-        require(self.rope_scaling_factor > 0, "model.rope_scaling_factor",
-                self.rope_scaling_factor, "must be > 0")
-        require(self.rotary_seq_len_interpolation_factor is None
-                or self.rotary_seq_len_interpolation_factor > 0,
-                "model.rotary_seq_len_interpolation_factor",
-                self.rotary_seq_len_interpolation_factor, "must be > 0 (or unset)")
-        require(self.params_dtype in ("float32", "bfloat16", "float16"), "model.params_dtype",
-                self.params_dtype, "use 'float32', 'bfloat16' or 'float16'")
+        require(
+            self.rope_scaling_factor > 0,
+            "model.rope_scaling_factor",
+            self.rope_scaling_factor,
+            "must be > 0",
+        )
+        require(
+            self.rotary_seq_len_interpolation_factor is None
+            or self.rotary_seq_len_interpolation_factor > 0,
+            "model.rotary_seq_len_interpolation_factor",
+            self.rotary_seq_len_interpolation_factor,
+            "must be > 0 (or unset)",
+        )
+        require(
+            self.params_dtype in ("float32", "bfloat16", "float16"),
+            "model.params_dtype",
+            self.params_dtype,
+            "use 'float32', 'bfloat16' or 'float16'",
+        )
 
     @property
     def query_groups(self) -> int:
@@ -445,18 +583,30 @@ class TrainConfig:
             require(value >= 1, f"train.{name}", value, "must be a positive integer")
         for name in ("save_interval", "eval_interval", "exit_interval"):
             value = getattr(self, name)
-            require(value is None or value >= 1, f"train.{name}", value,
-                    "must be a positive integer, or None")
+            require(
+                value is None or value >= 1,
+                f"train.{name}",
+                value,
+                "must be a positive integer, or None",
+            )
         require(math.isfinite(self.lr) and self.lr > 0, "train.lr", self.lr, "must be > 0")
-        require(0 <= self.lr_warmup_iters < self.train_iters, "train.lr_warmup_iters",
-                self.lr_warmup_iters, f"must be in [0, train_iters={self.train_iters})")
+        require(
+            0 <= self.lr_warmup_iters < self.train_iters,
+            "train.lr_warmup_iters",
+            self.lr_warmup_iters,
+            f"must be in [0, train_iters={self.train_iters})",
+        )
         require(self.weight_decay >= 0, "train.weight_decay", self.weight_decay, "must be >= 0")
         for name in ("adam_beta1", "adam_beta2"):
             value = getattr(self, name)
             require(0.0 <= value < 1.0, f"train.{name}", value, "must lie in [0, 1)")
         require(self.adam_eps > 0, "train.adam_eps", self.adam_eps, "must be > 0")
-        require(self.clip_grad >= 0, "train.clip_grad", self.clip_grad,
-                "must be >= 0 (0 disables clipping)")
+        require(
+            self.clip_grad >= 0,
+            "train.clip_grad",
+            self.clip_grad,
+            "must be >= 0 (0 disables clipping)",
+        )
 
 
 @dataclass
@@ -495,24 +645,45 @@ class DataConfig:
     """Held-out positions per evaluation (the paper evaluates on 200 documents)."""
 
     def __post_init__(self) -> None:
-        require(self.eval_positions >= 1, "data.eval_positions", self.eval_positions,
-                "evaluate at least one position")
-        require(self.train_data_path is None or self.tokenizer_model is not None
-                or self.imported_checkpoint is not None, "data.tokenizer_model",
-                self.tokenizer_model,
-                "--train-data-path needs the --tokenizer-model it was built with")
-        starts = [s for s in (self.hf_checkpoint, self.gguf_checkpoint,
-                              self.pretrained_checkpoint) if s is not None]
-        require(len(starts) <= 1, "data.hf_checkpoint", self.hf_checkpoint,
-                "give one of --hf-checkpoint, --gguf-checkpoint and --pretrained-checkpoint")
-        require(self.imported_checkpoint is None or self.train_data_path is not None,
-                "data.hf_checkpoint", self.imported_checkpoint,
-                "an imported model needs --train-data-path/--valid-data-path built with its "
-                "tokenizer (rmt-preprocess --tokenizer-model DIR_OR_GGUF)")
-        require((self.train_data_path is None) == (self.valid_data_path is None),
-                "data.valid_data_path", self.valid_data_path,
-                "give --train-data-path and --valid-data-path together (or neither, for the "
-                "built-in corpus)")
+        require(
+            self.eval_positions >= 1,
+            "data.eval_positions",
+            self.eval_positions,
+            "evaluate at least one position",
+        )
+        require(
+            self.train_data_path is None
+            or self.tokenizer_model is not None
+            or self.imported_checkpoint is not None,
+            "data.tokenizer_model",
+            self.tokenizer_model,
+            "--train-data-path needs the --tokenizer-model it was built with",
+        )
+        starts = [
+            s
+            for s in (self.hf_checkpoint, self.gguf_checkpoint, self.pretrained_checkpoint)
+            if s is not None
+        ]
+        require(
+            len(starts) <= 1,
+            "data.hf_checkpoint",
+            self.hf_checkpoint,
+            "give one of --hf-checkpoint, --gguf-checkpoint and --pretrained-checkpoint",
+        )
+        require(
+            self.imported_checkpoint is None or self.train_data_path is not None,
+            "data.hf_checkpoint",
+            self.imported_checkpoint,
+            "an imported model needs --train-data-path/--valid-data-path built with its "
+            "tokenizer (rmt-preprocess --tokenizer-model DIR_OR_GGUF)",
+        )
+        require(
+            (self.train_data_path is None) == (self.valid_data_path is None),
+            "data.valid_data_path",
+            self.valid_data_path,
+            "give --train-data-path and --valid-data-path together (or neither, for the "
+            "built-in corpus)",
+        )
 
     @property
     def imported_checkpoint(self) -> str | None:
@@ -548,12 +719,19 @@ class RMTConfig:
 
     def __post_init__(self) -> None:
         for name, cls in SECTIONS.items():
-            require(isinstance(getattr(self, name), cls), name, type(getattr(self, name)),
-                    f"must be a {cls.__name__}")
+            require(
+                isinstance(getattr(self, name), cls),
+                name,
+                type(getattr(self, name)),
+                f"must be a {cls.__name__}",
+            )
         if self.budget.enabled and self.loss.rl_weight > 0:
-            require(self.rollout.max_response_length >= self.budget.minimum,
-                    "rollout.max_response_length", self.rollout.max_response_length,
-                    f"must allow at least budget.minimum={self.budget.minimum} tokens")
+            require(
+                self.rollout.max_response_length >= self.budget.minimum,
+                "rollout.max_response_length",
+                self.rollout.max_response_length,
+                f"must allow at least budget.minimum={self.budget.minimum} tokens",
+            )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict (JSON-serialisable), e.g. for checkpoints."""
@@ -585,8 +763,11 @@ def field_docs(section_cls: type) -> dict[str, str]:
         definition = ast.parse(inspect.getsource(cls)).body[0]
         assert isinstance(definition, ast.ClassDef)
         for node, following in itertools.pairwise(definition.body):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
-                    and isinstance(following, ast.Expr)
-                    and isinstance(following.value, ast.Constant)):
+            if (
+                isinstance(node, ast.AnnAssign)
+                and isinstance(node.target, ast.Name)
+                and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant)
+            ):
                 docs[node.target.id] = " ".join(str(following.value.value).split())
     return docs

@@ -50,8 +50,9 @@ def latest_step(root: str | os.PathLike) -> int | None:
     return int(text)
 
 
-def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
-                    state: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    root: str | os.PathLike, step: int, model, optimizer=None, state: dict[str, Any] | None = None
+) -> Path:
     """Save `model` (a GPTModel stage), optionally `optimizer`, and the JSON-able `state` as
     step `step` under `root`; collective over all ranks. Returns the final directory."""
     final = step_dir(root, step)
@@ -66,8 +67,14 @@ def save_checkpoint(root: str | os.PathLike, step: int, model, optimizer=None,
         sharded["optimizer"] = optimizer.sharded_state_dict(model_state)
     dist_checkpointing.save(sharded, str(temporary))
     (temporary / "rng").mkdir(exist_ok=True)
-    torch.save({"python": random.getstate(), "numpy": np.random.get_state(),
-                "torch": torch.get_rng_state()}, temporary / "rng" / f"rank_{world_rank():05d}.pt")
+    torch.save(
+        {
+            "python": random.getstate(),
+            "numpy": np.random.get_state(),
+            "torch": torch.get_rng_state(),
+        },
+        temporary / "rng" / f"rank_{world_rank():05d}.pt",
+    )
     barrier()
     if is_main_rank():
         atomic_write(temporary / STATE_FILE, json.dumps(state or {}, indent=1))
@@ -93,9 +100,14 @@ class LoadedCheckpoint:
     state: dict[str, Any]
 
 
-def load_checkpoint(root: str | os.PathLike, model, optimizer=None,
-                    step: int | None = None, restore_rng: bool = True,
-                    require_state: bool = True) -> LoadedCheckpoint:
+def load_checkpoint(
+    root: str | os.PathLike,
+    model,
+    optimizer=None,
+    step: int | None = None,
+    restore_rng: bool = True,
+    require_state: bool = True,
+) -> LoadedCheckpoint:
     """Load step `step` (default: the tracker's) into `model` and, if given, `optimizer`.
     RNG states are restored when this rank's file exists and `restore_rng`. Without
     `require_state`, a checkpoint with no `rmt_state.json` (e.g. written by Megatron-LM, same
@@ -126,5 +138,6 @@ def load_checkpoint(root: str | os.PathLike, model, optimizer=None,
         np.random.set_state(rng["numpy"])
         torch.set_rng_state(rng["torch"])
     state_file = directory / STATE_FILE
-    return LoadedCheckpoint(step, json.loads(state_file.read_text()) if state_file.is_file()
-                            else {})
+    return LoadedCheckpoint(
+        step, json.loads(state_file.read_text()) if state_file.is_file() else {}
+    )

@@ -81,11 +81,17 @@ def cpu_model_parallel_seed(seed: int) -> None:
     torch.manual_seed(seed)
     tracker = CpuRNGStatesTracker()
     tracker.add(mp_random._DATA_PARALLEL_RNG_TRACKER_NAME, seed)
-    tracker.add(mp_random._MODEL_PARALLEL_RNG_TRACKER_NAME,
-                seed + 2718 + parallel_state.get_tensor_model_parallel_rank())
-    tracker.add(mp_random._EXPERT_PARALLEL_RNG_TRACKER_NAME,
-                seed + 1024 + 100 * parallel_state.get_expert_model_parallel_rank()
-                + parallel_state.get_expert_tensor_parallel_rank())
+    tracker.add(
+        mp_random._MODEL_PARALLEL_RNG_TRACKER_NAME,
+        seed + 2718 + parallel_state.get_tensor_model_parallel_rank(),
+    )
+    tracker.add(
+        mp_random._EXPERT_PARALLEL_RNG_TRACKER_NAME,
+        seed
+        + 1024
+        + 100 * parallel_state.get_expert_model_parallel_rank()
+        + parallel_state.get_expert_tensor_parallel_rank(),
+    )
     mp_random._CUDA_RNG_STATE_TRACKER = tracker
     mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
 

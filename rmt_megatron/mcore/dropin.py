@@ -40,9 +40,11 @@ def _from_megatron_lm_args():
     try:
         from megatron.training import get_args
     except ImportError:
-        raise RuntimeError("rmt_megatron.dropin.forward_step has no loss settings: call "
-                           "rmt_megatron.dropin.configure(config) first, or run inside "
-                           "Megatron-LM with extra_args_provider=add_rmt_args") from None
+        raise RuntimeError(
+            "rmt_megatron.dropin.forward_step has no loss settings: call "
+            "rmt_megatron.dropin.configure(config) first, or run inside "
+            "Megatron-LM with extra_args_provider=add_rmt_args"
+        ) from None
     return make_forward_step(config_from_args(get_args()).loss)
 
 
@@ -50,8 +52,10 @@ def forward_step(data_iterator, model):
     """Megatron schedule step: the next RMT micro-batch through `model`, with the dual loss."""
     global _forward_step
     if not get_attr_wrapped_model(model, "config").calculate_per_token_loss:
-        raise ValueError("the RMT loss is normalised per token over the whole step: enable "
-                         "calculate_per_token_loss (Megatron-LM: --calculate-per-token-loss)")
+        raise ValueError(
+            "the RMT loss is normalised per token over the whole step: enable "
+            "calculate_per_token_loss (Megatron-LM: --calculate-per-token-loss)"
+        )
     if _forward_step is None:
         _forward_step = _from_megatron_lm_args()
     return _forward_step(data_iterator, model)

@@ -46,52 +46,65 @@ def causal_mask(seq_length: int) -> torch.Tensor:
     return torch.ones(1, 1, seq_length, seq_length, dtype=torch.bool).triu(1)
 
 
-def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig,
-                   output: torch.Tensor):
+def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig, output: torch.Tensor):
     """Megatron loss function for one micro-batch; `output` is this TP rank's vocab-parallel
     logits `[b, s, V_local]`."""
     labels = batch["labels"]
     logprob, entropy = token_logprob_entropy(
-        output.reshape(-1, output.shape[-1]), labels.reshape(-1),
-        tp_group=parallel_state.get_tensor_model_parallel_group())
-    return _dual_terms(batch, loss_config, logprob.view(labels.shape),
-                       entropy.view(labels.shape))
+        output.reshape(-1, output.shape[-1]),
+        labels.reshape(-1),
+        tp_group=parallel_state.get_tensor_model_parallel_group(),
+    )
+    return _dual_terms(batch, loss_config, logprob.view(labels.shape), entropy.view(labels.shape))
 
 
-def fused_dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig,
-                         output: tuple[torch.Tensor, torch.Tensor]):
+def fused_dual_loss_func(
+    batch: dict[str, torch.Tensor],
+    loss_config: LossConfig,
+    output: tuple[torch.Tensor, torch.Tensor],
+):
     """`dual_loss_func` from `output = (hidden [b, s, H], output weight [V_local, H])`."""
     hidden, weight = output
     labels = batch["labels"]
 
     def objective(logprob, entropy):
-        return _dual_terms(batch, loss_config, logprob.view(labels.shape),
-                           entropy.view(labels.shape))[0]
+        return _dual_terms(
+            batch, loss_config, logprob.view(labels.shape), entropy.view(labels.shape)
+        )[0]
 
     # Megatron-LM's Float16Module hands the last stage's output back in fp32
     loss_sum, logprob, entropy = linear_token_objective(
-        hidden.reshape(-1, hidden.shape[-1]).to(weight.dtype), weight, labels.reshape(-1),
+        hidden.reshape(-1, hidden.shape[-1]).to(weight.dtype),
+        weight,
+        labels.reshape(-1),
         objective,
-        tp_group=parallel_state.get_tensor_model_parallel_group())
-    _, tokens, report = _dual_terms(batch, loss_config, logprob.view(labels.shape),
-                                    entropy.view(labels.shape))
+        tp_group=parallel_state.get_tensor_model_parallel_group(),
+    )
+    _, tokens, report = _dual_terms(
+        batch, loss_config, logprob.view(labels.shape), entropy.view(labels.shape)
+    )
     return loss_sum, tokens, report
 
 
-def _dual_terms(batch: dict[str, torch.Tensor], loss_config: LossConfig,
-                logprob: torch.Tensor, entropy: torch.Tensor):
+def _dual_terms(
+    batch: dict[str, torch.Tensor],
+    loss_config: LossConfig,
+    logprob: torch.Tensor,
+    entropy: torch.Tensor,
+):
     """(loss_sum, num_tokens, report) from per-token `[b, s]` log-probabilities/entropies."""
     rl_mask, ntp_mask = batch["rl_mask"], batch["ntp_mask"]
-    rl_loss, ntp_loss, _, _ = masked_token_losses(logprob, rl_mask, ntp_mask,
-                                                  batch["advantages"], loss_config,
-                                                  entropy=entropy)
+    rl_loss, ntp_loss, _, _ = masked_token_losses(
+        logprob, rl_mask, ntp_mask, batch["advantages"], loss_config, entropy=entropy
+    )
     loss_sum = (batch["loss_weight"] * (rl_loss + ntp_loss)).sum()
     n_rl, n_ntp = rl_mask.sum(), ntp_mask.sum()
     report = {
         "rl loss": torch.stack([rl_loss.sum().detach(), n_rl.float()]),
         "ntp loss": torch.stack([ntp_loss.sum().detach(), n_ntp.float()]),
-        "rl entropy": torch.stack([torch.where(rl_mask, entropy, 0.0).sum().detach(),
-                                   n_rl.float()]),
+        "rl entropy": torch.stack(
+            [torch.where(rl_mask, entropy, 0.0).sum().detach(), n_rl.float()]
+        ),
     }
     return loss_sum, (n_rl + n_ntp).int(), report
 
@@ -140,7 +153,8 @@ def make_forward_step(loss_config: LossConfig) -> Callable:
     if loss_config.kl_beta > 0:
         raise NotImplementedError(
             "the Megatron step trains without a reference model for now: set loss.kl_beta=0 "
-            "(--rmt-kl-beta 0)")
+            "(--rmt-kl-beta 0)"
+        )
 
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
         batch = next(data_iterator)

@@ -56,8 +56,9 @@ def _attention_mask(key_pad: torch.Tensor, queries: int) -> torch.Tensor:
     return causal[None, None] | key_pad[:, None, None, :]
 
 
-def _sample(logits: torch.Tensor, temperature: float, top_p: float,
-            generator: torch.Generator) -> torch.Tensor:
+def _sample(
+    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
+) -> torch.Tensor:
     """`logits: [b, V]` fp32 -> `[b]` token ids; temperature 0 is greedy (argmax)."""
     if temperature == 0:
         return logits.argmax(dim=-1)
@@ -75,9 +76,15 @@ class RolloutEngine:
     vocab_size: the tokenizer's (logits past it are Megatron's padding). token_bytes: maps ids to
     their bytes, for the answer stop. eos_id: stops a row."""
 
-    def __init__(self, model, vocab_size: int, eos_id: int,
-                 token_bytes: Callable[[Sequence[int]], list[bytes]], hidden_size: int,
-                 params_dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self,
+        model,
+        vocab_size: int,
+        eos_id: int,
+        token_bytes: Callable[[Sequence[int]], list[bytes]],
+        hidden_size: int,
+        params_dtype: torch.dtype = torch.float32,
+    ) -> None:
         self.model = model
         self.vocab_size = vocab_size
         self.eos_id = eos_id
@@ -88,24 +95,39 @@ class RolloutEngine:
     @classmethod
     def for_model(cls, model, tokenizer: Tokenizer, config: ModelConfig) -> RolloutEngine:
         """An engine over `model` (this rank's stage) that samples `tokenizer`'s vocabulary."""
-        return cls(model, tokenizer.vocab_size, tokenizer.eos_id, tokenizer.token_bytes,
-                   config.hidden_size, DTYPES[config.params_dtype])
+        return cls(
+            model,
+            tokenizer.vocab_size,
+            tokenizer.eos_id,
+            tokenizer.token_bytes,
+            config.hidden_size,
+            DTYPES[config.params_dtype],
+        )
 
     @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int,
-                 temperature: float, top_p: float, generator: torch.Generator,
-                 use_kv_cache: bool = True) -> list[Rollout]:
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        group_size: int,
+        max_new_tokens: int,
+        temperature: float,
+        top_p: float,
+        generator: torch.Generator,
+        use_kv_cache: bool = True,
+    ) -> list[Rollout]:
         """`group_size` rollouts per prompt, prompt-major: rollout i answers prompt i // G."""
         was_training = self.model.training
         self.model.eval()
         try:
-            return self._generate(prompts, group_size, max_new_tokens, temperature, top_p,
-                                  generator, use_kv_cache)
+            return self._generate(
+                prompts, group_size, max_new_tokens, temperature, top_p, generator, use_kv_cache
+            )
         finally:
             self.model.train(was_training)
 
-    def _generate(self, prompts, group_size, max_new_tokens, temperature, top_p, generator,
-                  use_kv_cache) -> list[Rollout]:
+    def _generate(
+        self, prompts, group_size, max_new_tokens, temperature, top_p, generator, use_kv_cache
+    ) -> list[Rollout]:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         if max_new_tokens < 1:
@@ -115,8 +137,8 @@ class RolloutEngine:
         tokens = torch.full((len(prompts), length), self.eos_id, dtype=torch.long)
         key_pad = torch.ones(len(prompts), length, dtype=torch.bool)  # True = padding
         for row, prompt in enumerate(prompts):
-            tokens[row, length - len(prompt):] = torch.tensor(list(prompt))
-            key_pad[row, length - len(prompt):] = False
+            tokens[row, length - len(prompt) :] = torch.tensor(list(prompt))
+            key_pad[row, length - len(prompt) :] = False
 
         context = StaticInferenceContext(batch, length + max_new_tokens) if use_kv_cache else None
         logits = self._forward(tokens, _attention_mask(key_pad, length), context)
@@ -134,11 +156,13 @@ class RolloutEngine:
         for step in range(max_new_tokens):
             sampled = self._next_tokens(logits, len(active), temperature, top_p, generator)
             keep = []
-            for slot, (row, token) in enumerate(zip(active.tolist(), sampled.tolist(),
-                                                    strict=True)):
+            for slot, (row, token) in enumerate(
+                zip(active.tolist(), sampled.tolist(), strict=True)
+            ):
                 generated[row].append(token)
-                finished[row] = (token == self.eos_id
-                                 or stops[row].feed(self.token_bytes([token])[0]))
+                finished[row] = token == self.eos_id or stops[row].feed(
+                    self.token_bytes([token])[0]
+                )
                 if not finished[row]:
                     keep.append(slot)
             if not keep or step == max_new_tokens - 1:
@@ -148,29 +172,38 @@ class RolloutEngine:
             key_pad = torch.cat([key_pad[keep], torch.zeros(len(keep), 1, dtype=torch.bool)], 1)
             if context is not None:
                 self._compact_cache(context, keep)
-                logits = self._forward(sampled[keep][:, None], _attention_mask(key_pad, 1),
-                                       context)
+                logits = self._forward(sampled[keep][:, None], _attention_mask(key_pad, 1), context)
             else:
                 tokens = torch.cat([tokens[keep], sampled[keep][:, None]], dim=1)
                 logits = self._forward(tokens, _attention_mask(key_pad, tokens.shape[1]), None)
         return [Rollout(row // group_size, generated[row], finished[row]) for row in range(batch)]
 
-    def _next_tokens(self, logits: torch.Tensor | None, rows: int, temperature: float,
-                     top_p: float, generator: torch.Generator) -> torch.Tensor:
+    def _next_tokens(
+        self,
+        logits: torch.Tensor | None,
+        rows: int,
+        temperature: float,
+        top_p: float,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
         """Sample on the last stage and share the tokens with every pipeline stage."""
         if logits is not None:
             logits = logits.float()
-            logits[:, self.vocab_size:] = float("-inf")
+            logits[:, self.vocab_size :] = float("-inf")
             tokens = _sample(logits, temperature, top_p, generator)
         else:
             tokens = torch.empty(rows, dtype=torch.long)
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            dist.broadcast(tokens, src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                           group=parallel_state.get_pipeline_model_parallel_group())
+            dist.broadcast(
+                tokens,
+                src=parallel_state.get_pipeline_model_parallel_last_rank(),
+                group=parallel_state.get_pipeline_model_parallel_group(),
+            )
         return tokens
 
-    def _forward(self, tokens: torch.Tensor, mask: torch.Tensor,
-                 context: StaticInferenceContext | None) -> torch.Tensor | None:
+    def _forward(
+        self, tokens: torch.Tensor, mask: torch.Tensor, context: StaticInferenceContext | None
+    ) -> torch.Tensor | None:
         """Run this stage on `tokens: [b, s]`; last-position logits `[b, V]` on the last stage,
         None on the others (which pass their hidden states on)."""
         rows, fed = tokens.shape
@@ -180,13 +213,15 @@ class RolloutEngine:
             self.model.set_input_tensor(hidden)
         offset = 0 if context is None else context.sequence_len_offset
         positions = torch.arange(offset, offset + fed)[None].expand(rows, fed)
-        output = self.model(tokens, positions, mask, inference_context=context,
-                            runtime_gather_output=True)
+        output = self.model(
+            tokens, positions, mask, inference_context=context, runtime_gather_output=True
+        )
         if context is not None:
             context.sequence_len_offset += fed
         if not parallel_state.is_pipeline_last_stage():
-            dist.send(output.contiguous(),
-                      dst=parallel_state.get_pipeline_model_parallel_next_rank())
+            dist.send(
+                output.contiguous(), dst=parallel_state.get_pipeline_model_parallel_next_rank()
+            )
             return None
         return output[:, -1, :]
 
@@ -194,11 +229,12 @@ class RolloutEngine:
     def _expand_cache(context: StaticInferenceContext, prompts: int, group_size: int) -> None:
         for key, value in context.key_value_memory_dict.values():
             for memory in (key, value):
-                memory[:, :prompts * group_size] = memory[:, :prompts].repeat_interleave(
-                    group_size, dim=1)
+                memory[:, : prompts * group_size] = memory[:, :prompts].repeat_interleave(
+                    group_size, dim=1
+                )
 
     @staticmethod
     def _compact_cache(context: StaticInferenceContext, keep: torch.Tensor) -> None:
         for key, value in context.key_value_memory_dict.values():
             for memory in (key, value):
-                memory[:, :len(keep)] = memory[:, keep]
+                memory[:, : len(keep)] = memory[:, keep]

@@ -34,8 +34,10 @@ def transformer_config(config: ModelConfig, initialize: bool = True) -> Transfor
     uninitialised (for a model whose every weight is loaded next)."""
     dtype = DTYPES[config.params_dtype]
     if config.sequence_parallel and cpu_only():
-        raise ConfigError("sequence parallelism needs Transformer Engine or apex norms, which "
-                          "need a GPU: drop --sequence-parallel on CPU")
+        raise ConfigError(
+            "sequence parallelism needs Transformer Engine or apex norms, which "
+            "need a GPU: drop --sequence-parallel on CPU"
+        )
     return TransformerConfig(
         num_layers=config.num_layers,
         hidden_size=config.hidden_size,

@@ -26,14 +26,14 @@ from megatron.core.datasets.indexed_dataset import (
 from rmt_megatron.errors import DatasetError
 
 
-def write_indexed_dataset(prefix: str | os.PathLike, documents: Iterable[list[int]],
-                          vocab_size: int) -> int:
+def write_indexed_dataset(
+    prefix: str | os.PathLike, documents: Iterable[list[int]], vocab_size: int
+) -> int:
     """Write `documents` (token-id lists) as `prefix.bin/.idx`; returns the document count."""
     prefix = str(prefix)
     Path(prefix).parent.mkdir(parents=True, exist_ok=True)
     temporary = prefix + ".tmp"
-    builder = IndexedDatasetBuilder(get_bin_path(temporary),
-                                    dtype=DType.optimal_dtype(vocab_size))
+    builder = IndexedDatasetBuilder(get_bin_path(temporary), dtype=DType.optimal_dtype(vocab_size))
     count = 0
     for tokens in documents:
         if not tokens:
@@ -55,26 +55,36 @@ def load_indexed_dataset(prefix: str | os.PathLike, vocab_size: int) -> IndexedD
     prefix = str(prefix)
     for path in (get_idx_path(prefix), get_bin_path(prefix)):
         if not os.path.isfile(path):
-            raise DatasetError(f"{path} does not exist: build the dataset with `rmt-preprocess "
-                               f"--input FILE --output-prefix {prefix}`")
+            raise DatasetError(
+                f"{path} does not exist: build the dataset with `rmt-preprocess "
+                f"--input FILE --output-prefix {prefix}`"
+            )
     with open(get_idx_path(prefix), "rb") as index_file:
         header = index_file.read(len(_INDEX_HEADER))
     if header != _INDEX_HEADER:
-        raise DatasetError(f"{get_idx_path(prefix)} is not a Megatron index (bad header): it is "
-                           "corrupt or another format; rebuild it with rmt-preprocess")
+        raise DatasetError(
+            f"{get_idx_path(prefix)} is not a Megatron index (bad header): it is "
+            "corrupt or another format; rebuild it with rmt-preprocess"
+        )
     try:
         dataset = IndexedDataset(prefix, mmap=True)
     except (AssertionError, ValueError, OSError) as error:
-        raise DatasetError(f"{get_idx_path(prefix)} is corrupt ({error or type(error).__name__}):"
-                           " rebuild it with rmt-preprocess") from None
+        raise DatasetError(
+            f"{get_idx_path(prefix)} is corrupt ({error or type(error).__name__}):"
+            " rebuild it with rmt-preprocess"
+        ) from None
     expected = int(dataset.index.sequence_lengths.sum()) * dataset.index.dtype_size
     actual = os.path.getsize(get_bin_path(prefix))
     if actual != expected:
-        raise DatasetError(f"{get_bin_path(prefix)} has {actual} bytes but its index describes "
-                           f"{expected}: the .bin and .idx do not belong together (rebuild both)")
+        raise DatasetError(
+            f"{get_bin_path(prefix)} has {actual} bytes but its index describes "
+            f"{expected}: the .bin and .idx do not belong together (rebuild both)"
+        )
     tokens = np.memmap(get_bin_path(prefix), dtype=dataset.index.dtype, mode="r")
     largest = int(tokens.max())
     if largest >= vocab_size:
-        raise DatasetError(f"{prefix} holds token id {largest}, but the tokenizer has only "
-                           f"{vocab_size} tokens: the dataset was built with another tokenizer")
+        raise DatasetError(
+            f"{prefix} holds token id {largest}, but the tokenizer has only "
+            f"{vocab_size} tokens: the dataset was built with another tokenizer"
+        )
     return dataset

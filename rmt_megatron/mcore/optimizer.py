@@ -54,8 +54,9 @@ class StepOutput:
     updated: bool
 
 
-def build_training(model_config: ModelConfig, train_config: TrainConfig,
-                   vocab_size: int, initialize: bool = True) -> TrainingState:
+def build_training(
+    model_config: ModelConfig, train_config: TrainConfig, vocab_size: int, initialize: bool = True
+) -> TrainingState:
     """Model stage, DDP wrapper, Megatron optimizer and scheduler for this rank (`initialize`:
     see `build_gpt_model`)."""
     model = build_gpt_model(model_config, vocab_size, initialize)
@@ -64,47 +65,75 @@ def build_training(model_config: ModelConfig, train_config: TrainConfig,
     config.finalize_model_grads_func = finalize_model_grads
     ddp = DistributedDataParallel(
         config=config,
-        ddp_config=DistributedDataParallelConfig(grad_reduce_in_fp32=True,
-                                                 use_distributed_optimizer=not cpu_only()),
-        module=model)
+        ddp_config=DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True, use_distributed_optimizer=not cpu_only()
+        ),
+        module=model,
+    )
     config.no_sync_func = ddp.no_sync
     bf16 = model_config.params_dtype == "bfloat16"
     fp16 = model_config.params_dtype == "float16"
     optimizer = get_megatron_optimizer(
-        OptimizerConfig(optimizer="adam", lr=train_config.lr, min_lr=train_config.lr,
-                        weight_decay=train_config.weight_decay,
-                        adam_beta1=train_config.adam_beta1, adam_beta2=train_config.adam_beta2,
-                        adam_eps=train_config.adam_eps, clip_grad=train_config.clip_grad,
-                        bf16=bf16, fp16=fp16,
-                        params_dtype=DTYPES[model_config.params_dtype],
-                        use_distributed_optimizer=not cpu_only()),
-        [ddp])
+        OptimizerConfig(
+            optimizer="adam",
+            lr=train_config.lr,
+            min_lr=train_config.lr,
+            weight_decay=train_config.weight_decay,
+            adam_beta1=train_config.adam_beta1,
+            adam_beta2=train_config.adam_beta2,
+            adam_eps=train_config.adam_eps,
+            clip_grad=train_config.clip_grad,
+            bf16=bf16,
+            fp16=fp16,
+            params_dtype=DTYPES[model_config.params_dtype],
+            use_distributed_optimizer=not cpu_only(),
+        ),
+        [ddp],
+    )
     if fp16:
         config.grad_scale_func = optimizer.scale_loss
     scheduler = OptimizerParamScheduler(
-        optimizer, init_lr=0.0 if train_config.lr_warmup_iters else train_config.lr,
-        max_lr=train_config.lr, min_lr=train_config.lr,
-        lr_warmup_steps=train_config.lr_warmup_iters, lr_decay_steps=train_config.train_iters,
-        lr_decay_style="constant", start_wd=train_config.weight_decay,
-        end_wd=train_config.weight_decay, wd_incr_steps=train_config.train_iters,
-        wd_incr_style="constant")
+        optimizer,
+        init_lr=0.0 if train_config.lr_warmup_iters else train_config.lr,
+        max_lr=train_config.lr,
+        min_lr=train_config.lr,
+        lr_warmup_steps=train_config.lr_warmup_iters,
+        lr_decay_steps=train_config.train_iters,
+        lr_decay_style="constant",
+        start_wd=train_config.weight_decay,
+        end_wd=train_config.weight_decay,
+        wd_incr_steps=train_config.train_iters,
+        wd_incr_style="constant",
+    )
     return TrainingState(ddp, optimizer, scheduler)
 
 
-def train_step(state: TrainingState, forward_step, micro_batches: list[dict[str, torch.Tensor]],
-               seq_length: int) -> StepOutput:
+def train_step(
+    state: TrainingState,
+    forward_step,
+    micro_batches: list[dict[str, torch.Tensor]],
+    seq_length: int,
+) -> StepOutput:
     """One optimizer step over `micro_batches` (all of one shape `[b, seq_length]`)."""
     state.model.zero_grad_buffer()
     state.optimizer.zero_grad()
     reports_per_batch = get_forward_backward_func()(
-        forward_step_func=forward_step, data_iterator=iter(micro_batches), model=[state.model],
-        num_microbatches=len(micro_batches), seq_length=seq_length,
-        micro_batch_size=micro_batches[0]["tokens"].shape[0], forward_only=False)
+        forward_step_func=forward_step,
+        data_iterator=iter(micro_batches),
+        model=[state.model],
+        num_microbatches=len(micro_batches),
+        seq_length=seq_length,
+        micro_batch_size=micro_batches[0]["tokens"].shape[0],
+        forward_only=False,
+    )
     updated, grad_norm, _ = state.optimizer.step()
     if updated:
         state.scheduler.step(increment=1)
-    return StepOutput(_sum_reports(reports_per_batch),
-                      float("nan") if grad_norm is None else float(grad_norm), bool(updated))
+    return StepOutput(
+        _sum_reports(reports_per_batch),
+        float("nan") if grad_norm is None else float(grad_norm),
+        bool(updated),
+    )
 
 
 def _sum_reports(reports_per_batch: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:

@@ -43,7 +43,8 @@ def initialize(config: ModelConfig, seed: int) -> None:
         raise ConfigError(
             f"world size {world_size} is not divisible by tensor_model_parallel_size × "
             f"pipeline_model_parallel_size = {model_parallel}: launch a multiple of "
-            f"{model_parallel} processes (torchrun --nproc_per_node)")
+            f"{model_parallel} processes (torchrun --nproc_per_node)"
+        )
     if not dist.is_initialized():
         init_method = None  # torchrun's environment
         if world_size == 1 and "MASTER_PORT" not in os.environ:
@@ -52,11 +53,16 @@ def initialize(config: ModelConfig, seed: int) -> None:
             init_method = f"tcp://127.0.0.1:{free_port()}"
         if not cpu_only():
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("gloo" if cpu_only() else "nccl", init_method=init_method,
-                                rank=int(os.environ.get("RANK", "0")), world_size=world_size)
+        dist.init_process_group(
+            "gloo" if cpu_only() else "nccl",
+            init_method=init_method,
+            rank=int(os.environ.get("RANK", "0")),
+            world_size=world_size,
+        )
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=config.tensor_model_parallel_size,
-        pipeline_model_parallel_size=config.pipeline_model_parallel_size)
+        pipeline_model_parallel_size=config.pipeline_model_parallel_size,
+    )
     set_seed(seed)
 
 
@@ -125,8 +131,9 @@ def pipeline_all_gather_object(value) -> list:
     if stages == 1:
         return [value]
     gathered = [None] * stages
-    dist.all_gather_object(gathered, value,
-                           group=parallel_state.get_pipeline_model_parallel_group())
+    dist.all_gather_object(
+        gathered, value, group=parallel_state.get_pipeline_model_parallel_group()
+    )
     return gathered
 
 
@@ -135,8 +142,7 @@ def data_parallel_rank_and_size() -> tuple[int, int]:
     exist."""
     if not parallel_state.model_parallel_is_initialized():
         return 0, 1
-    return (parallel_state.get_data_parallel_rank(),
-            parallel_state.get_data_parallel_world_size())
+    return (parallel_state.get_data_parallel_rank(), parallel_state.get_data_parallel_world_size())
 
 
 def data_parallel_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
@@ -161,8 +167,11 @@ def share_from_last_stage(value):
     if parallel_state.get_pipeline_model_parallel_world_size() == 1:
         return value
     box = [value]
-    dist.broadcast_object_list(box, src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                               group=parallel_state.get_pipeline_model_parallel_group())
+    dist.broadcast_object_list(
+        box,
+        src=parallel_state.get_pipeline_model_parallel_last_rank(),
+        group=parallel_state.get_pipeline_model_parallel_group(),
+    )
     return box[0]
 
 
@@ -171,4 +180,3 @@ def shutdown() -> None:
     parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
-

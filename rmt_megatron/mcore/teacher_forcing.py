@@ -30,14 +30,14 @@ def _collect(statistic: Statistic, batch, output, non_loss_data=True):
 
 def _forward_logits(statistic: Statistic, data_iterator, model):
     batch = next(data_iterator)
-    logits = model(batch["tokens"], batch["position_ids"],
-                   causal_mask(batch["tokens"].shape[1]))
+    logits = model(batch["tokens"], batch["position_ids"], causal_mask(batch["tokens"].shape[1]))
     return logits, partial(_collect, statistic, batch)
 
 
 @torch.no_grad()
-def forward_statistics(model, micro_batches: list[dict[str, torch.Tensor]],
-                       statistic: Statistic) -> list[torch.Tensor] | None:
+def forward_statistics(
+    model, micro_batches: list[dict[str, torch.Tensor]], statistic: Statistic
+) -> list[torch.Tensor] | None:
     """`statistic(logits [b, s, V_local], batch)` for each micro-batch, on the last pipeline
     stage (None on the others). `model` is a GPTModel stage (or its DDP wrapper)."""
     was_training = model.training
@@ -45,10 +45,14 @@ def forward_statistics(model, micro_batches: list[dict[str, torch.Tensor]],
     try:
         outputs = get_forward_backward_func()(
             forward_step_func=partial(_forward_logits, statistic),
-            data_iterator=iter(micro_batches), model=[model],
-            num_microbatches=len(micro_batches), seq_length=micro_batches[0]["tokens"].shape[1],
-            micro_batch_size=micro_batches[0]["tokens"].shape[0], forward_only=True,
-            collect_non_loss_data=True)
+            data_iterator=iter(micro_batches),
+            model=[model],
+            num_microbatches=len(micro_batches),
+            seq_length=micro_batches[0]["tokens"].shape[1],
+            micro_batch_size=micro_batches[0]["tokens"].shape[0],
+            forward_only=True,
+            collect_non_loss_data=True,
+        )
     finally:
         model.train(was_training)
     return list(outputs) if parallel.is_last_stage() else None

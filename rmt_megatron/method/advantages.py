@@ -22,8 +22,9 @@ def grpo_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     rewards = rewards.float()
     centred = rewards - rewards.mean(dim=1, keepdim=True)
     advantages = centred / (rewards.std(dim=1, keepdim=True) + eps)
-    return torch.where(informative_groups(rewards)[:, None], advantages,
-                       torch.zeros_like(advantages))
+    return torch.where(
+        informative_groups(rewards)[:, None], advantages, torch.zeros_like(advantages)
+    )
 
 
 def informative_groups(rewards: torch.Tensor) -> torch.Tensor:

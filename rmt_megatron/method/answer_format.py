@@ -41,7 +41,7 @@ def extract_prediction(response: str) -> str | None:
     close = response.find(THINK_CLOSE)
     if close < 0:
         return None
-    answer = response[close + len(THINK_CLOSE):]
+    answer = response[close + len(THINK_CLOSE) :]
     start = answer.rfind(BOXED_OPEN)
     while start >= 0:
         content = _balanced_content(answer, start + len(BOXED_OPEN))
@@ -87,7 +87,7 @@ class AnswerStop:
                     self.done = True
                     break
                 continue
-            self._tail = (self._tail + char)[-max(len(self._BOX), len(self._CLOSE)):]
+            self._tail = (self._tail + char)[-max(len(self._BOX), len(self._CLOSE)) :]
             if not self._after_think:
                 self._after_think = self._tail.endswith(self._CLOSE)
             elif self._tail.endswith(self._BOX):

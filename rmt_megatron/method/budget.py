@@ -20,11 +20,13 @@ from rmt_megatron.config.sections import BudgetConfig, RewardConfig
 def budget_at(step: int, total_steps: int, config: BudgetConfig) -> int:
     """B_t at training step `step` of `total_steps` (steps past the end keep B_T)."""
     if total_steps < 1 or step < 0:
-        raise ValueError(f"budget_at needs step >= 0 and total_steps >= 1, "
-                         f"got step={step}, total_steps={total_steps}")
+        raise ValueError(
+            f"budget_at needs step >= 0 and total_steps >= 1, "
+            f"got step={step}, total_steps={total_steps}"
+        )
     progress = min(step / total_steps, 1.0)
     # The tiny epsilon keeps exact products such as 800 * 0.2 = 160 from flooring to 159.
-    raw = config.initial * config.decay ** (progress ** config.exponent_power)
+    raw = config.initial * config.decay ** (progress**config.exponent_power)
     return max(config.minimum, math.floor(raw * (1 + 1e-12)))
 
 

@@ -31,14 +31,18 @@ NTP_ONLY = -1
 """Tier id of positions that are never drawn for RL."""
 
 
-def assign_tiers(entropy: np.ndarray | torch.Tensor, thresholds: Sequence[float],
-                 eligible: np.ndarray | torch.Tensor | None = None) -> np.ndarray:
+def assign_tiers(
+    entropy: np.ndarray | torch.Tensor,
+    thresholds: Sequence[float],
+    eligible: np.ndarray | torch.Tensor | None = None,
+) -> np.ndarray:
     """Tier id per position: `entropy: [N]` (nats) -> int8 `[N]` in {-1, 0, 1, 2}.
 
     `eligible: [N]` bool, optional: False forces -1 (e.g. too little context, special target);
     ineligible positions may be unscored (NaN), eligible ones may not."""
-    entropy = np.asarray(entropy.detach().cpu() if torch.is_tensor(entropy) else entropy,
-                         dtype=np.float64)
+    entropy = np.asarray(
+        entropy.detach().cpu() if torch.is_tensor(entropy) else entropy, dtype=np.float64
+    )
     if entropy.ndim != 1:
         raise ValueError(f"entropy must be a flat [N] array, got shape {entropy.shape}")
     if eligible is None:
@@ -48,16 +52,23 @@ def assign_tiers(entropy: np.ndarray | torch.Tensor, thresholds: Sequence[float]
         raise ValueError(f"eligible has shape {eligible.shape}, entropy {entropy.shape}")
     unscored = np.isnan(entropy) & eligible
     if unscored.any():
-        raise ValueError(f"entropy is NaN at eligible position {int(np.flatnonzero(unscored)[0])}"
-                         "; rescore the dataset")
-    tiers = (np.searchsorted(np.asarray(thresholds, dtype=np.float64), np.nan_to_num(entropy),
-                             side="right") - 1).astype(np.int8)
+        raise ValueError(
+            f"entropy is NaN at eligible position {int(np.flatnonzero(unscored)[0])}"
+            "; rescore the dataset"
+        )
+    tiers = (
+        np.searchsorted(
+            np.asarray(thresholds, dtype=np.float64), np.nan_to_num(entropy), side="right"
+        )
+        - 1
+    ).astype(np.int8)
     tiers[~eligible] = NTP_ONLY
     return tiers
 
 
-def tier_probabilities(step: int, total_steps: int,
-                       config: CurriculumConfig) -> tuple[float, float, float]:
+def tier_probabilities(
+    step: int, total_steps: int, config: CurriculumConfig
+) -> tuple[float, float, float]:
     """p_t = (p_easy, p_medium, p_hard) at `step` of `total_steps`."""
     t1 = config.transition_start * total_steps
     t2 = config.transition_end * total_steps
@@ -66,8 +77,9 @@ def tier_probabilities(step: int, total_steps: int,
     if step >= t2:
         return config.end_probs
     s = (step - t1) / (t2 - t1)
-    easy, medium, hard = ((1 - s) * a + s * b for a, b in zip(config.start_probs,
-                                                              config.end_probs, strict=True))
+    easy, medium, hard = (
+        (1 - s) * a + s * b for a, b in zip(config.start_probs, config.end_probs, strict=True)
+    )
     return easy, medium, hard
 
 
@@ -86,9 +98,11 @@ class CurriculumSampler:
         tiers = np.asarray(tiers)
         self.pools = [np.flatnonzero(tiers == k) for k in range(len(TIER_NAMES))]
         if not any(len(pool) for pool in self.pools):
-            raise ValueError("no position is eligible for RL: every entropy is below the lowest "
-                             "tier threshold (lower curriculum.tier_thresholds or check the "
-                             "difficulty scores)")
+            raise ValueError(
+                "no position is eligible for RL: every entropy is below the lowest "
+                "tier threshold (lower curriculum.tier_thresholds or check the "
+                "difficulty scores)"
+            )
         self.seed = seed
         self.epoch = 0
         self.cursors = [0] * len(self.pools)
@@ -100,11 +114,12 @@ class CurriculumSampler:
         return [len(pool) for pool in self.pools]
 
     def _epoch_orders(self) -> list[np.ndarray]:
-        return [pool[np.random.default_rng([self.seed, self.epoch, k]).permutation(len(pool))]
-                for k, pool in enumerate(self.pools)]
+        return [
+            pool[np.random.default_rng([self.seed, self.epoch, k]).permutation(len(pool))]
+            for k, pool in enumerate(self.pools)
+        ]
 
-    def sample(self, count: int,
-               probs: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, count: int, probs: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray]:
         """Draw `count` positions. Returns (indices int64 `[count]`, tiers int8 `[count]`)."""
         if probs is not None and len(probs) != len(self.pools):
             raise ValueError(f"probs must have {len(self.pools)} entries, got {len(probs)}")
@@ -118,8 +133,10 @@ class CurriculumSampler:
         return indices, drawn_tiers
 
     def _draw_tier(self, probs: Sequence[float] | None) -> int:
-        remaining = np.array([len(pool) - c for pool, c in zip(self.pools, self.cursors,
-                                                               strict=True)], dtype=np.float64)
+        remaining = np.array(
+            [len(pool) - c for pool, c in zip(self.pools, self.cursors, strict=True)],
+            dtype=np.float64,
+        )
         if not remaining.any():
             self.epoch += 1
             self.cursors = [0] * len(self.pools)
@@ -134,15 +151,22 @@ class CurriculumSampler:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the same sequence of draws (picklable, JSON-able)."""
-        return {"seed": self.seed, "epoch": self.epoch, "cursors": list(self.cursors),
-                "pool_sizes": self.pool_sizes, "rng": self.rng.bit_generator.state}
+        return {
+            "seed": self.seed,
+            "epoch": self.epoch,
+            "cursors": list(self.cursors),
+            "pool_sizes": self.pool_sizes,
+            "rng": self.rng.bit_generator.state,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore `state_dict()`; the pools must be the ones it was saved with."""
         if list(state["pool_sizes"]) != self.pool_sizes:
-            raise ValueError(f"curriculum state was saved for tier pools of sizes "
-                             f"{list(state['pool_sizes'])}, but these pools have sizes "
-                             f"{self.pool_sizes}: the dataset or its difficulty scores changed")
+            raise ValueError(
+                f"curriculum state was saved for tier pools of sizes "
+                f"{list(state['pool_sizes'])}, but these pools have sizes "
+                f"{self.pool_sizes}: the dataset or its difficulty scores changed"
+            )
         self.seed = int(state["seed"])
         self.epoch = int(state["epoch"])
         self.cursors = [int(c) for c in state["cursors"]]

@@ -45,11 +45,14 @@ class DualLossTerms:
     ntp_tokens: int
 
 
-def rl_token_losses(logprob: torch.Tensor, advantages: torch.Tensor, config: LossConfig,
-                    old_logprob: torch.Tensor | None = None,
-                    ref_logprob: torch.Tensor | None = None,
-                    entropy: torch.Tensor | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def rl_token_losses(
+    logprob: torch.Tensor,
+    advantages: torch.Tensor,
+    config: LossConfig,
+    old_logprob: torch.Tensor | None = None,
+    ref_logprob: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-token RL loss s_n + β k_n - c H_n, the k3 KL k_n (detached) and whether ρ_n was
     clipped; all `[N]`, for every token (the caller masks). Shapes as in `dual_loss`."""
     if config.kl_beta > 0 and ref_logprob is None:
@@ -72,28 +75,39 @@ def rl_token_losses(logprob: torch.Tensor, advantages: torch.Tensor, config: Los
     return per_token, kl.detach(), ratio.detach() != clipped_ratio.detach()
 
 
-def masked_token_losses(logprob: torch.Tensor, rl_mask: torch.Tensor, ntp_mask: torch.Tensor,
-                        advantages: torch.Tensor, config: LossConfig,
-                        old_logprob: torch.Tensor | None = None,
-                        ref_logprob: torch.Tensor | None = None,
-                        entropy: torch.Tensor | None = None
-                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def masked_token_losses(
+    logprob: torch.Tensor,
+    rl_mask: torch.Tensor,
+    ntp_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    config: LossConfig,
+    old_logprob: torch.Tensor | None = None,
+    ref_logprob: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(RL loss, NTP loss, k3 KL, clipped) per token, each `[N]` (any shape, in fact): the RL
     loss s_n + β k_n - c H_n on RL tokens and 0 elsewhere, -logprob_n on NTP tokens and 0
     elsewhere. `dual_loss` takes their token means; the Megatron forward step sums them with
     per-token weights (`method.packing.token_weights`), which is the same objective."""
-    per_token, kl, was_clipped = rl_token_losses(logprob, advantages, config, old_logprob,
-                                                 ref_logprob, entropy)
+    per_token, kl, was_clipped = rl_token_losses(
+        logprob, advantages, config, old_logprob, ref_logprob, entropy
+    )
     rl_loss = torch.where(rl_mask, per_token, 0.0)
     ntp_loss = torch.where(ntp_mask, -logprob.float(), 0.0)
     return rl_loss, ntp_loss, torch.where(rl_mask, kl, 0.0), was_clipped & rl_mask
 
 
-def dual_loss(logprob: torch.Tensor, *, rl_mask: torch.Tensor, ntp_mask: torch.Tensor,
-              advantages: torch.Tensor, config: LossConfig,
-              old_logprob: torch.Tensor | None = None,
-              ref_logprob: torch.Tensor | None = None,
-              entropy: torch.Tensor | None = None) -> DualLossTerms:
+def dual_loss(
+    logprob: torch.Tensor,
+    *,
+    rl_mask: torch.Tensor,
+    ntp_mask: torch.Tensor,
+    advantages: torch.Tensor,
+    config: LossConfig,
+    old_logprob: torch.Tensor | None = None,
+    ref_logprob: torch.Tensor | None = None,
+    entropy: torch.Tensor | None = None,
+) -> DualLossTerms:
     """L = w_RL · L_RL + λ · L_NTP over flat `[N]` tensors.
 
     logprob: log π_θ of each token (differentiable). rl_mask, ntp_mask: bool, disjoint.
@@ -102,22 +116,36 @@ def dual_loss(logprob: torch.Tensor, *, rl_mask: torch.Tensor, ntp_mask: torch.T
     ref_logprob: reference-policy log-probs, required when config.kl_beta > 0.
     entropy: per-token entropy, required when config.entropy_coeff > 0."""
     n = logprob.shape
-    for name, tensor in (("rl_mask", rl_mask), ("ntp_mask", ntp_mask),
-                         ("advantages", advantages), ("old_logprob", old_logprob),
-                         ("ref_logprob", ref_logprob), ("entropy", entropy)):
+    for name, tensor in (
+        ("rl_mask", rl_mask),
+        ("ntp_mask", ntp_mask),
+        ("advantages", advantages),
+        ("old_logprob", old_logprob),
+        ("ref_logprob", ref_logprob),
+        ("entropy", entropy),
+    ):
         if tensor is not None and tensor.shape != n:
-            raise ValueError(f"{name} has shape {tuple(tensor.shape)}, logprob has {tuple(n)}: "
-                             "every per-token input must be flat [N]")
+            raise ValueError(
+                f"{name} has shape {tuple(tensor.shape)}, logprob has {tuple(n)}: "
+                "every per-token input must be flat [N]"
+            )
     rl_mask, ntp_mask = rl_mask.bool(), ntp_mask.bool()
     if (rl_mask & ntp_mask).any():
-        raise ValueError("rl_mask and ntp_mask overlap: a token is either an RL token or an "
-                         "NTP token")
+        raise ValueError(
+            "rl_mask and ntp_mask overlap: a token is either an RL token or an NTP token"
+        )
     rl_loss, ntp_loss, kl, was_clipped = masked_token_losses(
-        logprob, rl_mask, ntp_mask, advantages, config, old_logprob, ref_logprob, entropy)
+        logprob, rl_mask, ntp_mask, advantages, config, old_logprob, ref_logprob, entropy
+    )
     n_rl, n_ntp = int(rl_mask.sum()), int(ntp_mask.sum())
     rl = rl_loss.sum() / max(n_rl, 1)
     ntp = ntp_loss.sum() / max(n_ntp, 1)
     return DualLossTerms(
-        loss=config.rl_weight * rl + config.ntp_weight * ntp, rl=rl.detach(), ntp=ntp.detach(),
-        kl=kl.sum() / max(n_rl, 1), clip_fraction=was_clipped.float().sum() / max(n_rl, 1),
-        rl_tokens=n_rl, ntp_tokens=n_ntp)
+        loss=config.rl_weight * rl + config.ntp_weight * ntp,
+        rl=rl.detach(),
+        ntp=ntp.detach(),
+        kl=kl.sum() / max(n_rl, 1),
+        clip_fraction=was_clipped.float().sum() / max(n_rl, 1),
+        rl_tokens=n_rl,
+        ntp_tokens=n_ntp,
+    )

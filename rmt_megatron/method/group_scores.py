@@ -20,10 +20,20 @@ from rmt_megatron.method.advantages import grpo_advantages, informative_groups
 from rmt_megatron.method.rewards import score_rollout
 from rmt_megatron.method.tallies import Tally
 
-STEP_STATS = (["match_reward", "length_reward", "reasoning_length", "valid_format",
-               "over_twice_budget", "truncated", "response_length", "kept_groups"]
-              + [f"match_reward/{t}" for t in TIER_NAMES]
-              + [f"tier_share/{t}" for t in TIER_NAMES])
+STEP_STATS = (
+    [
+        "match_reward",
+        "length_reward",
+        "reasoning_length",
+        "valid_format",
+        "over_twice_budget",
+        "truncated",
+        "response_length",
+        "kept_groups",
+    ]
+    + [f"match_reward/{t}" for t in TIER_NAMES]
+    + [f"tier_share/{t}" for t in TIER_NAMES]
+)
 """Statistics a step reports (`score_groups` fills all but none of the NTP side)."""
 
 
@@ -37,9 +47,15 @@ class GroupScores:
     """`[P]` bool: the groups that go into the loss."""
 
 
-def score_groups(responses: Sequence[Sequence[bytes]], finished: Sequence[bool],
-                 continuations: Sequence[Sequence[bytes]], tiers: Sequence[int],
-                 budget: int | None, config: RMTConfig, stats: Tally) -> GroupScores:
+def score_groups(
+    responses: Sequence[Sequence[bytes]],
+    finished: Sequence[bool],
+    continuations: Sequence[Sequence[bytes]],
+    tiers: Sequence[int],
+    budget: int | None,
+    config: RMTConfig,
+    stats: Tally,
+) -> GroupScores:
     """Score every response, normalise within groups, and record the step's statistics.
 
     responses: P·G responses as token bytes; finished: whether each stopped on its own (False:
@@ -47,8 +63,10 @@ def score_groups(responses: Sequence[Sequence[bytes]], finished: Sequence[bool],
     budget is off."""
     prompts = len(continuations)
     if prompts == 0 or len(responses) % prompts or len(responses) != len(finished):
-        raise ValueError(f"{len(responses)} responses ({len(finished)} finished flags) do not "
-                         f"make equal groups for {prompts} prompts")
+        raise ValueError(
+            f"{len(responses)} responses ({len(finished)} finished flags) do not "
+            f"make equal groups for {prompts} prompts"
+        )
     group = len(responses) // prompts
     rewards = torch.zeros(prompts, group)
     for index, (response, done) in enumerate(zip(responses, finished, strict=True)):
@@ -60,14 +78,18 @@ def score_groups(responses: Sequence[Sequence[bytes]], finished: Sequence[bool],
         stats.add("length_reward", score.length)
         stats.add("reasoning_length", score.reasoning_tokens)
         stats.add("valid_format", float(score.valid_format))
-        stats.add("over_twice_budget",
-                  float(budget is not None and score.reasoning_tokens > 2 * budget))
+        stats.add(
+            "over_twice_budget", float(budget is not None and score.reasoning_tokens > 2 * budget)
+        )
         stats.add("truncated", float(not done))
         stats.add("response_length", len(response))
     for k, name in enumerate(TIER_NAMES):
         stats.add(f"tier_share/{name}", float(sum(t == k for t in tiers)), len(tiers))
     advantages = grpo_advantages(rewards, config.loss.advantage_eps)
-    keep = (informative_groups(rewards) if config.loss.filter_zero_variance_groups
-            else torch.ones(prompts, dtype=torch.bool))
+    keep = (
+        informative_groups(rewards)
+        if config.loss.filter_zero_variance_groups
+        else torch.ones(prompts, dtype=torch.bool)
+    )
     stats.add("kept_groups", float(keep.sum()), prompts)
     return GroupScores(rewards, advantages, keep)

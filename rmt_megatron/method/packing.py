@@ -50,13 +50,15 @@ class TrainingSequence:
         return len(self.tokens) - 1 - sum(1 for pos in self.excluded if pos >= 1)
 
 
-def rl_sequence(prompt: Sequence[int], response: Sequence[int],
-                advantage: float) -> TrainingSequence:
+def rl_sequence(
+    prompt: Sequence[int], response: Sequence[int], advantage: float
+) -> TrainingSequence:
     """prompt ⊕ response, with the response's tokens as RL tokens."""
     if not prompt or not response:
         raise ValueError("an RL sequence needs a non-empty prompt and response")
-    return TrainingSequence(list(prompt) + list(response), rl_from=len(prompt) - 1,
-                            advantage=float(advantage))
+    return TrainingSequence(
+        list(prompt) + list(response), rl_from=len(prompt) - 1, advantage=float(advantage)
+    )
 
 
 def ntp_sequence(document: Sequence[int], rl_positions: Iterable[int]) -> TrainingSequence:
@@ -66,20 +68,27 @@ def ntp_sequence(document: Sequence[int], rl_positions: Iterable[int]) -> Traini
     return TrainingSequence(list(document), excluded=set(rl_positions))
 
 
-def collate(sequences: Sequence[TrainingSequence], micro_batch_size: int, seq_length: int,
-            pad_id: int, rl_token_weight: float, ntp_token_weight: float
-            ) -> list[dict[str, torch.Tensor]]:
+def collate(
+    sequences: Sequence[TrainingSequence],
+    micro_batch_size: int,
+    seq_length: int,
+    pad_id: int,
+    rl_token_weight: float,
+    ntp_token_weight: float,
+) -> list[dict[str, torch.Tensor]]:
     """Micro-batches of `micro_batch_size` rows, each padded to `seq_length` labels (sequences
     have at most `seq_length + 1` tokens). The last micro-batch is filled up with padding rows
     that carry no loss, so every micro-batch has one shape (pipeline stages exchange fixed
     shapes)."""
     too_long = [len(s.tokens) for s in sequences if len(s.tokens) > seq_length + 1]
     if too_long:
-        raise ValueError(f"a sequence of {max(too_long)} tokens does not fit seq_length="
-                         f"{seq_length}: raise --seq-length or shorten prompts/responses")
+        raise ValueError(
+            f"a sequence of {max(too_long)} tokens does not fit seq_length="
+            f"{seq_length}: raise --seq-length or shorten prompts/responses"
+        )
     batches = []
     for start in range(0, len(sequences), micro_batch_size):
-        chunk = sequences[start:start + micro_batch_size]
+        chunk = sequences[start : start + micro_batch_size]
         rows = micro_batch_size
         tokens = torch.full((rows, seq_length + 1), pad_id, dtype=torch.long)
         rl_mask = torch.zeros(rows, seq_length, dtype=torch.bool)
@@ -89,26 +98,33 @@ def collate(sequences: Sequence[TrainingSequence], micro_batch_size: int, seq_le
             length = len(sequence.tokens)
             tokens[row, :length] = torch.tensor(sequence.tokens)
             if sequence.rl_from is not None:
-                rl_mask[row, sequence.rl_from:length - 1] = True
-                advantages[row, sequence.rl_from:length - 1] = sequence.advantage
+                rl_mask[row, sequence.rl_from : length - 1] = True
+                advantages[row, sequence.rl_from : length - 1] = sequence.advantage
             else:
-                ntp_mask[row, :length - 1] = True
+                ntp_mask[row, : length - 1] = True
                 for pos in sequence.excluded:
                     if 1 <= pos < length:
                         ntp_mask[row, pos - 1] = False
         weight = rl_mask * rl_token_weight + ntp_mask * ntp_token_weight
-        batches.append({
-            "tokens": tokens[:, :-1].contiguous(),
-            "labels": tokens[:, 1:].contiguous(),
-            "position_ids": torch.arange(seq_length)[None].expand(rows, seq_length).contiguous(),
-            "rl_mask": rl_mask, "ntp_mask": ntp_mask, "advantages": advantages,
-            "loss_weight": weight.float(),
-        })
+        batches.append(
+            {
+                "tokens": tokens[:, :-1].contiguous(),
+                "labels": tokens[:, 1:].contiguous(),
+                "position_ids": torch.arange(seq_length)[None]
+                .expand(rows, seq_length)
+                .contiguous(),
+                "rl_mask": rl_mask,
+                "ntp_mask": ntp_mask,
+                "advantages": advantages,
+                "loss_weight": weight.float(),
+            }
+        )
     return batches
 
 
-def token_weights(rl_tokens: int, ntp_tokens: int, rl_weight: float,
-                  ntp_weight: float) -> tuple[float, float]:
+def token_weights(
+    rl_tokens: int, ntp_tokens: int, rl_weight: float, ntp_weight: float
+) -> tuple[float, float]:
     """(w_RL·T/N_RL, λ·T/N_NTP) for step-wide counts; an empty set gets weight 0."""
     total = rl_tokens + ntp_tokens
     rl = rl_weight * total / rl_tokens if rl_tokens else 0.0

@@ -30,12 +30,18 @@ from rmt_megatron.method.answer_format import BOXED_CLOSE, BOXED_OPEN, THINK_CLO
 from rmt_megatron.method.tokenizer import Tokenizer
 
 _BOX = BOXED_OPEN + BOXED_CLOSE
-INSTRUCTION = ("Continue the text under ### Context by predicting its next token. Reason step by "
-               f"step inside {THINK_OPEN}{THINK_CLOSE}, then put the single most probable next "
-               f"token in {_BOX}. A token may start with a space, e.g. {BOXED_OPEN} the"
-               f"{BOXED_CLOSE}; do not use \\text{{}}.")
-BUDGET_CLAUSE = (" Think for exactly {budget} tokens inside " + THINK_OPEN + THINK_CLOSE
-                 + ", then give the answer.")
+INSTRUCTION = (
+    "Continue the text under ### Context by predicting its next token. Reason step by "
+    f"step inside {THINK_OPEN}{THINK_CLOSE}, then put the single most probable next "
+    f"token in {_BOX}. A token may start with a space, e.g. {BOXED_OPEN} the"
+    f"{BOXED_CLOSE}; do not use \\text{{}}."
+)
+BUDGET_CLAUSE = (
+    " Think for exactly {budget} tokens inside "
+    + THINK_OPEN
+    + THINK_CLOSE
+    + ", then give the answer."
+)
 CONTEXT_HEADING = "\n### Context\n"
 THINK_START = "\n" + THINK_OPEN
 CONTEXT_SLOT = "\x00CONTEXT\x00"
@@ -69,8 +75,8 @@ def render_chat(tokenizer: Tokenizer, messages: list[dict[str, str]]) -> str:
         raise ConfigError(f"{tokenizer.path} has no chat template to render")
     eos = tokenizer.decode([tokenizer.eos_id])
     return _chat_template(tokenizer.chat_template).render(
-        messages=messages, add_generation_prompt=True, eos_token=eos,
-        bos_token=tokenizer.bos_text)
+        messages=messages, add_generation_prompt=True, eos_token=eos, bos_token=tokenizer.bos_text
+    )
 
 
 def _frame(tokenizer: Tokenizer, header: str) -> tuple[list[int], list[int]]:
@@ -79,19 +85,24 @@ def _frame(tokenizer: Tokenizer, header: str) -> tuple[list[int], list[int]]:
         return tokenizer.encode(header), tokenizer.encode(THINK_START)
     text = render_chat(tokenizer, [{"role": "user", "content": header + CONTEXT_SLOT}])
     if text.count(CONTEXT_SLOT) != 1:
-        raise ConfigError(f"the chat template of {tokenizer.path} does not place the user "
-                          "message once: the reasoning prompt cannot be framed by it")
+        raise ConfigError(
+            f"the chat template of {tokenizer.path} does not place the user "
+            "message once: the reasoning prompt cannot be framed by it"
+        )
     before, after = text.split(CONTEXT_SLOT)
     return tokenizer.encode(before), tokenizer.encode(after + THINK_START.lstrip("\n"))
 
 
-def build_prompt(tokenizer: Tokenizer, context: Sequence[int], budget: int | None,
-                 max_prompt_length: int) -> list[int]:
+def build_prompt(
+    tokenizer: Tokenizer, context: Sequence[int], budget: int | None, max_prompt_length: int
+) -> list[int]:
     """Token ids of the prompt for predicting the token after `context`."""
     header, tail = _frame(tokenizer, prompt_header(budget))
     room = max_prompt_length - len(header) - len(tail)
     if room < 1:
-        raise ConfigError(f"rollout.max_prompt_length={max_prompt_length} leaves no room for "
-                          f"context after the {len(header) + len(tail)}-token instruction: "
-                          "raise --rmt-max-prompt-length")
+        raise ConfigError(
+            f"rollout.max_prompt_length={max_prompt_length} leaves no room for "
+            f"context after the {len(header) + len(tail)}-token instruction: "
+            "raise --rmt-max-prompt-length"
+        )
     return header + list(context[-room:]) + tail

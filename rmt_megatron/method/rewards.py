@@ -42,8 +42,7 @@ def prefix_match_reward(prediction: bytes | None, continuation: Sequence[bytes])
     if not prediction:
         return 0.0
     boundaries = set(accumulate(len(token) for token in continuation))
-    return float(len(prediction) in boundaries
-                 and b"".join(continuation).startswith(prediction))
+    return float(len(prediction) in boundaries and b"".join(continuation).startswith(prediction))
 
 
 def reasoning_length(response_tokens: Sequence[bytes]) -> int:
@@ -83,8 +82,12 @@ class RewardBreakdown:
     """Whether a boxed prediction followed `</think>`."""
 
 
-def score_rollout(response_tokens: Sequence[bytes], continuation: Sequence[bytes],
-                  budget: int | None, config: RewardConfig) -> RewardBreakdown:
+def score_rollout(
+    response_tokens: Sequence[bytes],
+    continuation: Sequence[bytes],
+    budget: int | None,
+    config: RewardConfig,
+) -> RewardBreakdown:
     """Reward one rollout.
 
     response_tokens: the generated tokens, as bytes. continuation: the true tokens from the
@@ -103,5 +106,6 @@ def score_rollout(response_tokens: Sequence[bytes], continuation: Sequence[bytes
     if budget is None:
         return RewardBreakdown(match, match, 0.0, ell, prediction is not None)
     r_len = length_reward(ell, budget, config.length_reward_max)
-    return RewardBreakdown(combined_reward(match, r_len, config), match, r_len, ell,
-                           prediction is not None)
+    return RewardBreakdown(
+        combined_reward(match, r_len, config), match, r_len, ell, prediction is not None
+    )

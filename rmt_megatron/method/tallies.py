@@ -36,5 +36,7 @@ class Tally:
     def means(self, names: Iterable[str]) -> dict[str, float]:
         """`mean_or_nan` of each name."""
         names = list(names)
-        return {name: mean_or_nan(total, count)
-                for name, (total, count) in zip(names, self.sums_and_counts(names), strict=True)}
+        return {
+            name: mean_or_nan(total, count)
+            for name, (total, count) in zip(names, self.sums_and_counts(names), strict=True)
+        }

@@ -62,15 +62,18 @@ def checkpoint_config(path: str | os.PathLike) -> dict:
     return open_checkpoint(path)[0] if is_gguf(path) else read_hf_config(Path(path))
 
 
-def import_model_config(path: str | os.PathLike, run: ModelConfig | None = None,
-                        **overrides) -> ModelConfig:
+def import_model_config(
+    path: str | os.PathLike, run: ModelConfig | None = None, **overrides
+) -> ModelConfig:
     """`run` (the run's parallel layout, dtype, vocabulary padding and sequence length) with the
     architecture of the checkpoint at `path`, then `overrides`. Without `run`: the defaults, with
     the sequence length capped at 4096 and at the checkpoint's context."""
     architecture = architecture_from_hf(checkpoint_config(path))
     if run is None:
-        run = ModelConfig(seq_length=min(4096, architecture["max_position_embeddings"]),
-                          max_position_embeddings=architecture["max_position_embeddings"])
+        run = ModelConfig(
+            seq_length=min(4096, architecture["max_position_embeddings"]),
+            max_position_embeddings=architecture["max_position_embeddings"],
+        )
     return replace(run, **architecture, **overrides)
 
 
@@ -96,11 +99,14 @@ def _check_same_vocabulary(path: str | os.PathLike, tokenizer) -> None:
         return
     proxy = load_tokenizer(path)
     ids = range(max(proxy.vocab_size, tokenizer.vocab_size))
-    if proxy.vocab_size != tokenizer.vocab_size or (proxy.token_bytes(ids)
-                                                    != tokenizer.token_bytes(ids)):
-        raise ConfigError(f"the proxy {path} has another vocabulary than the run's tokenizer "
-                          f"{tokenizer.path} ({proxy.vocab_size} vs {tokenizer.vocab_size} "
-                          "tokens): a difficulty proxy must share the tokenizer")
+    if proxy.vocab_size != tokenizer.vocab_size or (
+        proxy.token_bytes(ids) != tokenizer.token_bytes(ids)
+    ):
+        raise ConfigError(
+            f"the proxy {path} has another vocabulary than the run's tokenizer "
+            f"{tokenizer.path} ({proxy.vocab_size} vs {tokenizer.vocab_size} "
+            "tokens): a difficulty proxy must share the tokenizer"
+        )
 
 
 def load_proxy(path: str | os.PathLike, run_model: ModelConfig, tokenizer):
@@ -111,8 +117,10 @@ def load_proxy(path: str | os.PathLike, run_model: ModelConfig, tokenizer):
     _check_same_vocabulary(path, tokenizer)
     config = import_model_config(path, run_model)
     if config.vocab_size < tokenizer.vocab_size:
-        raise ConfigError(f"the proxy {path} has {config.vocab_size} embedding rows but the "
-                          f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens")
+        raise ConfigError(
+            f"the proxy {path} has {config.vocab_size} embedding rows but the "
+            f"tokenizer {tokenizer.path} has {tokenizer.vocab_size} tokens"
+        )
     model = build_gpt_model(config, config.vocab_size, initialize=False)
     load_imported_weights(model, config, path)
     return model.eval()

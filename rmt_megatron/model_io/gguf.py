@@ -69,8 +69,7 @@ def _gguf_name(hf_name: str) -> str | None:
 def unpermute_rows(weight: torch.Tensor, head_dim: int) -> torch.Tensor:
     """Undo llama.cpp's per-head Q/K row order on `weight: [heads·head_dim, H]`."""
     heads = weight.shape[0] // head_dim
-    return (weight.reshape(heads, head_dim // 2, 2, -1).transpose(1, 2)
-            .reshape(weight.shape))
+    return weight.reshape(heads, head_dim // 2, 2, -1).transpose(1, 2).reshape(weight.shape)
 
 
 class GGUFCheckpoint:
@@ -86,17 +85,20 @@ class GGUFCheckpoint:
         try:
             self._reader = GGUFReader(self.path)
         except (ValueError, OSError) as error:
-            raise CheckpointError(f"{self.path} is not a readable GGUF file "
-                                        f"({error})") from error
+            raise CheckpointError(f"{self.path} is not a readable GGUF file ({error})") from error
         self._tensors = {t.name: t for t in self._reader.tensors}
         self.architecture = self.field("general.architecture")
         if self.architecture not in SUPPORTED_ARCHITECTURES:
-            raise ConfigError(f"GGUF architecture {self.architecture!r} is not supported: the "
-                              f"importer reads {', '.join(SUPPORTED_ARCHITECTURES)}")
+            raise ConfigError(
+                f"GGUF architecture {self.architecture!r} is not supported: the "
+                f"importer reads {', '.join(SUPPORTED_ARCHITECTURES)}"
+            )
         if "rope_freqs.weight" in self._tensors:
-            raise ConfigError(f"{self.path} carries rope_freqs (Llama 3.1-style RoPE scaling "
-                              "baked into a tensor), which the GGUF importer does not read: "
-                              "import the Hugging Face checkpoint instead")
+            raise ConfigError(
+                f"{self.path} carries rope_freqs (Llama 3.1-style RoPE scaling "
+                "baked into a tensor), which the GGUF importer does not read: "
+                "import the Hugging Face checkpoint instead"
+            )
         self.config = self._hf_config()
         """The metadata as a Hugging Face LlamaForCausalLM `config.json` dict."""
 
@@ -114,12 +116,15 @@ class GGUFCheckpoint:
         head_dim = self._arch("attention.key_length") or (hidden and heads and hidden // heads)
         rotary = self._arch("rope.dimension_count", head_dim)
         if rotary != head_dim:
-            raise ConfigError(f"{self.path}: RoPE on {rotary} of {head_dim} head dimensions "
-                              "(partial rotary) is not supported")
+            raise ConfigError(
+                f"{self.path}: RoPE on {rotary} of {head_dim} head dimensions "
+                "(partial rotary) is not supported"
+            )
         scaling = self._arch("rope.scaling.type", "none")
         if scaling not in ("none", "linear"):
-            raise ConfigError(f"{self.path}: RoPE scaling {scaling!r} is not supported (plain "
-                              "or linear)")
+            raise ConfigError(
+                f"{self.path}: RoPE scaling {scaling!r} is not supported (plain or linear)"
+            )
         embedding = self._tensors.get("token_embd.weight")
         if embedding is None:
             raise CheckpointError(f"{self.path} has no token_embd.weight tensor")
@@ -140,8 +145,10 @@ class GGUFCheckpoint:
             "hidden_act": "silu",
         }
         if scaling == "linear":
-            config["rope_scaling"] = {"rope_type": "linear",
-                                      "factor": self._arch("rope.scaling.factor")}
+            config["rope_scaling"] = {
+                "rope_type": "linear",
+                "factor": self._arch("rope.scaling.factor"),
+            }
         missing = [k for k, v in config.items() if v is None]
         if missing:
             raise CheckpointError(f"{self.path} lacks the metadata for {missing}")
@@ -150,18 +157,21 @@ class GGUFCheckpoint:
     def __contains__(self, name: str) -> bool:
         return _gguf_name(name) in self._tensors
 
-    def read(self, name: str, rows: slice = slice(None),
-             columns: slice | None = None) -> torch.Tensor:
+    def read(
+        self, name: str, rows: slice = slice(None), columns: slice | None = None
+    ) -> torch.Tensor:
         """The tensor Hugging Face calls `name`, fp32 `[out, in]`, rows then columns sliced."""
         from gguf.quants import dequantize
 
         gguf_name = _gguf_name(name)
         if gguf_name not in self._tensors:
-            raise CheckpointError(f"tensor {gguf_name or name!r} (for {name}) is missing "
-                                        f"from {self.path}")
+            raise CheckpointError(
+                f"tensor {gguf_name or name!r} (for {name}) is missing from {self.path}"
+            )
         tensor = self._tensors[gguf_name]
-        values = torch.from_numpy(np.array(dequantize(tensor.data[rows], tensor.tensor_type),
-                                           dtype=np.float32))
+        values = torch.from_numpy(
+            np.array(dequantize(tensor.data[rows], tensor.tensor_type), dtype=np.float32)
+        )
         if gguf_name.endswith(("attn_q.weight", "attn_k.weight")):
             head_dim = self.config["head_dim"]
             if values.shape[0] % head_dim:
@@ -175,13 +185,14 @@ def _pre_tokenizer(name: str | None, path: Path):
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     if name == "smollm":
-        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                        byte_level])
+        return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
     if name in (None, "gpt2", "default"):
         return byte_level
-    raise ConfigError(f"{path}: pre-tokenizer {name!r} is not supported (supported: "
-                      f"{', '.join(SUPPORTED_PRE_TOKENIZERS)}); use the model's Hugging Face "
-                      "tokenizer.json with --tokenizer-model")
+    raise ConfigError(
+        f"{path}: pre-tokenizer {name!r} is not supported (supported: "
+        f"{', '.join(SUPPORTED_PRE_TOKENIZERS)}); use the model's Hugging Face "
+        "tokenizer.json with --tokenizer-model"
+    )
 
 
 def gguf_tokenizer(path: str | os.PathLike) -> HFTokenizer:
@@ -192,22 +203,35 @@ def gguf_tokenizer(path: str | os.PathLike) -> HFTokenizer:
     checkpoint = GGUFCheckpoint(path)
     kind = checkpoint.field("tokenizer.ggml.model")
     if kind != "gpt2":
-        raise ConfigError(f"{path}: tokenizer model {kind!r} is not supported (byte-level BPE, "
-                          "'gpt2', is); use the model's Hugging Face tokenizer.json with "
-                          "--tokenizer-model")
+        raise ConfigError(
+            f"{path}: tokenizer model {kind!r} is not supported (byte-level BPE, "
+            "'gpt2', is); use the model's Hugging Face tokenizer.json with "
+            "--tokenizer-model"
+        )
     tokens = checkpoint.field("tokenizer.ggml.tokens")
     merges = [tuple(m.split(" ", 1)) for m in checkpoint.field("tokenizer.ggml.merges", [])]
     tokenizer = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
     tokenizer.pre_tokenizer = _pre_tokenizer(checkpoint.field("tokenizer.ggml.pre"), path)
     tokenizer.decoder = decoders.ByteLevel()
     types = checkpoint.field("tokenizer.ggml.token_type", [])
-    tokenizer.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                                  for i, kind in enumerate(types) if kind == CONTROL_TOKEN])
+    tokenizer.add_special_tokens(
+        [
+            AddedToken(tokens[i], special=True, normalized=False)
+            for i, kind in enumerate(types)
+            if kind == CONTROL_TOKEN
+        ]
+    )
     eos = checkpoint.field("tokenizer.ggml.eos_token_id")
     if eos is None:
-        raise CheckpointError(f"{path} names no end-of-sequence token "
-                                    "(tokenizer.ggml.eos_token_id)")
+        raise CheckpointError(
+            f"{path} names no end-of-sequence token (tokenizer.ggml.eos_token_id)"
+        )
     bos = checkpoint.field("tokenizer.ggml.bos_token_id")
     add_bos = checkpoint.field("tokenizer.ggml.add_bos_token", False)
-    return HFTokenizer(tokenizer, int(eos), path, checkpoint.field("tokenizer.chat_template"),
-                       tokens[bos] if add_bos and bos is not None else "")
+    return HFTokenizer(
+        tokenizer,
+        int(eos),
+        path,
+        checkpoint.field("tokenizer.chat_template"),
+        tokens[bos] if add_bos and bos is not None else "",
+    )

@@ -71,18 +71,21 @@ def _to_hf(tensors: dict, config: ModelConfig, vocab_size: int) -> dict[str, tor
     for name, value in tensors.items():
         layer = split_layer_name(name)
         if layer is not None:
-            out.update(_layer_to_hf(hf_layer_prefix(layer[0]), layer[1], value, per_group,
-                                    head_dim))
+            out.update(
+                _layer_to_hf(hf_layer_prefix(layer[0]), layer[1], value, per_group, head_dim)
+            )
         elif name == "decoder.final_layernorm.weight":
             out[GLOBAL_TENSORS[name]] = value
         elif name == "embedding.word_embeddings.weight" or (
-                config.untie_embeddings_and_output_weights):
+            config.untie_embeddings_and_output_weights
+        ):
             out[GLOBAL_TENSORS[name]] = torch.cat(_as_ranks(value))[:vocab_size]
     return {key: tensor.contiguous() for key, tensor in out.items()}
 
 
-def _layer_to_hf(layer: str, module: str, value, per_group: int,
-                 head_dim: int) -> dict[str, torch.Tensor]:
+def _layer_to_hf(
+    layer: str, module: str, value, per_group: int, head_dim: int
+) -> dict[str, torch.Tensor]:
     whole = {**LAYER_NORMS, **LAYER_COLUMN_SHARDED}
     if module in whole:
         return {f"{layer}.{whole[module]}": value}
@@ -91,18 +94,26 @@ def _layer_to_hf(layer: str, module: str, value, per_group: int,
         fused = torch.cat(_as_ranks(value))
         groups = fused.reshape(-1, (per_group + 2) * head_dim, *fused.shape[1:])
         q, k, v = groups.split([per_group * head_dim, head_dim, head_dim], dim=1)
-        return {f"{layer}.self_attn.{proj}_proj.{suffix}": part.reshape(-1, *fused.shape[1:])
-                for proj, part in (("q", q), ("k", k), ("v", v))}
+        return {
+            f"{layer}.self_attn.{proj}_proj.{suffix}": part.reshape(-1, *fused.shape[1:])
+            for proj, part in (("q", q), ("k", k), ("v", v))
+        }
     if module == LAYER_FC1[0]:
         halves = [piece.chunk(2) for piece in _as_ranks(value)]
         gate, up = LAYER_FC1[1]
-        return {f"{layer}.{gate}": torch.cat([g for g, _ in halves]),
-                f"{layer}.{up}": torch.cat([u for _, u in halves])}
+        return {
+            f"{layer}.{gate}": torch.cat([g for g, _ in halves]),
+            f"{layer}.{up}": torch.cat([u for _, u in halves]),
+        }
     raise ValueError(f"no Hugging Face tensor for {layer}.{module}")
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "generation_config.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
 """Files of a Hugging Face source checkpoint that are copied beside the exported weights."""
 
 
@@ -112,8 +123,7 @@ def _write_source_files(source: Path, directory: Path) -> None:
     if is_gguf(source):
         from rmt_megatron.model_io.gguf import GGUFCheckpoint, gguf_tokenizer
 
-        (directory / "config.json").write_text(
-            json.dumps(GGUFCheckpoint(source).config, indent=2))
+        (directory / "config.json").write_text(json.dumps(GGUFCheckpoint(source).config, indent=2))
         gguf_tokenizer(source).save(directory)
         return
     for name in ("config.json", *TOKENIZER_FILES):
@@ -126,8 +136,13 @@ def source_vocab_size(source: str | os.PathLike) -> int:
     return checkpoint_config(source)["vocab_size"]
 
 
-def export_hf(model, config: ModelConfig, vocab_size: int, source: str | os.PathLike,
-              output: str | os.PathLike) -> Path | None:
+def export_hf(
+    model,
+    config: ModelConfig,
+    vocab_size: int,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+) -> Path | None:
     """Write `output/` (config.json, tokenizer files, model.safetensors) from every rank's
     stage; `source` is the Hugging Face directory or GGUF file the run started from.
     Collective; returns the directory on rank 0, None elsewhere."""
@@ -141,8 +156,11 @@ def export_hf(model, config: ModelConfig, vocab_size: int, source: str | os.Path
     temporary = output.with_name(output.name + ".tmp")
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir(parents=True)
-    save_file(_to_hf(tensors, config, vocab_size), str(temporary / "model.safetensors"),
-              metadata={"format": "pt"})
+    save_file(
+        _to_hf(tensors, config, vocab_size),
+        str(temporary / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
     _write_source_files(Path(source), temporary)
     shutil.rmtree(output, ignore_errors=True)
     temporary.replace(output)
@@ -163,17 +181,22 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description="Checkpoint -> Hugging Face checkpoint.")
     parser.add_argument("--load", required=True, help="checkpoint directory (--save of a run)")
-    parser.add_argument("--hf-source", required=True,
-                        help="the Hugging Face directory or GGUF file the run started from")
+    parser.add_argument(
+        "--hf-source",
+        required=True,
+        help="the Hugging Face directory or GGUF file the run started from",
+    )
     parser.add_argument("--output", required=True)
     parser.add_argument("--tensor-model-parallel-size", type=int, default=1)
     parser.add_argument("--pipeline-model-parallel-size", type=int, default=1)
     args = parser.parse_args(argv)
     saved = read_state(args.load)
     step = latest_step(args.load)
-    config = replace(ModelConfig(**saved["config"]["model"]),
-                     tensor_model_parallel_size=args.tensor_model_parallel_size,
-                     pipeline_model_parallel_size=args.pipeline_model_parallel_size)
+    config = replace(
+        ModelConfig(**saved["config"]["model"]),
+        tensor_model_parallel_size=args.tensor_model_parallel_size,
+        pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+    )
     vocab_size = source_vocab_size(args.hf_source)
     parallel.initialize(config, seed=0)
     try:

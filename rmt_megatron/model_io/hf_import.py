@@ -50,8 +50,10 @@ SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCaus
 def read_hf_config(directory: Path) -> dict:
     path = directory / "config.json"
     if not path.is_file():
-        raise CheckpointError(f"{path} does not exist: pass a Hugging Face checkpoint "
-                                    "directory (config.json + *.safetensors) or a .gguf file")
+        raise CheckpointError(
+            f"{path} does not exist: pass a Hugging Face checkpoint "
+            "directory (config.json + *.safetensors) or a .gguf file"
+        )
     return json.loads(path.read_text())
 
 
@@ -59,22 +61,32 @@ def _rope_fields(rope: dict) -> dict:
     """ModelConfig's RoPE scaling fields for a Hugging Face `rope_scaling` dict (all three, so
     that nothing of the run's own RoPE settings survives an import)."""
     rope_type = rope.get("rope_type", rope.get("type", "default"))
-    plain = {"use_rope_scaling": False, "rope_scaling_factor": ModelConfig.rope_scaling_factor,
-             "rotary_seq_len_interpolation_factor": None}
+    plain = {
+        "use_rope_scaling": False,
+        "rope_scaling_factor": ModelConfig.rope_scaling_factor,
+        "rotary_seq_len_interpolation_factor": None,
+    }
     if rope_type == "default":
         return plain
     if rope_type == "linear":
         return {**plain, "rotary_seq_len_interpolation_factor": float(rope["factor"])}
     if rope_type == "llama3":
-        fixed = {"low_freq_factor": 1, "high_freq_factor": 4,
-                 "original_max_position_embeddings": 8192}
+        fixed = {
+            "low_freq_factor": 1,
+            "high_freq_factor": 4,
+            "original_max_position_embeddings": 8192,
+        }
         other = {k: rope.get(k) for k, v in fixed.items() if rope.get(k, v) != v}
         if other:
-            raise ConfigError(f"llama3 RoPE scaling with {other} is not supported: megatron-core "
-                              f"implements it with {fixed}")
+            raise ConfigError(
+                f"llama3 RoPE scaling with {other} is not supported: megatron-core "
+                f"implements it with {fixed}"
+            )
         return {**plain, "use_rope_scaling": True, "rope_scaling_factor": float(rope["factor"])}
-    raise ConfigError(f"RoPE scaling {rope_type!r} is not supported: use a checkpoint with "
-                      "plain, 'linear' or 'llama3' RoPE")
+    raise ConfigError(
+        f"RoPE scaling {rope_type!r} is not supported: use a checkpoint with "
+        "plain, 'linear' or 'llama3' RoPE"
+    )
 
 
 def architecture_from_hf(hf: dict) -> dict:
@@ -83,27 +95,34 @@ def architecture_from_hf(hf: dict) -> dict:
     checkpoint's)."""
     architecture = (hf.get("architectures") or ["?"])[0]
     if architecture not in SUPPORTED_ARCHITECTURES:
-        raise ConfigError(f"architecture {architecture!r} is not supported: the importer reads "
-                          f"{', '.join(SUPPORTED_ARCHITECTURES)}")
+        raise ConfigError(
+            f"architecture {architecture!r} is not supported: the importer reads "
+            f"{', '.join(SUPPORTED_ARCHITECTURES)}"
+        )
     if hf.get("hidden_act", "silu") != "silu":
-        raise ConfigError(f"hidden_act={hf['hidden_act']!r}: only SwiGLU (silu) MLPs map to "
-                          "this model")
+        raise ConfigError(
+            f"hidden_act={hf['hidden_act']!r}: only SwiGLU (silu) MLPs map to this model"
+        )
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     if architecture == "LlamaForCausalLM" and (hf.get("attention_bias") or hf.get("mlp_bias")):
         raise ConfigError("Llama checkpoints with attention or MLP biases are not supported")
     heads = hf["num_attention_heads"]
     fields = dict(
-        num_layers=hf["num_hidden_layers"], hidden_size=hf["hidden_size"],
-        ffn_hidden_size=hf["intermediate_size"], num_attention_heads=heads,
+        num_layers=hf["num_hidden_layers"],
+        hidden_size=hf["hidden_size"],
+        ffn_hidden_size=hf["intermediate_size"],
+        num_attention_heads=heads,
         num_query_groups=hf.get("num_key_value_heads", heads),
         kv_channels=hf.get("head_dim") or hf["hidden_size"] // heads,
-        max_position_embeddings=hf["max_position_embeddings"], vocab_size=hf["vocab_size"],
+        max_position_embeddings=hf["max_position_embeddings"],
+        vocab_size=hf["vocab_size"],
         norm_epsilon=hf.get("rms_norm_eps", 1e-6),
         rotary_base=int(rope.get("rope_theta", hf.get("rope_theta", 10000))),
         qk_layernorm=architecture == "Qwen3ForCausalLM",
         add_qkv_bias=architecture == "Qwen2ForCausalLM",
         untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False),
-        **_rope_fields(rope))
+        **_rope_fields(rope),
+    )
     return fields
 
 
@@ -119,17 +138,18 @@ class SafetensorsReader:
         elif (directory / "model.safetensors").is_file():
             weight_map = None
         else:
-            raise CheckpointError(f"{directory} has neither model.safetensors nor "
-                                        "model.safetensors.index.json")
+            raise CheckpointError(
+                f"{directory} has neither model.safetensors nor model.safetensors.index.json"
+            )
         files = sorted(set(weight_map.values())) if weight_map else ["model.safetensors"]
         self._handles = {}
         for name in files:
             if not (directory / name).is_file():
-                raise CheckpointError(f"shard {directory / name} named by the index is "
-                                            "missing")
+                raise CheckpointError(f"shard {directory / name} named by the index is missing")
             self._handles[name] = safe_open(str(directory / name), framework="pt")
-        self._where = weight_map or {key: "model.safetensors"
-                                     for key in self._handles["model.safetensors"].keys()}  # noqa: SIM118
+        # a safetensors handle is no dict: its keys() is the way to list its tensors
+        single = self._handles["model.safetensors"] if weight_map is None else None
+        self._where = weight_map or {key: "model.safetensors" for key in single.keys()}  # noqa: SIM118
 
     def __contains__(self, name: str) -> bool:
         return name in self._where
@@ -146,8 +166,9 @@ def _rank_range(total: int, rank: int, ranks: int) -> slice:
     return slice(rank * size, (rank + 1) * size)
 
 
-def _fused_qkv(reader: SafetensorsReader, prefix: str, suffix: str, config: ModelConfig,
-               tp_rank: int) -> torch.Tensor:
+def _fused_qkv(
+    reader: SafetensorsReader, prefix: str, suffix: str, config: ModelConfig, tp_rank: int
+) -> torch.Tensor:
     """This rank's linear_qkv weight (suffix "weight") or bias ("bias"), grouped per KV head."""
     head_dim = config.head_dim
     groups = config.query_groups
@@ -157,24 +178,33 @@ def _fused_qkv(reader: SafetensorsReader, prefix: str, suffix: str, config: Mode
     for group in range(local.start, local.stop):
         q_rows = slice(group * per_group * head_dim, (group + 1) * per_group * head_dim)
         kv_rows = slice(group * head_dim, (group + 1) * head_dim)
-        parts += [reader.read(f"{prefix}.q_proj.{suffix}", q_rows),
-                  reader.read(f"{prefix}.k_proj.{suffix}", kv_rows),
-                  reader.read(f"{prefix}.v_proj.{suffix}", kv_rows)]
+        parts += [
+            reader.read(f"{prefix}.q_proj.{suffix}", q_rows),
+            reader.read(f"{prefix}.k_proj.{suffix}", kv_rows),
+            reader.read(f"{prefix}.v_proj.{suffix}", kv_rows),
+        ]
     return torch.cat(parts)
 
 
-def _vocab_rows(reader: SafetensorsReader, name: str, config: ModelConfig, tp_rank: int,
-                vocab_size: int) -> torch.Tensor:
+def _vocab_rows(
+    reader: SafetensorsReader, name: str, config: ModelConfig, tp_rank: int, vocab_size: int
+) -> torch.Tensor:
     padded = padded_vocab_size(vocab_size, config)
     rows = _rank_range(padded, tp_rank, config.tensor_model_parallel_size)
     real = reader.read(name, slice(rows.start, min(rows.stop, vocab_size)))
     out = torch.zeros(rows.stop - rows.start, config.hidden_size, dtype=real.dtype)
-    out[:real.shape[0]] = real
+    out[: real.shape[0]] = real
     return out
 
 
-def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_rank: int,
-               first_layer: int, vocab_size: int) -> torch.Tensor:
+def _hf_tensor(
+    name: str,
+    reader: SafetensorsReader,
+    config: ModelConfig,
+    tp_rank: int,
+    first_layer: int,
+    vocab_size: int,
+) -> torch.Tensor:
     tp = config.tensor_model_parallel_size
     if name in ("embedding.word_embeddings.weight", "output_layer.weight"):
         tied = not config.untie_embeddings_and_output_weights
@@ -189,13 +219,16 @@ def _hf_tensor(name: str, reader: SafetensorsReader, config: ModelConfig, tp_ran
     if module in LAYER_NORMS:
         return reader.read(f"{prefix}.{LAYER_NORMS[module]}")
     if module.startswith(LAYER_QKV + "."):
-        return _fused_qkv(reader, f"{prefix}.self_attn", module.rsplit(".", 1)[1], config,
-                          tp_rank)
+        return _fused_qkv(reader, f"{prefix}.self_attn", module.rsplit(".", 1)[1], config, tp_rank)
     if module in LAYER_COLUMN_SHARDED:
-        width = (config.num_attention_heads * config.head_dim
-                 if module.startswith("self_attention") else config.ffn_hidden_size)
-        return reader.read(f"{prefix}.{LAYER_COLUMN_SHARDED[module]}", slice(None),
-                           _rank_range(width, tp_rank, tp))
+        width = (
+            config.num_attention_heads * config.head_dim
+            if module.startswith("self_attention")
+            else config.ffn_hidden_size
+        )
+        return reader.read(
+            f"{prefix}.{LAYER_COLUMN_SHARDED[module]}", slice(None), _rank_range(width, tp_rank, tp)
+        )
     if module == LAYER_FC1[0]:
         rows = _rank_range(config.ffn_hidden_size, tp_rank, tp)
         return torch.cat([reader.read(f"{prefix}.{hf}", rows) for hf in LAYER_FC1[1]])
@@ -217,5 +250,6 @@ def load_weights(model, config: ModelConfig, reader, vocab_size: int) -> None:
             raise CheckpointError(
                 f"{name}: the checkpoint gives shape {tuple(value.shape)} but the model built "
                 f"from the config expects {tuple(current.shape)}: the checkpoint's config and "
-                "its weights disagree")
+                "its weights disagree"
+            )
         current.copy_(value)

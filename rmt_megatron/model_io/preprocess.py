@@ -42,8 +42,10 @@ def read_documents(path: Path, json_key: str) -> Iterator[str]:
                 except json.JSONDecodeError as error:
                     raise DatasetError(f"{path}:{number} is not valid JSON ({error})") from None
                 if json_key not in record:
-                    raise DatasetError(f"{path}:{number} has no {json_key!r} field (its keys: "
-                                       f"{sorted(record)}); pass --json-keys")
+                    raise DatasetError(
+                        f"{path}:{number} has no {json_key!r} field (its keys: "
+                        f"{sorted(record)}); pass --json-keys"
+                    )
                 yield record[json_key]
         return
     block: list[str] = []
@@ -65,24 +67,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-prefix", required=True)
     parser.add_argument("--json-keys", default="text", help="JSONL field holding the text")
     tokenizer = parser.add_mutually_exclusive_group(required=True)
-    tokenizer.add_argument("--tokenizer-model", help="an existing sentencepiece .model, a "
-                           "Hugging Face tokenizer.json, a checkpoint directory holding one, or "
-                           "a .gguf file (its embedded vocabulary)")
-    tokenizer.add_argument("--train-tokenizer", type=int, metavar="VOCAB_SIZE",
-                           help="train a BPE tokenizer of this size on the input first")
-    parser.add_argument("--no-append-eod", action="store_true",
-                        help="do not end each document with EOS")
+    tokenizer.add_argument(
+        "--tokenizer-model",
+        help="an existing sentencepiece .model, a "
+        "Hugging Face tokenizer.json, a checkpoint directory holding one, or "
+        "a .gguf file (its embedded vocabulary)",
+    )
+    tokenizer.add_argument(
+        "--train-tokenizer",
+        type=int,
+        metavar="VOCAB_SIZE",
+        help="train a BPE tokenizer of this size on the input first",
+    )
+    parser.add_argument(
+        "--no-append-eod", action="store_true", help="do not end each document with EOS"
+    )
     args = parser.parse_args(argv)
     if args.train_tokenizer:
         model_path = Path(args.output_prefix + ".model")
-        model = train_sentencepiece(read_documents(args.input, args.json_keys), model_path,
-                                    args.train_tokenizer)
+        model = train_sentencepiece(
+            read_documents(args.input, args.json_keys), model_path, args.train_tokenizer
+        )
         print(f"trained {model_path} ({model.vocab_size} tokens)")
     else:
         model = load_tokenizer(args.tokenizer_model)
     eod = [] if args.no_append_eod else [model.eos_id]
-    documents = (model.encode(text) + eod for text in
-                 tqdm(read_documents(args.input, args.json_keys), desc="tokenize", unit="doc"))
+    documents = (
+        model.encode(text) + eod
+        for text in tqdm(read_documents(args.input, args.json_keys), desc="tokenize", unit="doc")
+    )
     count = write_indexed_dataset(args.output_prefix, documents, model.vocab_size)
     print(f"wrote {count} documents to {args.output_prefix}.bin/.idx")
     return 0

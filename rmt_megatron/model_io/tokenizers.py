@@ -34,8 +34,10 @@ class SentencePieceTokenizer:
     def __init__(self, model_path: str | os.PathLike) -> None:
         path = Path(model_path)
         if not path.is_file():
-            raise TokenizerError(f"tokenizer model {path} does not exist: pass the .model file "
-                                    "written by `rmt-preprocess` or sentencepiece")
+            raise TokenizerError(
+                f"tokenizer model {path} does not exist: pass the .model file "
+                "written by `rmt-preprocess` or sentencepiece"
+            )
         self.path = path
         self.chat_template = None
         self.bos_text = ""
@@ -79,17 +81,31 @@ class SentencePieceTokenizer:
         return token_id
 
 
-def train_sentencepiece(texts: Iterable[str], output_path: str | os.PathLike,
-                        vocab_size: int) -> SentencePieceTokenizer:
+def train_sentencepiece(
+    texts: Iterable[str], output_path: str | os.PathLike, vocab_size: int
+) -> SentencePieceTokenizer:
     """Train a BPE tokenizer on `texts` and write it to `output_path` (atomically)."""
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size,
-        model_type="bpe", byte_fallback=True, split_digits=True, character_coverage=1.0,
-        user_defined_symbols=list(FORMAT_SYMBOLS), unk_id=0, eos_id=1, bos_id=-1, pad_id=-1,
-        add_dummy_prefix=False, remove_extra_whitespaces=False,
-        normalization_rule_name="identity", num_threads=1, minloglevel=2,
-        max_sentence_length=1 << 16)
+        sentence_iterator=iter(texts),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        character_coverage=1.0,
+        user_defined_symbols=list(FORMAT_SYMBOLS),
+        unk_id=0,
+        eos_id=1,
+        bos_id=-1,
+        pad_id=-1,
+        add_dummy_prefix=False,
+        remove_extra_whitespaces=False,
+        normalization_rule_name="identity",
+        num_threads=1,
+        minloglevel=2,
+        max_sentence_length=1 << 16,
+    )
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output_path, model.getvalue())
@@ -98,8 +114,11 @@ def train_sentencepiece(texts: Iterable[str], output_path: str | os.PathLike,
 
 def _byte_level_decoder() -> dict[str, int]:
     """GPT-2's byte-level alphabet, inverted: printable stand-in character -> byte value."""
-    printable = (list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
-                 + list(range(ord("®"), ord("ÿ") + 1)))
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars, extra = list(printable), 0
     for value in range(256):
         if value not in printable:
@@ -114,8 +133,14 @@ class HFTokenizer:
 
     EOS_CANDIDATES = ("<|endoftext|>", "<|im_end|>", "</s>", "<|end_of_text|>", "<eos>")
 
-    def __init__(self, tokenizer, eos_id: int, source: str | os.PathLike,
-                 chat_template: str | None = None, bos_text: str = "") -> None:
+    def __init__(
+        self,
+        tokenizer,
+        eos_id: int,
+        source: str | os.PathLike,
+        chat_template: str | None = None,
+        bos_text: str = "",
+    ) -> None:
         self.path = Path(source)
         self.chat_template = chat_template
         self.bos_text = bos_text
@@ -123,8 +148,9 @@ class HFTokenizer:
         self._tokenizer = tokenizer
         decoder = tokenizer.decoder
         self._byte_level = decoder is not None and "ByteLevel" in repr(decoder)
-        self._special = {i for i, token in tokenizer.get_added_tokens_decoder().items()
-                         if token.special}
+        self._special = {
+            i for i, token in tokenizer.get_added_tokens_decoder().items() if token.special
+        }
         self._bytes = [self._piece_bytes(i) for i in range(self.vocab_size)]
         self._eos = eos_id
 
@@ -137,31 +163,42 @@ class HFTokenizer:
         path = Path(path)
         file = path / "tokenizer.json" if path.is_dir() else path
         if not file.is_file():
-            raise TokenizerError(f"{file} does not exist: pass a tokenizer.json or the "
-                                    "checkpoint directory that holds one")
+            raise TokenizerError(
+                f"{file} does not exist: pass a tokenizer.json or the "
+                "checkpoint directory that holds one"
+            )
         tokenizer = Tokenizer.from_file(str(file))
         config_path = file.parent / "tokenizer_config.json"
         config = json.loads(config_path.read_text()) if config_path.is_file() else {}
         eos = config.get("eos_token")
         names = [eos["content"] if isinstance(eos, dict) else eos, *cls.EOS_CANDIDATES]
-        eos_id = next((tokenizer.token_to_id(n) for n in names
-                       if n and tokenizer.token_to_id(n) is not None), None)
+        eos_id = next(
+            (tokenizer.token_to_id(n) for n in names if n and tokenizer.token_to_id(n) is not None),
+            None,
+        )
         if eos_id is None:
             raise TokenizerError(f"{file} names no end-of-sequence token (looked for {names})")
         template = config.get("chat_template")
         bos = config.get("bos_token") if config.get("add_bos_token", True) else None
-        return cls(tokenizer, eos_id, file, template if isinstance(template, str) else None,
-                   (bos["content"] if isinstance(bos, dict) else bos) or "")
+        return cls(
+            tokenizer,
+            eos_id,
+            file,
+            template if isinstance(template, str) else None,
+            (bos["content"] if isinstance(bos, dict) else bos) or "",
+        )
 
     def save(self, directory: str | os.PathLike) -> None:
         """Write tokenizer.json and a tokenizer_config.json (end-of-sequence token, chat
         template) that Hugging Face's AutoTokenizer reads."""
         directory = Path(directory)
         self._tokenizer.save(str(directory / "tokenizer.json"))
-        config = {"tokenizer_class": "PreTrainedTokenizerFast",
-                  "eos_token": self._tokenizer.id_to_token(self._eos),
-                  "bos_token": self.bos_text or None,
-                  "add_bos_token": bool(self.bos_text)}
+        config = {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "eos_token": self._tokenizer.id_to_token(self._eos),
+            "bos_token": self.bos_text or None,
+            "add_bos_token": bool(self.bos_text),
+        }
         if self.chat_template is not None:
             config["chat_template"] = self.chat_template
         atomic_write(directory / "tokenizer_config.json", json.dumps(config, indent=2))

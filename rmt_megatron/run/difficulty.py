@@ -34,13 +34,20 @@ from rmt_megatron.run.sharding import replica_share
 def _windows(document: np.ndarray, seq_length: int) -> list[tuple[int, np.ndarray]]:
     """(start, tokens) windows of at most seq_length + 1 tokens overlapping by one."""
     starts = range(0, max(len(document) - 1, 1), seq_length)
-    return [(start, document[start:start + seq_length + 1]) for start in starts]
+    return [(start, document[start : start + seq_length + 1]) for start in starts]
 
 
-def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | os.PathLike,
-                     top_k: int,
-                     seq_length: int, micro_batch_size: int, pad_id: int,
-                     chunk_documents: int = 256, show_progress: bool = True) -> np.ndarray:
+def score_difficulty(
+    model,
+    documents: Sequence[np.ndarray],
+    output_path: str | os.PathLike,
+    top_k: int,
+    seq_length: int,
+    micro_batch_size: int,
+    pad_id: int,
+    chunk_documents: int = 256,
+    show_progress: bool = True,
+) -> np.ndarray:
     """Entropy at every token of `documents` (token-id arrays; see the module docstring),
     written to `output_path` (.npy) and returned. Collective over all ranks (data-parallel
     replicas share the windows); every rank returns it."""
@@ -54,21 +61,30 @@ def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | 
     done = json.loads(progress_path.read_text())["documents"] if progress_path.is_file() else 0
     scores = np.full(offsets[-1], np.nan, dtype=np.float32)
     if done:
-        scores[:offsets[done]] = np.load(partial_path)[:offsets[done]]
+        scores[: offsets[done]] = np.load(partial_path)[: offsets[done]]
     statistic = entropy_statistic(top_k)
     is_writer = parallel.is_main_rank()
-    bar = tqdm(total=len(lengths), initial=done, desc="difficulty", unit="doc",
-               disable=not (show_progress and is_writer))
+    bar = tqdm(
+        total=len(lengths),
+        initial=done,
+        desc="difficulty",
+        unit="doc",
+        disable=not (show_progress and is_writer),
+    )
     for first in range(done, len(lengths), chunk_documents):
         last = min(first + chunk_documents, len(lengths))
-        windows = [(doc, start, tokens) for doc in range(first, last)
-                   for start, tokens in _windows(np.asarray(documents[doc]), seq_length)]
-        for row, values in _score_windows(model, [w[2] for w in windows], statistic,
-                                          micro_batch_size, seq_length, pad_id):
+        windows = [
+            (doc, start, tokens)
+            for doc in range(first, last)
+            for start, tokens in _windows(np.asarray(documents[doc]), seq_length)
+        ]
+        for row, values in _score_windows(
+            model, [w[2] for w in windows], statistic, micro_batch_size, seq_length, pad_id
+        ):
             doc, start, tokens = windows[row]
             span = len(tokens) - 1
             begin = offsets[doc] + start + 1
-            scores[begin:begin + span] = values[:span]
+            scores[begin : begin + span] = values[:span]
         if is_writer:
             atomic_save_array(partial_path, scores)
             atomic_write(progress_path, json.dumps({"documents": last}))
@@ -81,31 +97,39 @@ def score_difficulty(model, documents: Sequence[np.ndarray], output_path: str | 
     return scores
 
 
-def _score_windows(model, windows: list[np.ndarray], statistic: Statistic,
-                   micro_batch_size: int, seq_length: int, pad_id: int):
+def _score_windows(
+    model,
+    windows: list[np.ndarray],
+    statistic: Statistic,
+    micro_batch_size: int,
+    seq_length: int,
+    pad_id: int,
+):
     """(window index, per-position values) for every window; data-parallel replicas each
     score every DP-th window and exchange their results (one all-gather over the DP group)."""
     mine = list(replica_share(len(windows), *parallel.data_parallel_rank_and_size()))
     values = np.zeros((0, 0), dtype=np.float32)
     if mine:
-        batches = _window_batches([windows[i] for i in mine], micro_batch_size, seq_length,
-                                  pad_id)
-        values = torch.cat(parallel.share_from_last_stage(
-            forward_statistics(model, batches, statistic))).numpy()
+        batches = _window_batches([windows[i] for i in mine], micro_batch_size, seq_length, pad_id)
+        values = torch.cat(
+            parallel.share_from_last_stage(forward_statistics(model, batches, statistic))
+        ).numpy()
     for rows, share in parallel.data_parallel_all_gather_object((mine, values)):
-        yield from zip(rows, share[:len(rows)], strict=True)
+        yield from zip(rows, share[: len(rows)], strict=True)
 
 
-def _window_batches(windows: list[np.ndarray], micro_batch_size: int, seq_length: int,
-                    pad_id: int) -> list[dict[str, torch.Tensor]]:
+def _window_batches(
+    windows: list[np.ndarray], micro_batch_size: int, seq_length: int, pad_id: int
+) -> list[dict[str, torch.Tensor]]:
     width = min(seq_length, max(len(w) for w in windows) - 1) if windows else seq_length
     width = max(width, 1)
     rows = -(-len(windows) // micro_batch_size) * micro_batch_size
     tokens = torch.full((rows, width), pad_id, dtype=torch.long)
     for row, window in enumerate(windows):
         inputs = window[:-1] if len(window) > 1 else window
-        tokens[row, :len(inputs)] = torch.as_tensor(inputs[:width], dtype=torch.long)
+        tokens[row, : len(inputs)] = torch.as_tensor(inputs[:width], dtype=torch.long)
     positions = torch.arange(width)[None].expand(micro_batch_size, width).contiguous()
-    return [{"tokens": tokens[i:i + micro_batch_size], "position_ids": positions}
-            for i in range(0, rows, micro_batch_size)]
-
+    return [
+        {"tokens": tokens[i : i + micro_batch_size], "position_ids": positions}
+        for i in range(0, rows, micro_batch_size)
+    ]

@@ -37,8 +37,14 @@ class EvalPosition:
     entropy: float
 
 
-def sample_eval_positions(documents: list[np.ndarray], entropy: np.ndarray, lowest: float,
-                          min_context: int, count: int, seed: int) -> list[EvalPosition]:
+def sample_eval_positions(
+    documents: list[np.ndarray],
+    entropy: np.ndarray,
+    lowest: float,
+    min_context: int,
+    count: int,
+    seed: int,
+) -> list[EvalPosition]:
     """Up to `count` positions with entropy > `lowest` and enough context, fixed by `seed`."""
     candidates = []
     offset = 0
@@ -48,36 +54,54 @@ def sample_eval_positions(documents: list[np.ndarray], entropy: np.ndarray, lowe
                 candidates.append(EvalPosition(doc, pos, float(entropy[offset + pos])))
         offset += len(tokens)
     if not candidates:
-        raise DatasetError("no held-out position is above the lowest entropy threshold: lower "
-                           "--rmt-tier-thresholds or use a larger --valid-data-path")
+        raise DatasetError(
+            "no held-out position is above the lowest entropy threshold: lower "
+            "--rmt-tier-thresholds or use a larger --valid-data-path"
+        )
     order = np.random.default_rng(seed).permutation(len(candidates))[:count]
     return [candidates[i] for i in sorted(order)]
 
 
-def evaluate(model, engine: RolloutEngine, tokenizer: Tokenizer, documents: list[np.ndarray],
-             positions: list[EvalPosition], config: RMTConfig, budget: int | None,
-             seed: int) -> dict:
+def evaluate(
+    model,
+    engine: RolloutEngine,
+    tokenizer: Tokenizer,
+    documents: list[np.ndarray],
+    positions: list[EvalPosition],
+    config: RMTConfig,
+    budget: int | None,
+    seed: int,
+) -> dict:
     """Accuracy and reasoning length per nested split (see module docstring), as a dict.
     Collective over data-parallel replicas: each evaluates its share of `positions`."""
-    mine = [positions[i] for i in replica_share(len(positions),
-                                                *parallel.data_parallel_rank_and_size())]
+    mine = [
+        positions[i] for i in replica_share(len(positions), *parallel.data_parallel_rank_and_size())
+    ]
     outcomes = _outcomes(model, engine, tokenizer, documents, mine, config, budget, seed)
     shares = parallel.data_parallel_all_gather_object(outcomes)
     by_position = dict(zip(mine, outcomes, strict=True))
     for share_positions, share in zip(
-            [[positions[i] for i in replica_share(len(positions), rank, len(shares))]
-             for rank in range(len(shares))], shares, strict=True):
+        [
+            [positions[i] for i in replica_share(len(positions), rank, len(shares))]
+            for rank in range(len(shares))
+        ],
+        shares,
+        strict=True,
+    ):
         by_position.update(zip(share_positions, share, strict=True))
     results = [by_position[p] for p in positions]
     thresholds = dict(zip(TIER_NAMES, config.curriculum.tier_thresholds, strict=True))
     report: dict = {"positions": len(positions), "budget": budget, "splits": {}}
     for name, threshold in thresholds.items():
         members = [r for r, p in zip(results, positions, strict=True) if p.entropy > threshold]
-        report["splits"][name] = {"positions": len(members),
-                                  **{key: mean_of(r[key] for r in members) for key in OUTCOMES}}
+        report["splits"][name] = {
+            "positions": len(members),
+            **{key: mean_of(r[key] for r in members) for key in OUTCOMES},
+        }
     present = [s for s in report["splits"].values() if s["positions"]]
-    report["average"] = {key: mean_of(s[key] for s in present)
-                         for key in ("reasoning_accuracy", "ntp_accuracy")}
+    report["average"] = {
+        key: mean_of(s[key] for s in present) for key in ("reasoning_accuracy", "ntp_accuracy")
+    }
     report["mean_reasoning_length"] = mean_of(r["mean_reasoning_length"] for r in results)
     return report
 
@@ -86,25 +110,44 @@ OUTCOMES = ("reasoning_accuracy", "ntp_accuracy", "mean_reasoning_length", "vali
 """What `evaluate` measures at each position (then averages per split)."""
 
 
-def _outcomes(model, engine, tokenizer, documents, positions, config, budget,
-              seed) -> list[dict[str, float]]:
+def _outcomes(
+    model, engine, tokenizer, documents, positions, config, budget, seed
+) -> list[dict[str, float]]:
     """`OUTCOMES` at each of `positions` (greedy reasoning rollout and plain argmax)."""
     if not positions:
         return []
-    prompts = [build_prompt(tokenizer, documents[p.document][:p.position], budget,
-                            config.rollout.max_prompt_length) for p in positions]
-    rollouts = engine.generate(prompts, 1, config.rollout.max_response_length, temperature=0.0,
-                               top_p=1.0, generator=torch.Generator().manual_seed(seed))
+    prompts = [
+        build_prompt(
+            tokenizer, documents[p.document][: p.position], budget, config.rollout.max_prompt_length
+        )
+        for p in positions
+    ]
+    rollouts = engine.generate(
+        prompts,
+        1,
+        config.rollout.max_response_length,
+        temperature=0.0,
+        top_p=1.0,
+        generator=torch.Generator().manual_seed(seed),
+    )
     predicted = _argmax_predictions(model, documents, positions, tokenizer)
     outcomes = []
     for p, rollout, argmax in zip(positions, rollouts, predicted, strict=True):
-        target = documents[p.document][p.position:]
-        score = score_rollout(tokenizer.token_bytes(rollout.tokens),
-                              tokenizer.token_bytes(target), budget, config.reward)
-        outcomes.append({"reasoning_accuracy": score.match,
-                         "ntp_accuracy": float(argmax == target[0]),
-                         "mean_reasoning_length": float(score.reasoning_tokens),
-                         "valid_format": float(score.valid_format)})
+        target = documents[p.document][p.position :]
+        score = score_rollout(
+            tokenizer.token_bytes(rollout.tokens),
+            tokenizer.token_bytes(target),
+            budget,
+            config.reward,
+        )
+        outcomes.append(
+            {
+                "reasoning_accuracy": score.match,
+                "ntp_accuracy": float(argmax == target[0]),
+                "mean_reasoning_length": float(score.reasoning_tokens),
+                "valid_format": float(score.valid_format),
+            }
+        )
     return outcomes
 
 
@@ -114,8 +157,9 @@ def _argmax_predictions(model, documents, positions, tokenizer) -> list[int]:
     rows = len(positions)
     tokens = torch.full((rows, width), tokenizer.eos_id, dtype=torch.long)
     for row, p in enumerate(positions):
-        tokens[row, :p.position] = torch.as_tensor(documents[p.document][:p.position])
+        tokens[row, : p.position] = torch.as_tensor(documents[p.document][: p.position])
     batch = {"tokens": tokens, "position_ids": torch.arange(width)[None].expand(rows, width)}
     argmax = parallel.share_from_last_stage(
-        forward_statistics(model, [batch], argmax_statistic(tokenizer.vocab_size)))[0]
+        forward_statistics(model, [batch], argmax_statistic(tokenizer.vocab_size))
+    )[0]
     return [int(argmax[row, p.position - 1]) for row, p in enumerate(positions)]

@@ -39,8 +39,10 @@ from rmt_megatron.run.sharding import replica_share
 ANSWER_ALLOWANCE = 16
 """Tokens allowed past 2·B_t for `</think>` and the boxed answer."""
 
-def eligible_positions(documents: list[np.ndarray], tokenizer: Tokenizer,
-                       min_context: int) -> np.ndarray:
+
+def eligible_positions(
+    documents: list[np.ndarray], tokenizer: Tokenizer, min_context: int
+) -> np.ndarray:
     """Flat bool over all tokens: enough context and a target that has text (docs/method.md,
     "Which positions")."""
     empty = np.array([len(b) == 0 for b in tokenizer.token_bytes(range(tokenizer.vocab_size))])
@@ -52,12 +54,13 @@ def eligible_positions(documents: list[np.ndarray], tokenizer: Tokenizer,
     return np.concatenate(flags)
 
 
-def document_window(document: np.ndarray, positions: list[int],
-                    seq_length: int) -> tuple[np.ndarray, list[int]]:
+def document_window(
+    document: np.ndarray, positions: list[int], seq_length: int
+) -> tuple[np.ndarray, list[int]]:
     """At most `seq_length + 1` tokens of `document` that contain the last RL position, and the
     positions re-based to the window."""
     start = max(0, min(max(positions) + 1, len(document)) - seq_length - 1)
-    window = document[start:start + seq_length + 1]
+    window = document[start : start + seq_length + 1]
     return window, [p - start for p in positions if p - start >= 0]
 
 
@@ -86,9 +89,16 @@ class StepBatchBuilder:
     --skip-train) and `build` refuses. The step's token counts are summed over the replicas'
     process group when there is one (`parallel.data_parallel_all_reduce`)."""
 
-    def __init__(self, config: RMTConfig, engine, tokenizer: Tokenizer,
-                 documents: list[np.ndarray], train_entropy: np.ndarray | None,
-                 dp_rank: int = 0, dp_size: int = 1) -> None:
+    def __init__(
+        self,
+        config: RMTConfig,
+        engine,
+        tokenizer: Tokenizer,
+        documents: list[np.ndarray],
+        train_entropy: np.ndarray | None,
+        dp_rank: int = 0,
+        dp_size: int = 1,
+    ) -> None:
         self.config = config
         self.engine = engine
         self.tokenizer = tokenizer
@@ -97,9 +107,11 @@ class StepBatchBuilder:
         self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in documents])])
         self.dp_rank, self.dp_size = dp_rank, dp_size
         if config.rollout.prompts_per_step % self.dp_size:
-            raise ConfigError(f"rollout.prompts_per_step={config.rollout.prompts_per_step} "
-                              f"must be divisible by the data-parallel size {self.dp_size}",
-                              field="rollout.prompts_per_step")
+            raise ConfigError(
+                f"rollout.prompts_per_step={config.rollout.prompts_per_step} "
+                f"must be divisible by the data-parallel size {self.dp_size}",
+                field="rollout.prompts_per_step",
+            )
         if self.rl and train_entropy is None:  # evaluation only: no positions to draw
             self.tiers = self.sampler = None
         elif self.rl:
@@ -108,8 +120,9 @@ class StepBatchBuilder:
             self.sampler = CurriculumSampler(self.tiers, config.train.seed)
         else:  # NTP only: walk the documents without replacement
             self.tiers = None
-            self.sampler = CurriculumSampler(np.zeros(len(documents), dtype=np.int8),
-                                             config.train.seed)
+            self.sampler = CurriculumSampler(
+                np.zeros(len(documents), dtype=np.int8), config.train.seed
+            )
 
     def state_dict(self) -> dict:
         return self.sampler.state_dict()
@@ -125,7 +138,8 @@ class StepBatchBuilder:
 
     def _generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(
-            self.config.train.seed * 1_000_003 + step * 7919 + self.dp_rank)
+            self.config.train.seed * 1_000_003 + step * 7919 + self.dp_rank
+        )
 
     def _locate(self, flat: np.ndarray) -> list[tuple[int, int]]:
         docs = np.searchsorted(self.offsets, flat, side="right") - 1
@@ -133,62 +147,97 @@ class StepBatchBuilder:
 
     def build(self, step: int) -> StepBatches:
         if self.sampler is None:
-            raise RuntimeError("this builder was made without the training set's difficulty "
-                               "scores (evaluation only): it cannot draw RL positions")
+            raise RuntimeError(
+                "this builder was made without the training set's difficulty "
+                "scores (evaluation only): it cannot draw RL positions"
+            )
         config = self.config
         stats = Tally()
         budget = self.budget(step)
-        probs = (tier_probabilities(step, config.train.train_iters, config.curriculum)
-                 if self.rl and config.curriculum.enabled else None)
+        probs = (
+            tier_probabilities(step, config.train.train_iters, config.curriculum)
+            if self.rl and config.curriculum.enabled
+            else None
+        )
         drawn, drawn_tiers = self.sampler.sample(config.rollout.prompts_per_step, probs)
         mine = list(replica_share(len(drawn), self.dp_rank, self.dp_size))
         sequences: list[TrainingSequence] = []
         rollout_tokens, rollout_seconds = 0, 0.0
         if self.rl:
             sequences, rollout_tokens, rollout_seconds = self._rl_sequences(
-                step, budget, self._locate(drawn[mine]), drawn_tiers[mine], stats)
+                step, budget, self._locate(drawn[mine]), drawn_tiers[mine], stats
+            )
         else:
             for doc in drawn[mine]:
                 window, _ = document_window(self.documents[doc], [0], config.model.seq_length)
                 sequences.append(ntp_sequence(window.tolist(), ()))
-        counts = torch.tensor([sum(s.rl_tokens for s in sequences),
-                               sum(s.ntp_tokens for s in sequences)], dtype=torch.float64)
+        counts = torch.tensor(
+            [sum(s.rl_tokens for s in sequences), sum(s.ntp_tokens for s in sequences)],
+            dtype=torch.float64,
+        )
         parallel.data_parallel_all_reduce(counts)
-        weights = token_weights(int(counts[0]), int(counts[1]), config.loss.rl_weight,
-                                config.loss.ntp_weight)
+        weights = token_weights(
+            int(counts[0]), int(counts[1]), config.loss.rl_weight, config.loss.ntp_weight
+        )
         if not sequences:  # every group filtered out: still join the collective step
             sequences = [TrainingSequence([self.tokenizer.eos_id] * 2, excluded={1})]
         width = max(len(s.tokens) for s in sequences) - 1
-        micro = collate(sequences, config.train.micro_batch_size, width, self.tokenizer.eos_id,
-                        *weights)
-        return StepBatches(micro, width, stats, budget, probs, int(counts.sum()),
-                           rollout_tokens, rollout_seconds)
+        micro = collate(
+            sequences, config.train.micro_batch_size, width, self.tokenizer.eos_id, *weights
+        )
+        return StepBatches(
+            micro, width, stats, budget, probs, int(counts.sum()), rollout_tokens, rollout_seconds
+        )
 
     def _rl_sequences(self, step, budget, positions, tiers, stats):
         config, tokenizer = self.config, self.tokenizer
-        prompts = [build_prompt(tokenizer, self.documents[d][:p].tolist(), budget,
-                                config.rollout.max_prompt_length) for d, p in positions]
-        cap = (config.rollout.max_response_length if budget is None else
-               rollout_token_cap(budget, config.rollout.max_response_length, ANSWER_ALLOWANCE))
+        prompts = [
+            build_prompt(
+                tokenizer, self.documents[d][:p].tolist(), budget, config.rollout.max_prompt_length
+            )
+            for d, p in positions
+        ]
+        cap = (
+            config.rollout.max_response_length
+            if budget is None
+            else rollout_token_cap(budget, config.rollout.max_response_length, ANSWER_ALLOWANCE)
+        )
         started = time.time()
-        rollouts = self.engine.generate(prompts, config.rollout.group_size, cap,
-                                        config.rollout.temperature, config.rollout.top_p,
-                                        self._generator(step))
+        rollouts = self.engine.generate(
+            prompts,
+            config.rollout.group_size,
+            cap,
+            config.rollout.temperature,
+            config.rollout.top_p,
+            self._generator(step),
+        )
         seconds = time.time() - started
         scores = score_groups(
-            [tokenizer.token_bytes(r.tokens) for r in rollouts], [r.finished for r in rollouts],
+            [tokenizer.token_bytes(r.tokens) for r in rollouts],
+            [r.finished for r in rollouts],
             [tokenizer.token_bytes(self.documents[d][p:].tolist()) for d, p in positions],
-            [int(t) for t in tiers], budget, config, stats)
+            [int(t) for t in tiers],
+            budget,
+            config,
+            stats,
+        )
         group = config.rollout.group_size
-        sequences = [rl_sequence(prompts[r.prompt_index], r.tokens,
-                                 float(scores.advantages[r.prompt_index, i % group]))
-                     for i, r in enumerate(rollouts) if scores.keep[r.prompt_index]]
+        sequences = [
+            rl_sequence(
+                prompts[r.prompt_index],
+                r.tokens,
+                float(scores.advantages[r.prompt_index, i % group]),
+            )
+            for i, r in enumerate(rollouts)
+            if scores.keep[r.prompt_index]
+        ]
         if config.loss.ntp_weight > 0:
             by_doc: dict[int, list[int]] = {}
             for doc, pos in positions:
                 by_doc.setdefault(doc, []).append(pos)
             for doc, doc_positions in sorted(by_doc.items()):
-                window, rebased = document_window(self.documents[doc], doc_positions,
-                                                  config.model.seq_length)
+                window, rebased = document_window(
+                    self.documents[doc], doc_positions, config.model.seq_length
+                )
                 sequences.append(ntp_sequence(window.tolist(), rebased))
         return sequences, sum(len(r.tokens) for r in rollouts), seconds

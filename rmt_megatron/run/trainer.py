@@ -69,13 +69,24 @@ def resolve_data(config: RMTConfig) -> RunData:
             prepare_builtin_data(data.builtin_data_dir)
         parallel.barrier()
         builtin = prepare_builtin_data(data.builtin_data_dir)
-        pretrained = (Path(data.pretrained_checkpoint) if data.pretrained_checkpoint
-                      else builtin.base_checkpoint)
-        return RunData(SentencePieceTokenizer(builtin.tokenizer_model), builtin.train_prefix,
-                       builtin.valid_prefix, pretrained)
+        pretrained = (
+            Path(data.pretrained_checkpoint)
+            if data.pretrained_checkpoint
+            else builtin.base_checkpoint
+        )
+        return RunData(
+            SentencePieceTokenizer(builtin.tokenizer_model),
+            builtin.train_prefix,
+            builtin.valid_prefix,
+            pretrained,
+        )
     tokenizer = load_tokenizer(data.tokenizer_model or data.imported_checkpoint)
-    return RunData(tokenizer, Path(data.train_data_path), Path(data.valid_data_path),
-                   Path(data.pretrained_checkpoint) if data.pretrained_checkpoint else None)
+    return RunData(
+        tokenizer,
+        Path(data.train_data_path),
+        Path(data.valid_data_path),
+        Path(data.pretrained_checkpoint) if data.pretrained_checkpoint else None,
+    )
 
 
 def documents_of(dataset) -> list[np.ndarray]:
@@ -92,34 +103,56 @@ class Run:
         self.data = resolve_data(config)
         tokenizer = self.data.tokenizer
         if config.model.vocab_size is not None and tokenizer.vocab_size > config.model.vocab_size:
-            raise ConfigError(f"model.vocab_size={config.model.vocab_size} but the tokenizer "
-                              f"{tokenizer.path} has {tokenizer.vocab_size} tokens: use the "
-                              "tokenizer the model was trained with (a model may have more "
-                              "rows than its tokenizer, never fewer)")
-        self.train_docs = documents_of(load_indexed_dataset(self.data.train_prefix,
-                                                            tokenizer.vocab_size))
-        self.valid_docs = documents_of(load_indexed_dataset(self.data.valid_prefix,
-                                                            tokenizer.vocab_size))
-        self.state = build_training(config.model, config.train,
-                                    config.model.vocab_size or tokenizer.vocab_size,
-                                    initialize=not self._starts_from_import())
+            raise ConfigError(
+                f"model.vocab_size={config.model.vocab_size} but the tokenizer "
+                f"{tokenizer.path} has {tokenizer.vocab_size} tokens: use the "
+                "tokenizer the model was trained with (a model may have more "
+                "rows than its tokenizer, never fewer)"
+            )
+        self.train_docs = documents_of(
+            load_indexed_dataset(self.data.train_prefix, tokenizer.vocab_size)
+        )
+        self.valid_docs = documents_of(
+            load_indexed_dataset(self.data.valid_prefix, tokenizer.vocab_size)
+        )
+        self.state = build_training(
+            config.model,
+            config.train,
+            config.model.vocab_size or tokenizer.vocab_size,
+            initialize=not self._starts_from_import(),
+        )
         self.forward_step = make_forward_step(config.loss)
         self.start_step = self._load_weights()
         self._proxy = None  # the difficulty proxy, loaded once while the datasets are scored
         scores_train = self.rl and not config.train.skip_train  # eval-only runs need none
-        train_entropy = (self._difficulty(self.data.train_prefix, self.train_docs)
-                         if scores_train else None)
+        train_entropy = (
+            self._difficulty(self.data.train_prefix, self.train_docs) if scores_train else None
+        )
         self.engine = RolloutEngine.for_model(self.state.module, tokenizer, config.model)
-        self.builder = StepBatchBuilder(config, self.engine, tokenizer, self.train_docs,
-                                        train_entropy, *parallel.data_parallel_rank_and_size())
+        self.builder = StepBatchBuilder(
+            config,
+            self.engine,
+            tokenizer,
+            self.train_docs,
+            train_entropy,
+            *parallel.data_parallel_rank_and_size(),
+        )
         if scores_train:
-            self._log("RL positions per tier: " + ", ".join(
-                f"{name} {int((self.builder.tiers == k).sum())}"
-                for k, name in enumerate(TIER_NAMES)))
+            self._log(
+                "RL positions per tier: "
+                + ", ".join(
+                    f"{name} {int((self.builder.tiers == k).sum())}"
+                    for k, name in enumerate(TIER_NAMES)
+                )
+            )
         self.eval_positions = sample_eval_positions(
-            self.valid_docs, self._difficulty(self.data.valid_prefix, self.valid_docs),
-            config.curriculum.tier_thresholds[0], config.curriculum.min_context,
-            config.data.eval_positions, config.train.seed)
+            self.valid_docs,
+            self._difficulty(self.data.valid_prefix, self.valid_docs),
+            config.curriculum.tier_thresholds[0],
+            config.curriculum.min_context,
+            config.data.eval_positions,
+            config.train.seed,
+        )
         self._proxy = None  # scoring is done: free it
         self.writer = MetricsWriter(config.train.tensorboard_dir, parallel.is_main_rank())
         self.last_checkpoint: Path | None = None
@@ -140,9 +173,11 @@ class Run:
             return True
         if save is not None and Path(load).resolve() == Path(save).resolve():
             return False
-        raise CheckpointError(f"--load {load} holds no checkpoint ({TRACKER} not found): give the "
-                              "directory a run saved to with --save, or drop --load to start "
-                              "from the pretrained weights")
+        raise CheckpointError(
+            f"--load {load} holds no checkpoint ({TRACKER} not found): give the "
+            "directory a run saved to with --save, or drop --load to start "
+            "from the pretrained weights"
+        )
 
     def _starts_from_import(self) -> bool:
         """True when every weight will come from --hf/--gguf-checkpoint (no resume)."""
@@ -153,13 +188,17 @@ class Run:
         self.resume_state = None
         load = self.config.train.load
         if self.resumes:
-            saved, current = (model_shape(read_state(load)["config"]["model"]),
-                              model_shape(self.config.to_dict()["model"]))
+            saved, current = (
+                model_shape(read_state(load)["config"]["model"]),
+                model_shape(self.config.to_dict()["model"]),
+            )
             if saved != current:
                 changed = sorted(k for k in saved if saved[k] != current.get(k))
-                raise ConfigError(f"{load} was trained with another model ({', '.join(changed)} "
-                                  "differ); resume with the same model flags (the TP/PP layout "
-                                  "may change)")
+                raise ConfigError(
+                    f"{load} was trained with another model ({', '.join(changed)} "
+                    "differ); resume with the same model flags (the TP/PP layout "
+                    "may change)"
+                )
             loaded = load_checkpoint(load, self.state.module, self.state.optimizer)
             self.resume_state = loaded.state
             self._log(f"resumed from {load} at step {loaded.step}")
@@ -169,8 +208,9 @@ class Run:
             load_imported_weights(self.state.module, self.config.model, imported)
             self._log(f"starting from {imported}")
         elif self.data.pretrained is not None:
-            load_checkpoint(self.data.pretrained, self.state.module, restore_rng=False,
-                            require_state=False)
+            load_checkpoint(
+                self.data.pretrained, self.state.module, restore_rng=False, require_state=False
+            )
             self._log(f"starting from {self.data.pretrained}")
         return 0
 
@@ -183,16 +223,23 @@ class Run:
         if proxy_path:
             digest = hashlib.sha256(str(Path(proxy_path).resolve()).encode()).hexdigest()[:8]
             proxy_name = f"_{Path(proxy_path).stem}-{digest}"
-        path = prefix.with_name(f"{prefix.name}_entropy_{f'top{top_k}' if top_k else 'full'}"
-                                f"{proxy_name}.npy")
+        path = prefix.with_name(
+            f"{prefix.name}_entropy_{f'top{top_k}' if top_k else 'full'}{proxy_name}.npy"
+        )
         if path.is_file():
             return np.load(path)
         if proxy_path and self._proxy is None:
             self._proxy = load_proxy(proxy_path, self.config.model, self.data.tokenizer)
         model = self.state.module if self._proxy is None else self._proxy
-        return score_difficulty(model, documents, path, top_k,
-                                self.config.model.seq_length, self.config.train.micro_batch_size,
-                                self.data.tokenizer.eos_id)
+        return score_difficulty(
+            model,
+            documents,
+            path,
+            top_k,
+            self.config.model.seq_length,
+            self.config.train.micro_batch_size,
+            self.data.tokenizer.eos_id,
+        )
 
     # ---- one step ----------------------------------------------------------------------------
 
@@ -200,35 +247,46 @@ class Run:
         started = time.time()
         batches = self.builder.build(step)
         train_started = time.time()
-        output = train_step(self.state, self.forward_step, batches.micro_batches,
-                            batches.seq_length)
+        output = train_step(
+            self.state, self.forward_step, batches.micro_batches, batches.seq_length
+        )
         train_seconds = time.time() - train_started
         metrics = replica_means(batches.stats, STEP_STATS)
         metrics.update(self._share_losses(output.reports))
-        metrics.update({
-            "budget": math.nan if batches.budget is None else batches.budget,
-            "grad_norm": output.grad_norm,
-            "lr": self.state.optimizer.param_groups[0]["lr"],
-            "step_time": time.time() - started,
-            "rollout_tokens_per_s": (batches.rollout_tokens / batches.rollout_seconds
-                                     if batches.rollout_seconds else math.nan),
-            "train_tokens_per_s": batches.loss_tokens / max(train_seconds, 1e-9),
-        })
+        metrics.update(
+            {
+                "budget": math.nan if batches.budget is None else batches.budget,
+                "grad_norm": output.grad_norm,
+                "lr": self.state.optimizer.param_groups[0]["lr"],
+                "step_time": time.time() - started,
+                "rollout_tokens_per_s": (
+                    batches.rollout_tokens / batches.rollout_seconds
+                    if batches.rollout_seconds
+                    else math.nan
+                ),
+                "train_tokens_per_s": batches.loss_tokens / max(train_seconds, 1e-9),
+            }
+        )
         if batches.probs is not None:
-            metrics.update({f"p_t/{n}": p for n, p in zip(TIER_NAMES, batches.probs,
-                                                           strict=True)})
+            metrics.update({f"p_t/{n}": p for n, p in zip(TIER_NAMES, batches.probs, strict=True)})
         return metrics
 
     def _share_losses(self, reports) -> dict[str, float]:
         """Loss sums and token counts from the last pipeline stage, known on every stage."""
         values = parallel.share_from_last_stage(
-            [float(reports.get(key, torch.zeros(2))[i])
-             for key in ("rl loss", "ntp loss", "rl entropy") for i in (0, 1)])
+            [
+                float(reports.get(key, torch.zeros(2))[i])
+                for key in ("rl loss", "ntp loss", "rl entropy")
+                for i in (0, 1)
+            ]
+        )
         rl_sum, rl_count, ntp_sum, ntp_count, entropy_sum, _ = values
-        return {"loss_rl": mean_or_nan(rl_sum, rl_count),
-                "loss_ntp": mean_or_nan(ntp_sum, ntp_count),
-                "rl_token_entropy": mean_or_nan(entropy_sum, rl_count),
-                "loss_sums_finite": float(math.isfinite(rl_sum) and math.isfinite(ntp_sum))}
+        return {
+            "loss_rl": mean_or_nan(rl_sum, rl_count),
+            "loss_ntp": mean_or_nan(ntp_sum, ntp_count),
+            "rl_token_entropy": mean_or_nan(entropy_sum, rl_count),
+            "loss_sums_finite": float(math.isfinite(rl_sum) and math.isfinite(ntp_sum)),
+        }
 
     def _check_finite(self, step: int, metrics: dict[str, float]) -> None:
         grad_ok = math.isfinite(metrics["grad_norm"]) or self.config.train.clip_grad == 0
@@ -237,19 +295,29 @@ class Run:
                 f"the loss or gradient norm is not finite at step {step} (L_RL "
                 f"{metrics['loss_rl']}, L_NTP {metrics['loss_ntp']}, grad norm "
                 f"{metrics['grad_norm']}); lower --lr or check the data. The last good "
-                f"checkpoint is {self.last_checkpoint or 'none (nothing was saved yet)'}")
+                f"checkpoint is {self.last_checkpoint or 'none (nothing was saved yet)'}"
+            )
 
     # ---- evaluation, checkpoints, loop -------------------------------------------------------
 
     def evaluate(self, step: int) -> dict:
         total = self.config.train.train_iters
-        report = evaluate(self.state.module, self.engine, self.data.tokenizer,
-                          self.valid_docs, self.eval_positions, self.config,
-                          self.builder.budget(total),
-                          self.config.train.seed)
+        report = evaluate(
+            self.state.module,
+            self.engine,
+            self.data.tokenizer,
+            self.valid_docs,
+            self.eval_positions,
+            self.config,
+            self.builder.budget(total),
+            self.config.train.seed,
+        )
         report["step"] = step
-        flat = {f"{key}/{split}": value[key] for split, value in report["splits"].items()
-                for key in ("reasoning_accuracy", "ntp_accuracy")}
+        flat = {
+            f"{key}/{split}": value[key]
+            for split, value in report["splits"].items()
+            for key in ("reasoning_accuracy", "ntp_accuracy")
+        }
         flat["mean_reasoning_length"] = report["mean_reasoning_length"]
         self.writer.scalars(step, flat, "eval")
         if self.config.train.save and parallel.is_main_rank():
@@ -258,19 +326,28 @@ class Run:
             for name in (f"iter_{step:07d}.json", "latest.json"):
                 atomic_write(directory / name, json.dumps(report, indent=1))
         avg = report["average"]
-        self._log(f"eval at step {step}: reasoning accuracy {avg['reasoning_accuracy']:.3f}, "
-                  f"NTP accuracy {avg['ntp_accuracy']:.3f}, mean reasoning length "
-                  f"{report['mean_reasoning_length']:.1f} (B_T {report['budget']})")
+        self._log(
+            f"eval at step {step}: reasoning accuracy {avg['reasoning_accuracy']:.3f}, "
+            f"NTP accuracy {avg['ntp_accuracy']:.3f}, mean reasoning length "
+            f"{report['mean_reasoning_length']:.1f} (B_T {report['budget']})"
+        )
         return report
 
     def save(self, step: int) -> None:
         if not self.config.train.save:
             return
         self.last_checkpoint = save_checkpoint(
-            self.config.train.save, step, self.state.module, self.state.optimizer,
-            {"step": step, "config": self.config.to_dict(),
-             "scheduler": self.state.scheduler.state_dict(),
-             "sampler": self.builder.state_dict()})
+            self.config.train.save,
+            step,
+            self.state.module,
+            self.state.optimizer,
+            {
+                "step": step,
+                "config": self.config.to_dict(),
+                "scheduler": self.state.scheduler.state_dict(),
+                "sampler": self.builder.state_dict(),
+            },
+        )
 
     def train(self) -> dict:
         """Train from the start (or resume) step to train_iters, or until exit_interval.
@@ -279,8 +356,11 @@ class Run:
         or None}. A checkpoint is written at the end and at an exit."""
         config = self.config.train
         if config.skip_train:
-            return {"evaluations": [self.evaluate(self.start_step)], "metrics": [],
-                    "exited_at": None}
+            return {
+                "evaluations": [self.evaluate(self.start_step)],
+                "metrics": [],
+                "exited_at": None,
+            }
         evaluations, history = [], []
         if self.start_step == 0:
             evaluations.append(self.evaluate(0))
@@ -325,4 +405,3 @@ def run_training(config: RMTConfig) -> dict:
             return Run(config).train()
     finally:
         parallel.shutdown()
-

@@ -16,7 +16,7 @@ from rmt_megatron.kernels import token_logprob_entropy_reference
 from rmt_megatron.method.advantages import grpo_advantages
 from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
-from rmt_megatron.method.dual_loss import dual_loss
+from rmt_megatron.method.dual_loss import TokenRoles, dual_loss
 from rmt_megatron.method.rewards import score_rollout
 
 DOCUMENT = [b"The", b" sum", b" of", b" 17", b" and", b" 25", b" is", b" 42", b"."]
@@ -69,10 +69,10 @@ def main() -> None:
     rl_mask = torch.arange(9) < 4
     terms = dual_loss(
         logprob,
-        rl_mask=rl_mask,
-        ntp_mask=~rl_mask,
-        advantages=torch.cat([advantages, torch.zeros(5)]),
-        config=config.loss,
+        TokenRoles(
+            rl_mask=rl_mask, ntp_mask=~rl_mask, advantages=torch.cat([advantages, torch.zeros(5)])
+        ),
+        config.loss,
     )
     terms.loss.backward()
     print(

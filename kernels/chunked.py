@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from rmt_megatron.kernels.stats import PartialStats
+from rmt_megatron.kernels.stats import GradInputs, PartialStats
 
 DEFAULT_V_CHUNK = 4096
 
@@ -49,17 +49,10 @@ class _OnlineStats:
         return PartialStats(self.peak, self.sum_exp, self.sum_exp_z, self.target)
 
 
-def _grad_z(
-    z: torch.Tensor,
-    start: int,
-    local_label: torch.Tensor,
-    log_z: torch.Tensor,
-    mean_z: torch.Tensor,
-    g_lp: torch.Tensor,
-    g_h: torch.Tensor,
-) -> torch.Tensor:
-    """∂L/∂z for one chunk `z: [n, c]` (a temporary: overwritten with the result):
-    g_lp·(onehot - p) - g_H·p·(z - E_p[z])."""
+def _grad_z(z: torch.Tensor, start: int, inputs: GradInputs) -> torch.Tensor:
+    """∂L/∂z for one chunk `z: [n, c]` starting at column `start` (a temporary: overwritten with
+    the result): g_lp·(onehot - p) - g_H·p·(z - E_p[z])."""
+    local_label, log_z, mean_z, g_lp, g_h = inputs
     p = torch.sub(z, log_z[:, None]).exp_()
     coefficient = z.sub_(mean_z[:, None]).mul_(g_h[:, None]).add_(g_lp[:, None])
     grad = p.mul_(coefficient).neg_()
@@ -82,11 +75,7 @@ def logits_partial_stats(
 @torch.no_grad()
 def logits_grad(
     logits: torch.Tensor,
-    local_label: torch.Tensor,
-    log_z: torch.Tensor,
-    mean_z: torch.Tensor,
-    g_lp: torch.Tensor,
-    g_h: torch.Tensor,
+    inputs: GradInputs,
     temperature: float,
     out: torch.Tensor | None = None,
     v_chunk: int | None = None,
@@ -94,7 +83,5 @@ def logits_grad(
     grad = torch.empty_like(logits) if out is None else out
     for start, end in _spans(logits.shape[1], v_chunk or DEFAULT_V_CHUNK):
         z = logits[:, start:end].float() / temperature
-        grad[:, start:end] = _grad_z(z, start, local_label, log_z, mean_z, g_lp, g_h).div_(
-            temperature
-        )
+        grad[:, start:end] = _grad_z(z, start, inputs).div_(temperature)
     return grad

@@ -25,7 +25,7 @@ from types import ModuleType
 
 import torch
 
-from rmt_megatron.kernels.stats import PartialStats, TokenStats, combine, merge
+from rmt_megatron.kernels.stats import GradInputs, PartialStats, TokenStats, combine, merge
 
 TILE_BYTES = {"cuda": 512 * 2**20, "cpu": 16 * 2**20}
 """Bytes of one tile of logits, by device type."""
@@ -60,20 +60,16 @@ def _add_block_grads(
     tiles,
     h: torch.Tensor,
     weight: torch.Tensor,
-    label: torch.Tensor,
-    log_z,
-    mean_z,
-    g_lp,
-    g_h,
+    inputs: GradInputs,
     temperature: float,
     impl: ModuleType,
-    grad_hidden_block: torch.Tensor,
-    grad_weight: torch.Tensor,
+    grads: tuple[torch.Tensor, torch.Tensor],
 ) -> None:
     """Overwrite each `(col, z)` tile of a row block with ∂L/∂z and accumulate its products
-    into the block's grad_hidden rows and grad_weight."""
+    into `grads` = (the block's grad_hidden rows, grad_weight); `inputs` are the block's."""
+    grad_hidden_block, grad_weight = grads
     for col, dz in tiles:
-        impl.logits_grad(dz, label - col.start, log_z, mean_z, g_lp, g_h, temperature, out=dz)
+        impl.logits_grad(dz, inputs.shifted(col.start), temperature, out=dz)
         grad_hidden_block.addmm_(dz, weight[col])
         grad_weight[col].addmm_(dz.T, h)
 
@@ -99,11 +95,7 @@ def linear_partial_stats(
 def linear_grads(
     hidden: torch.Tensor,
     weight: torch.Tensor,
-    local_label: torch.Tensor,
-    log_z: torch.Tensor,
-    mean_z: torch.Tensor,
-    g_lp: torch.Tensor,
-    g_h: torch.Tensor,
+    inputs: GradInputs,
     temperature: float,
     impl: ModuleType,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -114,18 +106,7 @@ def linear_grads(
         h = hidden[blk]
         tiles = ((col, h @ weight[col].T) for col in _tiles(weight.shape[0], cols))
         _add_block_grads(
-            tiles,
-            h,
-            weight,
-            local_label[blk],
-            log_z[blk],
-            mean_z[blk],
-            g_lp[blk],
-            g_h[blk],
-            temperature,
-            impl,
-            grad_hidden[blk],
-            grad_weight,
+            tiles, h, weight, inputs.rows(blk), temperature, impl, (grad_hidden[blk], grad_weight)
         )
     return grad_hidden, grad_weight
 
@@ -155,19 +136,10 @@ def linear_objective_grads(
         stats = combine(
             _block_stats(tiles, local_label[blk], temperature, impl), ignored[blk], tp_group
         )
-        g_lp, g_h = block_coefficients(blk, stats)
+        inputs = GradInputs(
+            local_label[blk], stats.log_z, stats.mean_z, *block_coefficients(blk, stats)
+        )
         _add_block_grads(
-            tiles,
-            h,
-            weight,
-            local_label[blk],
-            stats.log_z,
-            stats.mean_z,
-            g_lp,
-            g_h,
-            temperature,
-            impl,
-            grad_hidden[blk],
-            grad_weight,
+            tiles, h, weight, inputs, temperature, impl, (grad_hidden[blk], grad_weight)
         )
     return grad_hidden, grad_weight

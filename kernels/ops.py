@@ -37,6 +37,7 @@ import torch
 from rmt_megatron.kernels import chunked, linear
 from rmt_megatron.kernels.reference import token_logprob_entropy_reference
 from rmt_megatron.kernels.stats import (
+    GradInputs,
     combine,
     grad_coefficients,
     local_labels,
@@ -108,7 +109,9 @@ class _LogitsOp(torch.autograd.Function):
         g_lp, g_h = grad_coefficients(
             grad_logprob, grad_entropy, ignored, logits.shape[0], logits.device
         )
-        grad = ctx.impl.logits_grad(logits, local, log_z, mean_z, g_lp, g_h, ctx.temperature)
+        grad = ctx.impl.logits_grad(
+            logits, GradInputs(local, log_z, mean_z, g_lp, g_h), ctx.temperature
+        )
         return grad, None, None, None, None, None
 
 
@@ -133,7 +136,7 @@ class _LinearOp(torch.autograd.Function):
             grad_logprob, grad_entropy, ignored, hidden.shape[0], hidden.device
         )
         grad_hidden, grad_weight = linear.linear_grads(
-            hidden, weight, local, log_z, mean_z, g_lp, g_h, ctx.temperature, ctx.impl
+            hidden, weight, GradInputs(local, log_z, mean_z, g_lp, g_h), ctx.temperature, ctx.impl
         )
         return grad_hidden, grad_weight, None, None, None, None, None
 

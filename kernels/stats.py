@@ -44,6 +44,25 @@ class TokenStats(NamedTuple):
     mean_z: torch.Tensor
 
 
+class GradInputs(NamedTuple):
+    """What the backward needs per token, all `[N]`: the label within this rank's slice (-1 when
+    outside it), log Z and E_p[z] from the forward, and the upstream gradients g_lp and g_H."""
+
+    local_label: torch.Tensor
+    log_z: torch.Tensor
+    mean_z: torch.Tensor
+    g_lp: torch.Tensor
+    g_h: torch.Tensor
+
+    def rows(self, block: slice) -> GradInputs:
+        """The same inputs for the token rows `block`."""
+        return GradInputs(*(values[block] for values in self))
+
+    def shifted(self, start: int) -> GradInputs:
+        """The same inputs for the vocabulary columns from `start` on (labels re-based)."""
+        return self._replace(local_label=self.local_label - start)
+
+
 def merge(parts: list[PartialStats]) -> PartialStats:
     """Partial statistics over disjoint column sets (tiles of one rank's slice) -> over their
     union: the same rescaling as `combine`, without a collective."""

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from rmt_megatron.kernels.stats import PartialStats
+from rmt_megatron.kernels.stats import GradInputs, PartialStats
 
 BLOCK = 1024
 
@@ -119,14 +119,7 @@ def logits_partial_stats(
 
 
 def logits_grad(
-    logits: torch.Tensor,
-    local_label: torch.Tensor,
-    log_z: torch.Tensor,
-    mean_z: torch.Tensor,
-    g_lp: torch.Tensor,
-    g_h: torch.Tensor,
-    temperature: float,
-    out: torch.Tensor | None = None,
+    logits: torch.Tensor, inputs: GradInputs, temperature: float, out: torch.Tensor | None = None
 ) -> torch.Tensor:
     logits = logits.contiguous()
     grad = torch.empty_like(logits) if out is None else out
@@ -134,11 +127,7 @@ def logits_grad(
     _grad_kernel[(n,)](
         logits,
         grad,
-        local_label.contiguous(),
-        log_z.contiguous(),
-        mean_z.contiguous(),
-        g_lp.contiguous(),
-        g_h.contiguous(),
+        *(values.contiguous() for values in inputs),
         logits.stride(0),
         vocab,
         1.0 / temperature,

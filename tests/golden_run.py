@@ -34,10 +34,12 @@ STEP_KEYS = (
 """Per-step metrics kept in the golden file."""
 
 
-def golden_argv(data: Path) -> list[str]:
-    """The run: shipped tokenizer and base model, tiny_cpu preset, three RMT steps."""
+def data_args(data: Path, start: tuple[str, ...] | None = None) -> list[str]:
+    """Flags naming `data/train`, `data/valid`, the shipped tokenizer and where the run starts
+    (default: the shipped base model)."""
     from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
 
+    start = start or ("--pretrained-checkpoint", str(ASSETS / CHECKPOINT_DIR))
     return [
         "--train-data-path",
         str(data / "train"),
@@ -45,26 +47,19 @@ def golden_argv(data: Path) -> list[str]:
         str(data / "valid"),
         "--tokenizer-model",
         str(ASSETS / TOKENIZER_FILE),
-        "--pretrained-checkpoint",
-        str(ASSETS / CHECKPOINT_DIR),
-        "--train-iters",
-        "3",
-        "--lr-warmup-iters",
-        "0",
-        "--rmt-prompts-per-step",
-        "4",
-        "--rmt-group-size",
-        "4",
-        "--eval-positions",
-        "12",
-        "--micro-batch-size",
-        "4",
-        "--rmt-max-response-length",
-        "40",
-        "--log-interval",
-        "1",
-        "--eval-interval",
-        "100",
+        *start,
+    ]
+
+
+def golden_argv(data: Path) -> list[str]:
+    """The run: shipped tokenizer and base model, tiny_cpu preset, three RMT steps."""
+    return [
+        *data_args(data),
+        *(
+            "--train-iters 3 --lr-warmup-iters 0 --rmt-prompts-per-step 4 --rmt-group-size "
+            "4 --eval-positions 12 --micro-batch-size 4 --rmt-max-response-length 40 "
+            "--log-interval 1 --eval-interval 100"
+        ).split(),
     ]
 
 

@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import torch
+from helpers import VOCAB, layout
 from ranks import run_ranks
-from test_megatron_glue import VOCAB, _layout
 
 from rmt_megatron.config.sections import RMTConfig, TrainConfig
 
@@ -21,7 +21,7 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
     from rmt_megatron.mcore.optimizer import build_training
     from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
-    parallel.initialize(_layout(), seed=3)
+    parallel.initialize(layout(), seed=3)
     sequences = [
         rl_sequence([5, 6, 7], [8, 9], 1.0),
         rl_sequence([5, 6, 7], [10], -1.0),
@@ -35,7 +35,7 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
         dropin.configure(RMTConfig())
     try:
         with cpu.device_mode():
-            state = build_training(_layout(), TrainConfig(lr=1e-3), VOCAB)
+            state = build_training(layout(), TrainConfig(lr=1e-3), VOCAB)
             state.model.config.calculate_per_token_loss = per_token_loss
             state.model.zero_grad_buffer()
             losses = get_forward_backward_func()(

@@ -6,41 +6,21 @@ import sys
 from pathlib import Path
 
 import pytest
-from golden_run import write_data
+from golden_run import data_args
 from ranks import run_ranks
 
 import pretrain_rmt
-from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return write_data(tmp_path_factory.mktemp("data"))
-
-
-def _run_args(data, *extra, start=("--pretrained-checkpoint", str(ASSETS / CHECKPOINT_DIR))):
+def _run_args(data, *extra, start=None):
     return [
-        "--train-data-path",
-        str(data / "train"),
-        "--valid-data-path",
-        str(data / "valid"),
-        "--tokenizer-model",
-        str(ASSETS / TOKENIZER_FILE),
-        *start,
-        "--train-iters",
-        "1",
-        "--lr-warmup-iters",
-        "0",
-        "--rmt-prompts-per-step",
-        "2",
-        "--rmt-group-size",
-        "2",
-        "--eval-positions",
-        "2",
-        "--rmt-max-response-length",
-        "8",
+        *data_args(data, start),
+        *(
+            "--train-iters 1 --lr-warmup-iters 0 --rmt-prompts-per-step 2 --rmt-group-size "
+            "2 --eval-positions 2 --rmt-max-response-length 8"
+        ).split(),
         *extra,
     ]
 
@@ -74,23 +54,23 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_a_user_mistake_ends_in_a_message_and_exit_status_1(case, data, tmp_path, capfd):
+def test_a_user_mistake_ends_in_a_message_and_exit_status_1(case, corpus_data, tmp_path, capfd):
     make_argv, expected = CASES[case]
-    assert run_ranks(1, _main, make_argv(data, tmp_path))[0] == 1
+    assert run_ranks(1, _main, make_argv(corpus_data, tmp_path))[0] == 1
     err = capfd.readouterr().err
     assert "Traceback" not in err
     assert expected in err
     assert err.count("error: ") == 1
 
 
-def test_the_command_line_prints_the_message_without_a_traceback(data):
+def test_the_command_line_prints_the_message_without_a_traceback(corpus_data):
     """The real process: an unknown preset (argparse) and a bad value (ConfigError)."""
     for extra, status, expected in (
         (["--rmt-preset", "huge"], 2, "invalid choice: 'huge'"),
         (["--rmt-group-size", "1"], 1, "rollout.group_size=1"),
     ):
         result = subprocess.run(
-            [sys.executable, str(ROOT / "pretrain_rmt.py"), *_run_args(data, *extra)],
+            [sys.executable, str(ROOT / "pretrain_rmt.py"), *_run_args(corpus_data, *extra)],
             capture_output=True,
             text=True,
             cwd=ROOT,

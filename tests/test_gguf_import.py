@@ -6,21 +6,11 @@ import pytest
 import torch
 import transformers
 from gguf_files import permute_rows, write_gguf
+from helpers import TINY_HF, TOKENS, chat_vocabulary, imported, megatron_logits
 from ranks import run_ranks
-from test_hf_import import TOKENS, _imported, _megatron_logits
-from test_text_pipeline import _byte_level_tokenizer
 
-TINY = dict(
-    vocab_size=300,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=128,
-    rms_norm_eps=1e-5,
-    rope_theta=5000.0,
-)
+TINY = dict(TINY_HF, rms_norm_eps=1e-5, rope_theta=5000.0)
+"""Non-default ε and θ, so that reading them from the GGUF metadata is tested."""
 
 
 def _tiny_llama(tie=True):
@@ -43,7 +33,7 @@ def gguf_file(request, tmp_path_factory):
 @pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 1), (1, 2)])
 def test_gguf_logits_equal_the_reference_forward(gguf_file, tp, pp):
     path, reference = gguf_file
-    for logits in run_ranks(tp * pp, _megatron_logits, str(path), tp, pp):
+    for logits in run_ranks(tp * pp, megatron_logits, str(path), tp, pp):
         assert (logits - reference).abs().max() <= 1e-4
 
 
@@ -59,7 +49,7 @@ def test_linear_rope_scaling_from_gguf_metadata(tmp_path):
     write_gguf(tmp_path / "linear.gguf", model)
     with torch.no_grad():
         reference = model(TOKENS).logits
-    logits = run_ranks(1, _megatron_logits, str(tmp_path / "linear.gguf"), 1, 1)[0]
+    logits = run_ranks(1, megatron_logits, str(tmp_path / "linear.gguf"), 1, 1)[0]
     assert (logits - reference).abs().max() <= 1e-4
 
 
@@ -73,24 +63,11 @@ def test_unpermute_inverts_llama_cpp_s_row_order():
     assert torch.equal(unpermute_rows(stored[16:48], head_dim=16), weight[16:48])  # two heads
 
 
-def _chat_vocabulary(directory):
-    """The test byte-level tokenizer with ChatML's two control tokens added."""
-    from tokenizers import AddedToken, Tokenizer
-
-    _byte_level_tokenizer(directory)
-    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-    tokenizer.add_special_tokens(
-        [AddedToken("<|im_start|>", special=True), AddedToken("<|im_end|>", special=True)]
-    )
-    tokenizer.save(str(directory / "tokenizer.json"))
-    return directory, tokenizer
-
-
 def test_embedded_vocabulary_and_chat_template(tmp_path):
     from rmt_megatron.method.prompt import build_prompt
     from rmt_megatron.model_io.checkpoints import load_tokenizer
 
-    _, reference = _chat_vocabulary(tmp_path)
+    _, reference = chat_vocabulary(tmp_path)
     config = dict(TINY, vocab_size=reference.get_vocab_size())
     model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config))
     write_gguf(tmp_path / "chat.gguf", model, tokenizer_dir=tmp_path)
@@ -134,14 +111,14 @@ def test_bad_gguf_files_are_named(tmp_path):
 def _export(path, output, tp):
     from rmt_megatron.model_io.hf_export import export_hf, source_vocab_size
 
-    with _imported(path, tp, 1) as (config, model):
+    with imported(path, tp, 1) as (config, model):
         export_hf(model, config, source_vocab_size(path), path, output)
 
 
 def test_a_gguf_model_exports_to_a_hugging_face_checkpoint(tmp_path):
     """GGUF -> GPTModel (TP=2) -> Hugging Face directory that transformers loads, with the
     same logits, and a tokenizer AutoTokenizer reads with the same ids and chat template."""
-    _, reference_tokenizer = _chat_vocabulary(tmp_path)
+    _, reference_tokenizer = chat_vocabulary(tmp_path)
     model = transformers.LlamaForCausalLM(
         transformers.LlamaConfig(**dict(TINY, vocab_size=reference_tokenizer.get_vocab_size()))
     ).eval()

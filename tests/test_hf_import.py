@@ -1,24 +1,14 @@
 """Hugging Face Llama / Qwen2 / Qwen3 checkpoints into GPTModel: logits equal transformers' own
 forward (tiny random models built offline from a config, fp32) at TP=1, TP=2 and PP=2."""
 
-import contextlib
 import json
 
 import pytest
 import torch
 import transformers
+from helpers import TINY_HF, TOKENS, imported, megatron_logits
 from ranks import run_ranks
 
-TINY = dict(
-    vocab_size=300,
-    hidden_size=64,
-    intermediate_size=96,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=128,
-    rms_norm_eps=1e-6,
-)
 MODELS = {
     "llama": (
         transformers.LlamaConfig,
@@ -36,14 +26,13 @@ MODELS = {
         dict(tie_word_embeddings=False, head_dim=16),
     ),
 }
-TOKENS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
 
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def checkpoint(request, tmp_path_factory):
     config_cls, model_cls, extra = MODELS[request.param]
     torch.manual_seed(0)
-    model = model_cls(config_cls(**TINY, **extra)).eval()
+    model = model_cls(config_cls(**TINY_HF, **extra)).eval()
     with torch.no_grad():  # Qwen2's QKV biases start at zero: make them matter
         for name, param in model.named_parameters():
             if name.endswith("bias"):
@@ -55,48 +44,10 @@ def checkpoint(request, tmp_path_factory):
     return directory, logits
 
 
-@contextlib.contextmanager
-def _imported(directory, tp, pp):
-    """(config, GPTModel stage) with the weights of the checkpoint (a Hugging Face directory
-    or a GGUF file), inside this rank's process group."""
-    from rmt_megatron.mcore import cpu, parallel
-    from rmt_megatron.mcore.gpt_model import build_gpt_model
-    from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
-
-    config = import_model_config(
-        directory,
-        tensor_model_parallel_size=tp,
-        pipeline_model_parallel_size=pp,
-        make_vocab_size_divisible_by=64,
-    )
-    parallel.initialize(config, seed=0)
-    try:
-        with cpu.device_mode():
-            model = build_gpt_model(config, config.vocab_size, initialize=False)
-            load_imported_weights(model, config, directory)
-            yield config, model
-    finally:
-        parallel.shutdown()
-
-
-def _megatron_logits(directory, tp, pp):
-    from rmt_megatron.mcore.parallel import share_from_last_stage
-    from rmt_megatron.mcore.teacher_forcing import forward_statistics
-
-    def gathered(logits, batch):
-        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
-
-        return gather_from_tensor_model_parallel_region(logits)[..., :300]
-
-    with _imported(directory, tp, pp) as (_, model):
-        batch = {"tokens": TOKENS, "position_ids": torch.arange(12)[None].expand(2, 12)}
-        return share_from_last_stage(forward_statistics(model, [batch], gathered))[0]
-
-
 @pytest.mark.parametrize(("tp", "pp"), [(1, 1), (2, 1), (1, 2)])
 def test_imported_logits_equal_transformers(checkpoint, tp, pp):
     directory, reference = checkpoint
-    for logits in run_ranks(tp * pp, _megatron_logits, str(directory), tp, pp):
+    for logits in run_ranks(tp * pp, megatron_logits, str(directory), tp, pp):
         assert (logits - reference).abs().max() <= 1e-4
 
 
@@ -123,7 +74,7 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
 def _round_trip(directory, output, tp, pp):
     from rmt_megatron.model_io.hf_export import export_hf
 
-    with _imported(directory, tp, pp) as (config, model):
+    with imported(directory, tp, pp) as (config, model):
         export_hf(model, config, config.vocab_size, directory, output)
 
 
@@ -145,7 +96,7 @@ def _save_imported(directory, save):
     from rmt_megatron.config.sections import RMTConfig
     from rmt_megatron.mcore.checkpoint import save_checkpoint
 
-    with _imported(directory, 2, 1) as (config, model):
+    with imported(directory, 2, 1) as (config, model):
         save_checkpoint(save, 7, model, state={"config": RMTConfig(model=config).to_dict()})
 
 
@@ -191,7 +142,9 @@ def test_rope_scaling_variants_match_transformers(kind, tmp_path):
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(
         transformers.LlamaConfig(
-            **dict(TINY, max_position_embeddings=16384), rope_parameters=rope, initializer_range=0.1
+            **dict(TINY_HF, max_position_embeddings=16384),
+            rope_parameters=rope,
+            initializer_range=0.1,
         )
     ).eval()
     model.save_pretrained(tmp_path)
@@ -199,7 +152,7 @@ def test_rope_scaling_variants_match_transformers(kind, tmp_path):
     with torch.no_grad():  # a long sequence: llama3 scaling acts on the slow frequencies only
         reference = model(tokens).logits
         plain = transformers.LlamaForCausalLM(
-            transformers.LlamaConfig(**dict(TINY, max_position_embeddings=16384))
+            transformers.LlamaConfig(**dict(TINY_HF, max_position_embeddings=16384))
         ).eval()
         plain.load_state_dict(model.state_dict())
         assert (plain(tokens).logits - reference).abs().max() > 1e-3
@@ -210,7 +163,7 @@ def test_rope_scaling_variants_match_transformers(kind, tmp_path):
 def _megatron_logits_of(directory, tokens):
     from rmt_megatron.mcore.teacher_forcing import forward_statistics
 
-    with _imported(directory, 1, 1) as (_, model):
+    with imported(directory, 1, 1) as (_, model):
         batch = {"tokens": tokens, "position_ids": torch.arange(tokens.shape[1])[None]}
         return forward_statistics(model, [batch], lambda logits, _: logits[..., :300])[0]
 
@@ -219,7 +172,7 @@ def test_unsupported_rope_scaling_is_named(tmp_path):
     from rmt_megatron.errors import ConfigError
     from rmt_megatron.model_io.hf_import import architecture_from_hf
 
-    config = transformers.LlamaConfig(**TINY).to_dict()
+    config = transformers.LlamaConfig(**TINY_HF).to_dict()
     config["architectures"] = ["LlamaForCausalLM"]
     config["rope_parameters"] = {"rope_type": "yarn", "factor": 4.0}
     with pytest.raises(ConfigError, match="'yarn' is not supported"):

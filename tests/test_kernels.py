@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+from helpers import LINEAR, fused_objective_against_reference, linear_against_reference
 from ranks import run_ranks
 
 from rmt_megatron.kernels import (
@@ -24,7 +25,6 @@ from rmt_megatron.kernels import (
 from rmt_megatron.kernels.ops import resolve_backend
 from rmt_megatron.kernels.testing import (
     CASES,
-    KernelCase,
     forward_backward,
     linear_inputs,
     logits_inputs,
@@ -68,29 +68,6 @@ def test_logits_op_in_bf16(name):
     torch.testing.assert_close(got[2].float(), want[2], rtol=2**-8, atol=1e-3)
 
 
-LINEAR = KernelCase(7, 21, hidden=6, temperature=0.9, ignored=(3,))
-"""The linear ops' base case: 7 rows over 2-row blocks and 8-column tiles (ragged last ones)."""
-
-
-def linear_against_reference(case, dtype=torch.float32, backend=None):
-    """(ours, reference) as (logprob, entropy, grad_hidden, grad_weight); the reference runs in
-    fp32 on the same (rounded) inputs."""
-    hidden, weight, labels, upstream = linear_inputs(case, dtype)
-
-    def ours(h, w, y, temperature):
-        return linear_logprob_entropy(h, w, y, temperature=temperature, backend=backend)
-
-    def reference(h, w, y, temperature):
-        return token_logprob_entropy_reference(h @ w.T, y, temperature=temperature)
-
-    return (
-        forward_backward(ours, [hidden, weight], labels, case.temperature, upstream),
-        forward_backward(
-            reference, [hidden.float(), weight.float()], labels, case.temperature, upstream
-        ),
-    )
-
-
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_linear_op_never_needs_logits_and_matches_the_reference(name):
     ours, reference = linear_against_reference(replace(CASES[name], hidden=6))
@@ -106,39 +83,6 @@ def test_linear_op_in_bf16():
     ours, reference = linear_against_reference(LINEAR, torch.bfloat16)
     for got, want in zip(ours, reference, strict=True):
         torch.testing.assert_close(got.float(), want, rtol=2**-6, atol=5e-2)
-
-
-def fused_objective_against_reference(backend=None):
-    """(ours, reference) as (loss, grad_hidden, grad_weight) of the dual loss (clipped ratios,
-    entropy bonus) through `linear_token_objective`, block by block, with upstream gradient 2."""
-    from rmt_megatron.config.sections import LossConfig
-    from rmt_megatron.method.dual_loss import dual_loss
-
-    h, w, labels, _ = linear_inputs(LINEAR)
-    rl_mask = torch.tensor([1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
-    ntp_mask = torch.tensor([0, 0, 0, 0, 1, 1, 1], dtype=torch.bool)
-    advantages = torch.tensor([0.5, -1.0, 0.3, 0, 0, 0, 0])
-    old = torch.full((7,), -3.0)  # off-policy: some ratios are clipped
-    config = LossConfig(entropy_coeff=0.01)
-
-    def objective(logprob, entropy):
-        return dual_loss(
-            logprob,
-            rl_mask=rl_mask,
-            ntp_mask=ntp_mask,
-            advantages=advantages,
-            old_logprob=old,
-            entropy=entropy,
-            config=config,
-        ).loss
-
-    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
-    loss, _, _ = linear_token_objective(h1, w1, labels, objective, backend=backend)
-    (2 * loss).backward()
-    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
-    ref_loss = objective(*token_logprob_entropy_reference(h2 @ w2.T, labels))
-    (2 * ref_loss).backward()
-    return (loss.detach(), h1.grad, w1.grad), (ref_loss.detach(), h2.grad, w2.grad)
 
 
 def test_fused_objective_forms_its_gradients_in_the_forward():

@@ -7,7 +7,7 @@ import torch
 
 from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.kernels import token_logprob_entropy_reference, topk_entropy_reference
-from rmt_megatron.method.dual_loss import dual_loss
+from rmt_megatron.method.dual_loss import TokenRoles, dual_loss
 
 
 def test_reference_logprob_and_entropy_on_a_hand_case():
@@ -59,10 +59,10 @@ def test_dual_loss_value_on_a_hand_built_case():
     rl_mask, ntp_mask = _masks("rl", "rl", "ntp", "none")
     terms = dual_loss(
         logprob,
-        rl_mask=rl_mask,
-        ntp_mask=ntp_mask,
-        advantages=torch.tensor([1.0, -0.5, 9.0, 9.0]),
-        config=LossConfig(),
+        TokenRoles(
+            rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=torch.tensor([1.0, -0.5, 9.0, 9.0])
+        ),
+        LossConfig(),
     )
     # On-policy ρ = 1, so L_RL = -mean(A) = -(1 - 0.5) / 2 (the surrogate's value; its gradient
     # equals that of the paper's -mean(A log π)); L_NTP = log 3; L = L_RL + 0.1 L_NTP.
@@ -81,7 +81,7 @@ def test_dual_loss_gradient_is_one_coefficient_per_token_times_onehot_minus_soft
     config = LossConfig(ntp_weight=0.1)
     logprob, _ = token_logprob_entropy_reference(logits, labels)
     dual_loss(
-        logprob, rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=advantages, config=config
+        logprob, TokenRoles(rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=advantages), config
     ).loss.backward()
 
     coefficient = torch.where(rl_mask, -advantages / 3, torch.zeros(6))
@@ -99,11 +99,10 @@ def test_clipped_ratio_stops_the_gradient_and_is_counted():
     rl_mask, ntp_mask = _masks("rl", "rl")
     terms = dual_loss(
         logprob,
-        rl_mask=rl_mask,
-        ntp_mask=ntp_mask,
-        advantages=torch.tensor([1.0, 1.0]),
-        old_logprob=old,
-        config=LossConfig(clip_eps=0.2),
+        TokenRoles(
+            rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=torch.tensor([1.0, 1.0]), old_logprob=old
+        ),
+        LossConfig(clip_eps=0.2),
     )
     terms.loss.backward()
     torch.testing.assert_close(terms.rl, torch.tensor(-(1.2 + 1.0) / 2))
@@ -119,12 +118,9 @@ def test_kl_and_entropy_terms():
     zero_adv = torch.zeros(2)
     terms = dual_loss(
         logprob,
-        rl_mask=rl_mask,
-        ntp_mask=ntp_mask,
-        advantages=zero_adv,
-        ref_logprob=ref,
+        TokenRoles(rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=zero_adv, ref_logprob=ref),
+        LossConfig(kl_beta=0.5, entropy_coeff=0.1),
         entropy=entropy,
-        config=LossConfig(kl_beta=0.5, entropy_coeff=0.1),
     )
     kl = (0.0 + (math.e - 1.0 - 1.0)) / 2  # k3 = e^r - r - 1 with r = ref - logprob = 0, 1
     torch.testing.assert_close(terms.kl, torch.tensor(kl))
@@ -135,30 +131,30 @@ def test_empty_sets_contribute_zero_and_bad_inputs_are_rejected():
     logprob = torch.tensor([-1.0, -2.0])
     none = torch.zeros(2, dtype=torch.bool)
     terms = dual_loss(
-        logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(2), config=LossConfig()
+        logprob, TokenRoles(rl_mask=none, ntp_mask=none, advantages=torch.zeros(2)), LossConfig()
     )
     assert terms.loss.item() == 0.0
     with pytest.raises(ValueError, match="overlap"):
         dual_loss(
-            logprob, rl_mask=~none, ntp_mask=~none, advantages=torch.zeros(2), config=LossConfig()
+            logprob,
+            TokenRoles(rl_mask=~none, ntp_mask=~none, advantages=torch.zeros(2)),
+            LossConfig(),
         )
     with pytest.raises(ValueError, match="flat"):
         dual_loss(
-            logprob, rl_mask=none, ntp_mask=none, advantages=torch.zeros(3), config=LossConfig()
+            logprob,
+            TokenRoles(rl_mask=none, ntp_mask=none, advantages=torch.zeros(3)),
+            LossConfig(),
         )
     with pytest.raises(ValueError, match="ref_logprob"):
         dual_loss(
             logprob,
-            rl_mask=none,
-            ntp_mask=none,
-            advantages=torch.zeros(2),
-            config=LossConfig(kl_beta=0.1),
+            TokenRoles(rl_mask=none, ntp_mask=none, advantages=torch.zeros(2)),
+            LossConfig(kl_beta=0.1),
         )
     with pytest.raises(ValueError, match="entropy"):
         dual_loss(
             logprob,
-            rl_mask=none,
-            ntp_mask=none,
-            advantages=torch.zeros(2),
-            config=LossConfig(entropy_coeff=0.1),
+            TokenRoles(rl_mask=none, ntp_mask=none, advantages=torch.zeros(2)),
+            LossConfig(entropy_coeff=0.1),
         )

@@ -3,46 +3,14 @@
 Every test forks its ranks (tests/ranks.py), so torch.distributed never starts in pytest itself.
 """
 
-from dataclasses import replace
-
 import pytest
 import torch
+from helpers import VOCAB, layout, save_small_model
 from ranks import run_ranks
-
-from rmt_megatron.config.sections import ModelConfig
-
-SMALL = ModelConfig(
-    num_layers=2,
-    hidden_size=32,
-    ffn_hidden_size=64,
-    num_attention_heads=4,
-    num_query_groups=2,
-    seq_length=32,
-    max_position_embeddings=64,
-    untie_embeddings_and_output_weights=True,
-)
-VOCAB = 256  # a multiple of 128·TP for TP = 1, 2: the padded vocabulary is the same
-
-
-def _layout(tp: int = 1, pp: int = 1) -> ModelConfig:
-    return replace(SMALL, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
 
 
 def _tokens() -> torch.Tensor:
     return torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(0))
-
-
-def _save_model(directory: str) -> None:
-    from rmt_megatron.mcore import cpu, parallel
-    from rmt_megatron.mcore.checkpoint import save_checkpoint
-    from rmt_megatron.mcore.gpt_model import build_gpt_model
-
-    parallel.initialize(_layout(), seed=7)
-    with cpu.device_mode():
-        save_checkpoint(
-            directory, 3, build_gpt_model(_layout(), VOCAB), state={"note": "reference weights"}
-        )
-    parallel.shutdown()
 
 
 def _loss_after_load(directory: str, tp: int, pp: int):
@@ -56,9 +24,9 @@ def _loss_after_load(directory: str, tp: int, pp: int):
     from rmt_megatron.mcore.parallel import share_from_last_stage
     from rmt_megatron.mcore.teacher_forcing import forward_statistics
 
-    parallel.initialize(_layout(tp, pp), seed=99)  # other init: the checkpoint must win
+    parallel.initialize(layout(tp, pp), seed=99)  # other init: the checkpoint must win
     with cpu.device_mode():
-        model = build_gpt_model(_layout(tp, pp), VOCAB)
+        model = build_gpt_model(layout(tp, pp), VOCAB)
         state = load_checkpoint(directory, model).state
         tokens = _tokens()
         batch = {"tokens": tokens, "position_ids": torch.arange(16)[None].expand(2, 16)}
@@ -92,7 +60,7 @@ def _tracker_job():
 
     from rmt_megatron.mcore import parallel
 
-    parallel.initialize(_layout(), seed=5)
+    parallel.initialize(layout(), seed=5)
     tracker = get_cuda_rng_tracker()
     before = torch.rand(1)
     with tracker.fork():
@@ -114,7 +82,7 @@ def test_cpu_rng_tracker_forks_its_own_stream_and_restores_the_global_one():
 
 @pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])
 def test_checkpoint_reloads_under_another_layout_with_equal_outputs(tmp_path, tp, pp):
-    run_ranks(1, _save_model, str(tmp_path))
+    run_ranks(1, save_small_model, str(tmp_path))
     reference, state, _ = run_ranks(1, _loss_after_load, str(tmp_path), 1, 1)[0]
     results = run_ranks(tp * pp, _loss_after_load, str(tmp_path), tp, pp)
     assert state == {"note": "reference weights"}
@@ -125,7 +93,7 @@ def test_checkpoint_reloads_under_another_layout_with_equal_outputs(tmp_path, tp
 def test_an_interrupted_save_leaves_the_previous_checkpoint_in_charge(tmp_path):
     from rmt_megatron.mcore.checkpoint import latest_step, step_dir
 
-    run_ranks(1, _save_model, str(tmp_path))
+    run_ranks(1, save_small_model, str(tmp_path))
     step_dir(tmp_path, 9).with_name("iter_0000009.tmp").mkdir()  # a save that died midway
     assert latest_step(tmp_path) == 3
     assert sorted(p.name for p in tmp_path.iterdir()) == [

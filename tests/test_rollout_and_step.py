@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from helpers import VOCAB, layout, save_small_model
 from ranks import run_ranks
-from test_megatron_glue import VOCAB, _layout, _save_model
 
 from rmt_megatron.config.sections import LossConfig, TrainConfig
 
@@ -16,7 +16,7 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
     from rmt_megatron.mcore.generation import RolloutEngine
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
-    config = _layout(tp, pp)
+    config = layout(tp, pp)
     parallel.initialize(config, seed=1)
     with cpu.device_mode():
         model = build_gpt_model(config, VOCAB)
@@ -44,7 +44,7 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("weights")
-    run_ranks(1, _save_model, str(directory))
+    run_ranks(1, save_small_model, str(directory))
     return str(directory)
 
 
@@ -76,7 +76,7 @@ def _train(directory, tp, pp, steps, fused=False):
     from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
     from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
-    config = _layout(tp, pp)
+    config = layout(tp, pp)
     parallel.initialize(config, seed=1)
     generator = torch.Generator().manual_seed(0)
 
@@ -136,10 +136,10 @@ def _compare_objectives(directory):
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.forward_step import causal_mask, dual_loss_func
     from rmt_megatron.mcore.gpt_model import build_gpt_model
-    from rmt_megatron.method.dual_loss import dual_loss
+    from rmt_megatron.method.dual_loss import TokenRoles, dual_loss
     from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
-    config = _layout()
+    config = layout()
     parallel.initialize(config, seed=1)
     with cpu.device_mode():
         model = build_gpt_model(config, VOCAB)
@@ -165,10 +165,12 @@ def _compare_objectives(directory):
                 )
                 objective = dual_loss(
                     logprob,
-                    rl_mask=batch["rl_mask"].flatten(),
-                    ntp_mask=batch["ntp_mask"].flatten(),
-                    advantages=batch["advantages"].flatten(),
-                    config=LossConfig(),
+                    TokenRoles(
+                        rl_mask=batch["rl_mask"].flatten(),
+                        ntp_mask=batch["ntp_mask"].flatten(),
+                        advantages=batch["advantages"].flatten(),
+                    ),
+                    LossConfig(),
                 ).loss
             objective.backward()
             grads.append(

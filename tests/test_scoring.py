@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import torch
+from helpers import VOCAB, layout, save_small_model
 from ranks import run_ranks
-from test_megatron_glue import VOCAB, _layout, _save_model
 
 from rmt_megatron.kernels import topk_entropy_reference
 
@@ -39,9 +39,9 @@ def _score(checkpoint, output, tp):
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.run.difficulty import score_difficulty
 
-    parallel.initialize(_layout(tp), seed=0)
+    parallel.initialize(layout(tp), seed=0)
     with cpu.device_mode():
-        model = build_gpt_model(_layout(tp), VOCAB)
+        model = build_gpt_model(layout(tp), VOCAB)
         load_checkpoint(checkpoint, model)
         scores = score_difficulty(
             model,
@@ -59,7 +59,7 @@ def _score(checkpoint, output, tp):
 
 
 def test_scoring_windows_tp_dp_and_resume(tmp_path):
-    run_ranks(1, _save_model, str(tmp_path / "ck"))
+    run_ranks(1, save_small_model, str(tmp_path / "ck"))
     reference = run_ranks(1, _score, str(tmp_path / "ck"), str(tmp_path / "a.npy"), 1)[0]
     offsets = np.concatenate([[0], np.cumsum([len(d) for d in DOCUMENTS])])
     assert reference.shape == (offsets[-1],)

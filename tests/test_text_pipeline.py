@@ -1,6 +1,7 @@
 """Corpus, tokenizer, prompt and the rollout stop rule (no model needed)."""
 
 import pytest
+from helpers import byte_level_tokenizer
 
 from rmt_megatron.builtin.corpus import arithmetic_documents, document_text, reasoning_at
 from rmt_megatron.errors import TokenizerError
@@ -92,28 +93,12 @@ def test_the_shipped_tokenizer_is_what_the_warm_start_recipe_trains(tmp_path):
     assert rebuilt.path.read_bytes() == (ASSETS / TOKENIZER_FILE).read_bytes()
 
 
-def _byte_level_tokenizer(directory):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=300,
-        special_tokens=["<|endoftext|>", "<think>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(["Ben has 12 apples. é ü 日本", "hello world"] * 10, trainer)
-    tok.save(str(directory / "tokenizer.json"))
-    return directory
-
-
 def test_hf_byte_level_tokenizer_gives_exact_token_bytes(tmp_path):
     from rmt_megatron.method.rewards import prefix_match_reward
     from rmt_megatron.model_io.checkpoints import load_tokenizer
     from rmt_megatron.model_io.tokenizers import HFTokenizer
 
-    tokenizer = load_tokenizer(_byte_level_tokenizer(tmp_path))
+    tokenizer = load_tokenizer(byte_level_tokenizer(tmp_path))
     assert isinstance(tokenizer, HFTokenizer)
     text = "Ben has 12 apples. é 日本<think>"
     ids = tokenizer.encode(text)

@@ -8,13 +8,11 @@ with torchrun's environment, as `torchrun pretrain_rmt.py ...` would start them.
 import math
 
 import pytest
+from golden_run import data_args
 from ranks import run_ranks
 
 import pretrain_rmt
 from rmt_megatron.builtin.corpus import arithmetic_documents
-from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE, encode_document
-from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
-from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
 COMPARED = (
     "loss_rl",
@@ -27,49 +25,14 @@ COMPARED = (
 )
 
 
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory):
-    directory = tmp_path_factory.mktemp("data")
-    tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
-    for name, count, seed in (("train", 48, 10), ("valid", 16, 11)):
-        write_indexed_dataset(
-            directory / name,
-            [encode_document(tokenizer, d) for d in arithmetic_documents(count, seed)],
-            tokenizer.vocab_size,
-        )
-    return directory
-
-
 def _argv(data, *extra):
     return [
-        "--train-data-path",
-        str(data / "train"),
-        "--valid-data-path",
-        str(data / "valid"),
-        "--tokenizer-model",
-        str(ASSETS / TOKENIZER_FILE),
-        "--pretrained-checkpoint",
-        str(ASSETS / CHECKPOINT_DIR),
-        "--train-iters",
-        "4",
-        "--lr-warmup-iters",
-        "0",
-        "--rmt-prompts-per-step",
-        "2",
-        "--rmt-group-size",
-        "2",
-        "--eval-positions",
-        "6",
-        "--micro-batch-size",
-        "4",
-        "--rmt-max-response-length",
-        "40",
-        "--log-interval",
-        "1",
-        "--save-interval",
-        "100",
-        "--eval-interval",
-        "100",
+        *data_args(data),
+        *(
+            "--train-iters 4 --lr-warmup-iters 0 --rmt-prompts-per-step 2 --rmt-group-size "
+            "2 --eval-positions 6 --micro-batch-size 4 --rmt-max-response-length 40 "
+            "--log-interval 1 --save-interval 100 --eval-interval 100"
+        ).split(),
         *extra,
     ]
 
@@ -86,13 +49,13 @@ def _compared(metrics):
     return [{key: m[key] for key in COMPARED} for m in metrics]
 
 
-def test_resumed_run_matches_an_uninterrupted_one_bitwise(small_data, tmp_path):
-    straight = run_ranks(1, _train, _argv(small_data, "--save", str(tmp_path / "a")))[0]
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(corpus_data, tmp_path):
+    straight = run_ranks(1, _train, _argv(corpus_data, "--save", str(tmp_path / "a")))[0]
     first = run_ranks(
-        1, _train, _argv(small_data, "--save", str(tmp_path / "b"), "--exit-interval", "2")
+        1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--exit-interval", "2")
     )[0]
     resumed = run_ranks(
-        1, _train, _argv(small_data, "--save", str(tmp_path / "b"), "--load", str(tmp_path / "b"))
+        1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--load", str(tmp_path / "b"))
     )[0]
     assert first["exited_at"] == 2 and len(first["metrics"]) == 2
     assert _compared(first["metrics"] + resumed["metrics"]) == _compared(straight["metrics"])
@@ -104,8 +67,8 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(small_data, tmp_path):
 @pytest.mark.parametrize(
     "layout", [["--tensor-model-parallel-size", "2"], ["--pipeline-model-parallel-size", "2"]]
 )
-def test_first_steps_match_the_single_process_run_under_tp_and_pp(small_data, tmp_path, layout):
-    argv = _argv(small_data, "--train-iters", "2")
+def test_first_steps_match_the_single_process_run_under_tp_and_pp(corpus_data, tmp_path, layout):
+    argv = _argv(corpus_data, "--train-iters", "2")
     reference = run_ranks(1, _train, argv)[0]["metrics"]
     parallel = run_ranks(2, _train, [*argv, *layout])
     for rank_result in parallel:
@@ -119,22 +82,22 @@ def _expect_failure(argv):
     return pretrain_rmt.main(argv)
 
 
-def test_bad_inputs_stop_with_a_clear_message(small_data, tmp_path, capfd):
-    missing = _argv(small_data, "--train-data-path", str(tmp_path / "nope"))
+def test_bad_inputs_stop_with_a_clear_message(corpus_data, tmp_path, capfd):
+    missing = _argv(corpus_data, "--train-data-path", str(tmp_path / "nope"))
     assert run_ranks(1, _expect_failure, missing)[0] == 1
     assert "nope.idx does not exist" in capfd.readouterr().err
-    mismatch = _argv(small_data, "--vocab-size", "300")
+    mismatch = _argv(corpus_data, "--vocab-size", "300")
     assert run_ranks(1, _expect_failure, mismatch)[0] == 1
     assert "tokenizer" in capfd.readouterr().err
     (tmp_path / "corrupt.idx").write_bytes(b"MMIDIDX\x00\x00garbage")
     (tmp_path / "corrupt.bin").write_bytes(b"")
-    corrupt = _argv(small_data, "--train-data-path", str(tmp_path / "corrupt"))
+    corrupt = _argv(corpus_data, "--train-data-path", str(tmp_path / "corrupt"))
     assert run_ranks(1, _expect_failure, corrupt)[0] == 1
     assert "corrupt" in capfd.readouterr().err
 
 
-def test_a_diverging_run_names_the_step_and_the_last_checkpoint(small_data, tmp_path, capfd):
-    argv = _argv(small_data, "--lr", "1e35", "--save", str(tmp_path), "--save-interval", "1")
+def test_a_diverging_run_names_the_step_and_the_last_checkpoint(corpus_data, tmp_path, capfd):
+    argv = _argv(corpus_data, "--lr", "1e35", "--save", str(tmp_path), "--save-interval", "1")
     assert run_ranks(1, _expect_failure, argv)[0] == 1
     message = capfd.readouterr().err
     assert "not finite at step" in message and "iter_000000" in message
@@ -169,37 +132,21 @@ def _imported_run_argv(directory, tokenizer_model, *start):
         str(directory / "train"),
         "--valid-data-path",
         str(directory / "valid"),
-        "--train-iters",
-        "2",
-        "--lr-warmup-iters",
-        "0",
-        "--rmt-prompts-per-step",
-        "2",
-        "--rmt-group-size",
-        "2",
-        "--eval-positions",
-        "4",
-        "--micro-batch-size",
-        "4",
-        "--rmt-max-response-length",
-        "16",
-        "--rmt-max-prompt-length",
-        "400",
-        "--rmt-min-context",
-        "4",
-        "--rmt-tier-thresholds",
-        "0.0",
-        "0.1",
-        "0.2",
+        *(
+            "--train-iters 2 --lr-warmup-iters 0 --rmt-prompts-per-step 2 --rmt-group-size "
+            "2 --eval-positions 4 --micro-batch-size 4 --rmt-max-response-length 16 "
+            "--rmt-max-prompt-length 400 --rmt-min-context 4 --rmt-tier-thresholds 0.0 0.1 "
+            "0.2"
+        ).split(),
     ]
 
 
 def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
     import torch
     import transformers
-    from test_text_pipeline import _byte_level_tokenizer
+    from helpers import byte_level_tokenizer
 
-    _byte_level_tokenizer(tmp_path)
+    byte_level_tokenizer(tmp_path)
     torch.manual_seed(0)
     model = transformers.Qwen3ForCausalLM(
         transformers.Qwen3Config(
@@ -221,16 +168,16 @@ def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
     assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])
 
 
-def test_resume_may_change_the_layout_but_not_the_model(small_data, tmp_path, capfd):
+def test_resume_may_change_the_layout_but_not_the_model(corpus_data, tmp_path, capfd):
     save = str(tmp_path / "s")
-    run_ranks(1, _train, _argv(small_data, "--save", save, "--exit-interval", "2"))
+    run_ranks(1, _train, _argv(corpus_data, "--save", save, "--exit-interval", "2"))
     resumed = run_ranks(
         2,
         _train,
-        _argv(small_data, "--save", save, "--load", save, "--tensor-model-parallel-size", "2"),
+        _argv(corpus_data, "--save", save, "--load", save, "--tensor-model-parallel-size", "2"),
     )
     assert all(len(r["metrics"]) == 2 for r in resumed)  # steps 3 and 4 under TP=2
-    other = _argv(small_data, "--save", save, "--load", save, "--num-layers", "2")
+    other = _argv(corpus_data, "--save", save, "--load", save, "--num-layers", "2")
     assert run_ranks(1, _expect_failure, other)[0] == 1
     assert "num_layers differ" in capfd.readouterr().err
 
@@ -241,12 +188,11 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
     import torch
     import transformers
     from gguf_files import write_gguf
-    from test_gguf_import import _chat_vocabulary
-    from test_text_pipeline import _byte_level_tokenizer
+    from helpers import byte_level_tokenizer, chat_vocabulary
 
     vocab_dir = tmp_path / "vocab"
     vocab_dir.mkdir()
-    _, tokenizer = _chat_vocabulary(vocab_dir)
+    _, tokenizer = chat_vocabulary(vocab_dir)
     shape = dict(
         vocab_size=tokenizer.get_vocab_size(),
         hidden_size=64,
@@ -274,20 +220,20 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
     assert all(math.isfinite(m["loss_ntp"]) for m in result["metrics"])
     (scores,) = tmp_path.glob("train_entropy_top16_proxy-*.npy")  # named after the proxy
 
-    _byte_level_tokenizer(proxy)  # the vocabulary without the chat tokens
+    byte_level_tokenizer(proxy)  # the vocabulary without the chat tokens
     scores.unlink()
     assert run_ranks(1, _expect_failure, argv)[0] == 1
     assert "another vocabulary than the run's tokenizer" in capfd.readouterr().err
 
 
-def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(small_data, tmp_path):
+def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(corpus_data, tmp_path):
     import json
     import shutil
 
     save = str(tmp_path / "s")
-    run_ranks(1, _train, _argv(small_data, "--save", save, "--train-iters", "2"))
+    run_ranks(1, _train, _argv(corpus_data, "--save", save, "--train-iters", "2"))
     fresh = tmp_path / "fresh"  # the datasets without any cached difficulty scores
-    shutil.copytree(small_data, fresh, ignore=shutil.ignore_patterns("*entropy*"))
+    shutil.copytree(corpus_data, fresh, ignore=shutil.ignore_patterns("*entropy*"))
     result = run_ranks(1, _train, _argv(fresh, "--load", save, "--save", save, "--skip-train"))[0]
     assert result["metrics"] == [] and len(result["evaluations"]) == 1
     assert json.loads((tmp_path / "s" / "eval" / "latest.json").read_text())["step"] == 2

@@ -59,7 +59,7 @@ def gpu_like_tiles(monkeypatch):
 
 @pytest.mark.parametrize("name", ["v_not_multiple_of_block", "all_ignored", "huge_logits"])
 def test_triton_linear_op(name, gpu_like_tiles):
-    from test_kernels import linear_against_reference
+    from helpers import linear_against_reference
 
     ours, reference = linear_against_reference(CASES[name], backend="triton")
     scale = reference[2].abs().max().item() + 1.0
@@ -68,7 +68,7 @@ def test_triton_linear_op(name, gpu_like_tiles):
 
 
 def test_triton_fused_objective(gpu_like_tiles):
-    from test_kernels import fused_objective_against_reference
+    from helpers import fused_objective_against_reference
 
     for got, want in zip(*fused_objective_against_reference(backend="triton"), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)

@@ -38,7 +38,7 @@ from megatron.core.utils import unwrap_model
 
 from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
-from rmt_megatron.method.dual_loss import masked_token_losses
+from rmt_megatron.method.dual_loss import TokenRoles, masked_token_losses
 
 
 def causal_mask(seq_length: int) -> torch.Tensor:
@@ -94,9 +94,8 @@ def _dual_terms(
 ):
     """(loss_sum, num_tokens, report) from per-token `[b, s]` log-probabilities/entropies."""
     rl_mask, ntp_mask = batch["rl_mask"], batch["ntp_mask"]
-    rl_loss, ntp_loss, _, _ = masked_token_losses(
-        logprob, rl_mask, ntp_mask, batch["advantages"], loss_config, entropy=entropy
-    )
+    roles = TokenRoles(rl_mask, ntp_mask, batch["advantages"])
+    rl_loss, ntp_loss, _, _ = masked_token_losses(logprob, roles, loss_config, entropy)
     loss_sum = (batch["loss_weight"] * (rl_loss + ntp_loss)).sum()
     n_rl, n_ntp = rl_mask.sum(), ntp_mask.sum()
     report = {

@@ -20,7 +20,7 @@ NTP tokens, so the gradient reaching the logits is one coefficient per token tim
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -75,53 +75,54 @@ def rl_token_losses(
     return per_token, kl.detach(), ratio.detach() != clipped_ratio.detach()
 
 
+@dataclass(frozen=True)
+class TokenRoles:
+    """What each token is in the objective; every tensor has the shape of `logprob` (flat `[N]`
+    in `dual_loss`, `[b, s]` in the Megatron forward step)."""
+
+    rl_mask: torch.Tensor
+    """bool: response tokens of a rollout (RL tokens)."""
+    ntp_mask: torch.Tensor
+    """bool: document tokens not drawn for RL (NTP tokens); disjoint from `rl_mask`."""
+    advantages: torch.Tensor
+    """A of the rollout each RL token belongs to (ignored elsewhere)."""
+    old_logprob: torch.Tensor | None = None
+    """Behaviour-policy log-probs (None: on-policy, ratio 1)."""
+    ref_logprob: torch.Tensor | None = None
+    """Reference-policy log-probs, required when config.kl_beta > 0."""
+
+
 def masked_token_losses(
     logprob: torch.Tensor,
-    rl_mask: torch.Tensor,
-    ntp_mask: torch.Tensor,
-    advantages: torch.Tensor,
+    roles: TokenRoles,
     config: LossConfig,
-    old_logprob: torch.Tensor | None = None,
-    ref_logprob: torch.Tensor | None = None,
     entropy: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(RL loss, NTP loss, k3 KL, clipped) per token, each `[N]` (any shape, in fact): the RL
-    loss s_n + β k_n - c H_n on RL tokens and 0 elsewhere, -logprob_n on NTP tokens and 0
-    elsewhere. `dual_loss` takes their token means; the Megatron forward step sums them with
-    per-token weights (`method.packing.token_weights`), which is the same objective."""
+    """(RL loss, NTP loss, k3 KL, clipped) per token, each of `logprob`'s shape: the RL loss
+    s_n + β k_n - c H_n on RL tokens and 0 elsewhere, -logprob_n on NTP tokens and 0 elsewhere.
+    `dual_loss` takes their token means; the Megatron forward step sums them with per-token
+    weights (`method.packing.token_weights`), which is the same objective."""
     per_token, kl, was_clipped = rl_token_losses(
-        logprob, advantages, config, old_logprob, ref_logprob, entropy
+        logprob, roles.advantages, config, roles.old_logprob, roles.ref_logprob, entropy
     )
-    rl_loss = torch.where(rl_mask, per_token, 0.0)
-    ntp_loss = torch.where(ntp_mask, -logprob.float(), 0.0)
-    return rl_loss, ntp_loss, torch.where(rl_mask, kl, 0.0), was_clipped & rl_mask
+    rl_loss = torch.where(roles.rl_mask, per_token, 0.0)
+    ntp_loss = torch.where(roles.ntp_mask, -logprob.float(), 0.0)
+    return rl_loss, ntp_loss, torch.where(roles.rl_mask, kl, 0.0), was_clipped & roles.rl_mask
 
 
 def dual_loss(
     logprob: torch.Tensor,
-    *,
-    rl_mask: torch.Tensor,
-    ntp_mask: torch.Tensor,
-    advantages: torch.Tensor,
+    roles: TokenRoles,
     config: LossConfig,
-    old_logprob: torch.Tensor | None = None,
-    ref_logprob: torch.Tensor | None = None,
     entropy: torch.Tensor | None = None,
 ) -> DualLossTerms:
     """L = w_RL · L_RL + λ · L_NTP over flat `[N]` tensors.
 
-    logprob: log π_θ of each token (differentiable). rl_mask, ntp_mask: bool, disjoint.
-    advantages: A of the rollout each RL token belongs to (ignored elsewhere).
-    old_logprob: behaviour-policy log-probs (None: on-policy, ratio 1).
-    ref_logprob: reference-policy log-probs, required when config.kl_beta > 0.
-    entropy: per-token entropy, required when config.entropy_coeff > 0."""
+    logprob: log π_θ of each token (differentiable); roles: see `TokenRoles`; entropy: per-token
+    entropy, required when config.entropy_coeff > 0."""
     n = logprob.shape
     for name, tensor in (
-        ("rl_mask", rl_mask),
-        ("ntp_mask", ntp_mask),
-        ("advantages", advantages),
-        ("old_logprob", old_logprob),
-        ("ref_logprob", ref_logprob),
+        *((field, getattr(roles, field)) for field in TokenRoles.__dataclass_fields__),
         ("entropy", entropy),
     ):
         if tensor is not None and tensor.shape != n:
@@ -129,14 +130,13 @@ def dual_loss(
                 f"{name} has shape {tuple(tensor.shape)}, logprob has {tuple(n)}: "
                 "every per-token input must be flat [N]"
             )
-    rl_mask, ntp_mask = rl_mask.bool(), ntp_mask.bool()
+    roles = replace(roles, rl_mask=roles.rl_mask.bool(), ntp_mask=roles.ntp_mask.bool())
+    rl_mask, ntp_mask = roles.rl_mask, roles.ntp_mask
     if (rl_mask & ntp_mask).any():
         raise ValueError(
             "rl_mask and ntp_mask overlap: a token is either an RL token or an NTP token"
         )
-    rl_loss, ntp_loss, kl, was_clipped = masked_token_losses(
-        logprob, rl_mask, ntp_mask, advantages, config, old_logprob, ref_logprob, entropy
-    )
+    rl_loss, ntp_loss, kl, was_clipped = masked_token_losses(logprob, roles, config, entropy)
     n_rl, n_ntp = int(rl_mask.sum()), int(ntp_mask.sum())
     rl = rl_loss.sum() / max(n_rl, 1)
     ntp = ntp_loss.sum() / max(n_ntp, 1)

@@ -21,38 +21,29 @@ import torch
 from rmt_megatron.cli import command
 from rmt_megatron.config.sections import ModelConfig
 from rmt_megatron.mcore import parallel
+from rmt_megatron.model_io import hf_names
 from rmt_megatron.model_io.checkpoints import checkpoint_config, is_gguf
-from rmt_megatron.model_io.hf_names import (
-    GLOBAL_TENSORS,
-    LAYER_COLUMN_SHARDED,
-    LAYER_FC1,
-    LAYER_NORMS,
-    LAYER_QKV,
-    hf_layer_prefix,
-    layer_offset,
-    split_layer_name,
-)
 
 
 def _gather_tp(module: str, tensor: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
     """Whole tensor for replicated and column-sharded weights; per-rank list for row-sharded
     ones (vocab rows, fused QKV and FC1 blocks)."""
-    if module in LAYER_NORMS or module == "decoder.final_layernorm.weight":
+    if module in hf_names.LAYER_NORMS or module == "decoder.final_layernorm.weight":
         return tensor
     pieces = parallel.tensor_parallel_all_gather(tensor)
-    if module in LAYER_COLUMN_SHARDED:
+    if module in hf_names.LAYER_COLUMN_SHARDED:
         return torch.cat(pieces, dim=1)
     return pieces
 
 
 def _stage_tensors(model, config: ModelConfig) -> dict[str, object]:
     """This stage's tensors by global Megatron name (TP shards gathered)."""
-    first_layer = layer_offset(config, parallel.pipeline_stage())
+    first_layer = hf_names.layer_offset(config, parallel.pipeline_stage())
     tensors = {}
     for name, tensor in model.state_dict().items():
         if tensor is None or name.endswith("_extra_state"):
             continue
-        layer = split_layer_name(name)
+        layer = hf_names.split_layer_name(name)
         if layer is not None:
             name = f"decoder.layers.{first_layer + layer[0]}.{layer[1]}"
         module = name if layer is None else layer[1]
@@ -69,27 +60,29 @@ def _to_hf(tensors: dict, config: ModelConfig, vocab_size: int) -> dict[str, tor
     per_group = config.num_attention_heads // config.query_groups
     out: dict[str, torch.Tensor] = {}
     for name, value in tensors.items():
-        layer = split_layer_name(name)
+        layer = hf_names.split_layer_name(name)
         if layer is not None:
             out.update(
-                _layer_to_hf(hf_layer_prefix(layer[0]), layer[1], value, per_group, head_dim)
+                _layer_to_hf(
+                    hf_names.hf_layer_prefix(layer[0]), layer[1], value, per_group, head_dim
+                )
             )
         elif name == "decoder.final_layernorm.weight":
-            out[GLOBAL_TENSORS[name]] = value
+            out[hf_names.GLOBAL_TENSORS[name]] = value
         elif name == "embedding.word_embeddings.weight" or (
             config.untie_embeddings_and_output_weights
         ):
-            out[GLOBAL_TENSORS[name]] = torch.cat(_as_ranks(value))[:vocab_size]
+            out[hf_names.GLOBAL_TENSORS[name]] = torch.cat(_as_ranks(value))[:vocab_size]
     return {key: tensor.contiguous() for key, tensor in out.items()}
 
 
 def _layer_to_hf(
     layer: str, module: str, value, per_group: int, head_dim: int
 ) -> dict[str, torch.Tensor]:
-    whole = {**LAYER_NORMS, **LAYER_COLUMN_SHARDED}
+    whole = {**hf_names.LAYER_NORMS, **hf_names.LAYER_COLUMN_SHARDED}
     if module in whole:
         return {f"{layer}.{whole[module]}": value}
-    if module.startswith(LAYER_QKV + "."):
+    if module.startswith(hf_names.LAYER_QKV + "."):
         suffix = module.rsplit(".", 1)[1]
         fused = torch.cat(_as_ranks(value))
         groups = fused.reshape(-1, (per_group + 2) * head_dim, *fused.shape[1:])
@@ -98,9 +91,9 @@ def _layer_to_hf(
             f"{layer}.self_attn.{proj}_proj.{suffix}": part.reshape(-1, *fused.shape[1:])
             for proj, part in (("q", q), ("k", k), ("v", v))
         }
-    if module == LAYER_FC1[0]:
+    if module == hf_names.LAYER_FC1[0]:
         halves = [piece.chunk(2) for piece in _as_ranks(value)]
-        gate, up = LAYER_FC1[1]
+        gate, up = hf_names.LAYER_FC1[1]
         return {
             f"{layer}.{gate}": torch.cat([g for g, _ in halves]),
             f"{layer}.{up}": torch.cat([u for _, u in halves]),

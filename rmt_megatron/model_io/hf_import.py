@@ -33,16 +33,7 @@ from rmt_megatron.config.sections import ModelConfig
 from rmt_megatron.errors import CheckpointError, ConfigError
 from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.gpt_model import padded_vocab_size
-from rmt_megatron.model_io.hf_names import (
-    GLOBAL_TENSORS,
-    LAYER_COLUMN_SHARDED,
-    LAYER_FC1,
-    LAYER_NORMS,
-    LAYER_QKV,
-    hf_layer_prefix,
-    layer_offset,
-    split_layer_name,
-)
+from rmt_megatron.model_io import hf_names
 
 SUPPORTED_ARCHITECTURES = ("LlamaForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
@@ -208,30 +199,32 @@ def _hf_tensor(
     tp = config.tensor_model_parallel_size
     if name in ("embedding.word_embeddings.weight", "output_layer.weight"):
         tied = not config.untie_embeddings_and_output_weights
-        source = GLOBAL_TENSORS["embedding.word_embeddings.weight" if tied else name]
+        source = hf_names.GLOBAL_TENSORS["embedding.word_embeddings.weight" if tied else name]
         return _vocab_rows(reader, source, config, tp_rank, vocab_size)
-    if name in GLOBAL_TENSORS:
-        return reader.read(GLOBAL_TENSORS[name])
-    layer = split_layer_name(name)
+    if name in hf_names.GLOBAL_TENSORS:
+        return reader.read(hf_names.GLOBAL_TENSORS[name])
+    layer = hf_names.split_layer_name(name)
     if layer is None:
         raise CheckpointError(f"no Hugging Face tensor maps to {name!r}")
-    prefix, module = hf_layer_prefix(first_layer + layer[0]), layer[1]
-    if module in LAYER_NORMS:
-        return reader.read(f"{prefix}.{LAYER_NORMS[module]}")
-    if module.startswith(LAYER_QKV + "."):
+    prefix, module = hf_names.hf_layer_prefix(first_layer + layer[0]), layer[1]
+    if module in hf_names.LAYER_NORMS:
+        return reader.read(f"{prefix}.{hf_names.LAYER_NORMS[module]}")
+    if module.startswith(hf_names.LAYER_QKV + "."):
         return _fused_qkv(reader, f"{prefix}.self_attn", module.rsplit(".", 1)[1], config, tp_rank)
-    if module in LAYER_COLUMN_SHARDED:
+    if module in hf_names.LAYER_COLUMN_SHARDED:
         width = (
             config.num_attention_heads * config.head_dim
             if module.startswith("self_attention")
             else config.ffn_hidden_size
         )
         return reader.read(
-            f"{prefix}.{LAYER_COLUMN_SHARDED[module]}", slice(None), _rank_range(width, tp_rank, tp)
+            f"{prefix}.{hf_names.LAYER_COLUMN_SHARDED[module]}",
+            slice(None),
+            _rank_range(width, tp_rank, tp),
         )
-    if module == LAYER_FC1[0]:
+    if module == hf_names.LAYER_FC1[0]:
         rows = _rank_range(config.ffn_hidden_size, tp_rank, tp)
-        return torch.cat([reader.read(f"{prefix}.{hf}", rows) for hf in LAYER_FC1[1]])
+        return torch.cat([reader.read(f"{prefix}.{hf}", rows) for hf in hf_names.LAYER_FC1[1]])
     raise CheckpointError(f"no Hugging Face tensor maps to {name!r}")
 
 
@@ -241,7 +234,7 @@ def load_weights(model, config: ModelConfig, reader, vocab_size: int) -> None:
     columns)` by Hugging Face tensor name), one parameter at a time so that only one tensor is
     ever held besides the model."""
     tp_rank = parallel.tensor_parallel_rank()
-    first_layer = layer_offset(config, parallel.pipeline_stage())
+    first_layer = hf_names.layer_offset(config, parallel.pipeline_stage())
     for name, current in model.state_dict(keep_vars=True).items():
         if current is None or name.endswith("_extra_state"):
             continue

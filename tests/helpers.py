@@ -1,0 +1,182 @@
+"""Helpers shared by several test modules (model shapes, tiny tokenizers and checkpoints,
+kernel comparisons). Fixtures live in conftest.py; the rank launcher in ranks.py; the GGUF writer
+in gguf_files.py."""
+
+import contextlib
+from dataclasses import replace
+
+import torch
+
+from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.kernels import (
+    linear_logprob_entropy,
+    linear_token_objective,
+    token_logprob_entropy_reference,
+)
+from rmt_megatron.kernels.testing import KernelCase, forward_backward, linear_inputs
+
+SMALL = ModelConfig(
+    num_layers=2,
+    hidden_size=32,
+    ffn_hidden_size=64,
+    num_attention_heads=4,
+    num_query_groups=2,
+    seq_length=32,
+    max_position_embeddings=64,
+    untie_embeddings_and_output_weights=True,
+)
+
+
+VOCAB = 256  # a multiple of 128·TP for TP = 1, 2: the padded vocabulary is the same
+
+
+def layout(tp: int = 1, pp: int = 1) -> ModelConfig:
+    return replace(SMALL, tensor_model_parallel_size=tp, pipeline_model_parallel_size=pp)
+
+
+def save_small_model(directory: str) -> None:
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import save_checkpoint
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+
+    parallel.initialize(layout(), seed=7)
+    with cpu.device_mode():
+        save_checkpoint(
+            directory, 3, build_gpt_model(layout(), VOCAB), state={"note": "reference weights"}
+        )
+    parallel.shutdown()
+
+
+def byte_level_tokenizer(directory):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<think>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(["Ben has 12 apples. é ü 日本", "hello world"] * 10, trainer)
+    tok.save(str(directory / "tokenizer.json"))
+    return directory
+
+
+TINY_HF = dict(
+    vocab_size=300,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    rms_norm_eps=1e-6,
+)
+
+
+TOKENS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(0))
+
+
+@contextlib.contextmanager
+def imported(directory, tp, pp):
+    """(config, GPTModel stage) with the weights of the checkpoint (a Hugging Face directory
+    or a GGUF file), inside this rank's process group."""
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
+
+    config = import_model_config(
+        directory,
+        tensor_model_parallel_size=tp,
+        pipeline_model_parallel_size=pp,
+        make_vocab_size_divisible_by=64,
+    )
+    parallel.initialize(config, seed=0)
+    try:
+        with cpu.device_mode():
+            model = build_gpt_model(config, config.vocab_size, initialize=False)
+            load_imported_weights(model, config, directory)
+            yield config, model
+    finally:
+        parallel.shutdown()
+
+
+def megatron_logits(directory, tp, pp):
+    from rmt_megatron.mcore.parallel import share_from_last_stage
+    from rmt_megatron.mcore.teacher_forcing import forward_statistics
+
+    def gathered(logits, batch):
+        from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
+
+        return gather_from_tensor_model_parallel_region(logits)[..., :300]
+
+    with imported(directory, tp, pp) as (_, model):
+        batch = {"tokens": TOKENS, "position_ids": torch.arange(12)[None].expand(2, 12)}
+        return share_from_last_stage(forward_statistics(model, [batch], gathered))[0]
+
+
+def chat_vocabulary(directory):
+    """The test byte-level tokenizer with ChatML's two control tokens added."""
+    from tokenizers import AddedToken, Tokenizer
+
+    byte_level_tokenizer(directory)
+    tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+    tokenizer.add_special_tokens(
+        [AddedToken("<|im_start|>", special=True), AddedToken("<|im_end|>", special=True)]
+    )
+    tokenizer.save(str(directory / "tokenizer.json"))
+    return directory, tokenizer
+
+
+LINEAR = KernelCase(7, 21, hidden=6, temperature=0.9, ignored=(3,))
+"""The linear ops' base case: 7 rows over 2-row blocks and 8-column tiles (ragged last ones)."""
+
+
+def linear_against_reference(case, dtype=torch.float32, backend=None):
+    """(ours, reference) as (logprob, entropy, grad_hidden, grad_weight); the reference runs in
+    fp32 on the same (rounded) inputs."""
+    hidden, weight, labels, upstream = linear_inputs(case, dtype)
+
+    def ours(h, w, y, temperature):
+        return linear_logprob_entropy(h, w, y, temperature=temperature, backend=backend)
+
+    def reference(h, w, y, temperature):
+        return token_logprob_entropy_reference(h @ w.T, y, temperature=temperature)
+
+    return (
+        forward_backward(ours, [hidden, weight], labels, case.temperature, upstream),
+        forward_backward(
+            reference, [hidden.float(), weight.float()], labels, case.temperature, upstream
+        ),
+    )
+
+
+def fused_objective_against_reference(backend=None):
+    """(ours, reference) as (loss, grad_hidden, grad_weight) of the dual loss (clipped ratios,
+    entropy bonus) through `linear_token_objective`, block by block, with upstream gradient 2."""
+    from rmt_megatron.config.sections import LossConfig
+    from rmt_megatron.method.dual_loss import TokenRoles, dual_loss
+
+    h, w, labels, _ = linear_inputs(LINEAR)
+    rl_mask = torch.tensor([1, 1, 1, 0, 0, 0, 0], dtype=torch.bool)
+    ntp_mask = torch.tensor([0, 0, 0, 0, 1, 1, 1], dtype=torch.bool)
+    advantages = torch.tensor([0.5, -1.0, 0.3, 0, 0, 0, 0])
+    old = torch.full((7,), -3.0)  # off-policy: some ratios are clipped
+    config = LossConfig(entropy_coeff=0.01)
+
+    def objective(logprob, entropy):
+        return dual_loss(
+            logprob,
+            TokenRoles(rl_mask=rl_mask, ntp_mask=ntp_mask, advantages=advantages, old_logprob=old),
+            config,
+            entropy=entropy,
+        ).loss
+
+    h1, w1 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    loss, _, _ = linear_token_objective(h1, w1, labels, objective, backend=backend)
+    (2 * loss).backward()
+    h2, w2 = h.clone().requires_grad_(), w.clone().requires_grad_()
+    ref_loss = objective(*token_logprob_entropy_reference(h2 @ w2.T, labels))
+    (2 * ref_loss).backward()
+    return (loss.detach(), h1.grad, w1.grad), (ref_loss.detach(), h2.grad, w2.grad)

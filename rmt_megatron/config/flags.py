@@ -74,9 +74,15 @@ RMT_FLAGS = (
 )
 """Flags added by `add_rmt_args`."""
 
+MEGATRON_SPELLINGS = {
+    "override_opt_param_scheduler": "--override-opt_param-scheduler",
+    "use_checkpoint_opt_param_scheduler": "--use-checkpoint-opt_param-scheduler",
+}
+"""Megatron-LM flags whose spelling is not the field name with dashes."""
+
 MEGATRON_FLAGS = (
     *(
-        Flag("--" + name.replace("_", "-"), section, name)
+        Flag(MEGATRON_SPELLINGS.get(name, "--" + name.replace("_", "-")), section, name)
         for section in ("model", "train", "data")
         for name in (f.name for f in dataclasses.fields(SECTIONS[section]))
         if name != "params_dtype"
@@ -152,10 +158,21 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
     config = get_preset(preset) if preset else RMTConfig()
     config = apply_method(config, getattr(args, "rmt_method", None) or "rmt")
     overrides: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
+    given: dict[str, str] = {}
     for spec in RMT_FLAGS + MEGATRON_FLAGS:
         value = getattr(args, spec.dest, None)
-        if value is not None:
-            overrides[spec.section][spec.field] = tuple(value) if isinstance(value, list) else value
+        if value is None:
+            continue
+        value = tuple(value) if isinstance(value, list) else value
+        field = f"{spec.section}.{spec.field}"
+        if field in given and overrides[spec.section][spec.field] != value:
+            raise ConfigError(
+                f"{given[field]} and {spec.flag} contradict each other (both set {field}): "
+                "give one of them",
+                field=field,
+            )
+        given[field] = spec.flag
+        overrides[spec.section][spec.field] = value
     try:
         return replace(
             config,

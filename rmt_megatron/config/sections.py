@@ -365,6 +365,11 @@ class ParallelConfig:
             require(value >= 1, f"model.{name}", value, "must be a positive integer")
 
 
+SCHEDULE_FIELDS = ("lr", "lr_warmup_iters", "train_iters", "weight_decay")
+"""`TrainConfig` fields that make up the learning-rate and weight-decay schedule (and, for
+train_iters, the budget and curriculum schedules) a checkpoint was trained with."""
+
+
 def model_shape(model: dict[str, Any]) -> dict[str, Any]:
     """A `ModelConfig` as a dict (`to_dict()["model"]`) without its parallel layout: what must
     agree between a checkpoint and the model that loads it."""
@@ -549,6 +554,10 @@ class TrainConfig:
     clip_grad: float = 1.0
     """Gradient-norm clipping threshold; 0 disables clipping."""
 
+    initial_loss_scale: float = 2.0**32
+    """fp16 only: the dynamic loss scale to start from (halved after overflowing steps, which
+    are skipped, as in Megatron-LM)."""
+
     seed: int = 1234
     """Seed for weights, sampling and the curriculum."""
 
@@ -576,6 +585,14 @@ class TrainConfig:
 
     tensorboard_dir: str | None = None
     """Directory for TensorBoard event files; None disables TensorBoard."""
+
+    override_opt_param_scheduler: bool = False
+    """On resume, take the learning-rate schedule (lr, warm-up, train_iters, weight decay) from
+    the flags, not from the checkpoint."""
+
+    use_checkpoint_opt_param_scheduler: bool = False
+    """On resume, take the learning-rate schedule from the checkpoint, whatever the flags say.
+    Without either flag, a schedule that differs from the checkpoint's is refused."""
 
     def __post_init__(self) -> None:
         for name in ("train_iters", "micro_batch_size", "log_interval"):
@@ -606,6 +623,18 @@ class TrainConfig:
             "train.clip_grad",
             self.clip_grad,
             "must be >= 0 (0 disables clipping)",
+        )
+        require(
+            math.isfinite(self.initial_loss_scale) and self.initial_loss_scale >= 1,
+            "train.initial_loss_scale",
+            self.initial_loss_scale,
+            "must be a finite number >= 1",
+        )
+        require(
+            not (self.override_opt_param_scheduler and self.use_checkpoint_opt_param_scheduler),
+            "train.override_opt_param_scheduler",
+            True,
+            "take the schedule from the flags or from the checkpoint, not both",
         )
 
 

@@ -29,7 +29,7 @@ from megatron.core import dist_checkpointing
 
 from rmt_megatron.errors import CheckpointError
 from rmt_megatron.files import atomic_write
-from rmt_megatron.mcore.parallel import barrier, is_main_rank, world_rank
+from rmt_megatron.mcore.parallel import all_finite, barrier, is_main_rank, world_rank
 
 TRACKER = "latest_checkpointed_iteration.txt"
 STATE_FILE = "rmt_state.json"
@@ -54,7 +54,12 @@ def save_checkpoint(
     root: str | os.PathLike, step: int, model, optimizer=None, state: dict[str, Any] | None = None
 ) -> Path:
     """Save `model` (a GPTModel stage), optionally `optimizer`, and the JSON-able `state` as
-    step `step` under `root`; collective over all ranks. Returns the final directory."""
+    step `step` under `root`; collective over all ranks. Returns the final directory. A model
+    holding a non-finite weight on any rank is never written (`CheckpointError`)."""
+    if not all_finite(model.parameters()):
+        raise CheckpointError(
+            f"not saving step {step} to {root}: the model holds non-finite weights"
+        )
     final = step_dir(root, step)
     temporary = final.with_name(final.name + ".tmp")
     if is_main_rank():
@@ -129,6 +134,11 @@ def load_checkpoint(
     except Exception as error:  # dist_checkpointing raises many kinds; name the checkpoint
         raise CheckpointError(f"could not load {directory}: {error}") from error
     model.load_state_dict(loaded["model"])
+    if not all_finite(model.parameters()):
+        raise CheckpointError(
+            f"{directory} holds non-finite weights: it cannot be trained from; load an earlier "
+            "checkpoint (an iter_* directory under the same --save)"
+        )
     if optimizer is not None:
         optimizer.load_state_dict(loaded["optimizer"])
     rng_file = directory / "rng" / f"rank_{world_rank():05d}.pt"

@@ -100,4 +100,7 @@ def build_gpt_model(config: ModelConfig, vocab_size: int, initialize: bool = Tru
     )
     if not cpu_only():
         model.cuda(torch.cuda.current_device())
-    return model
+    # Every parameter in the params dtype, as Megatron-LM's Float16Module makes it: the local
+    # spec's torch norms are built in fp32, and megatron's fp16/bf16 optimizer saves only
+    # parameters of its half-precision groups.
+    return model.to(DTYPES[config.params_dtype])

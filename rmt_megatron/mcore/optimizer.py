@@ -4,8 +4,12 @@
 builds `get_megatron_optimizer` (Adam with decoupled weight decay, gradient clipping; the
 distributed optimizer on GPU) and `OptimizerParamScheduler` (linear warm-up, then constant).
 `train_step` runs `get_forward_backward_func()` over a list of micro-batches with per-token loss
-normalisation (`calculate_per_token_loss`) and `finalize_model_grads`, then steps the optimizer
-and the scheduler. Call both inside `megatron_cpu.device_mode()`.
+normalisation (`calculate_per_token_loss`) and `finalize_model_grads`, checks that the losses and
+gradients are finite on every rank (as Megatron-LM's --check-for-nan-in-loss-and-grad does), and
+only then steps the optimizer and the scheduler: a non-finite step changes no weight. Under fp16
+the loss scaler owns overflow: an overflowing step is skipped and reported as skipped. Call both
+inside `cpu.device_mode()`; after writing weights into the model from outside (a pretrained or
+imported checkpoint) call `TrainingState.weights_loaded()`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from rmt_megatron.config.sections import ModelConfig, TrainConfig
 from rmt_megatron.mcore.cpu import cpu_only
 from rmt_megatron.mcore.gpt_model import DTYPES, build_gpt_model
+from rmt_megatron.mcore.parallel import all_finite
 from rmt_megatron.method.tallies import mean_or_nan
 
 
@@ -43,6 +48,23 @@ class TrainingState:
         """The unwrapped `GPTModel` (for rollouts and checkpoints)."""
         return self.model.module
 
+    def resume_schedule(self, scheduler_state: dict) -> None:
+        """Continue the saved learning-rate schedule. With override_opt_param_scheduler the
+        scheduler keeps the flags' values, and so must the optimizer's parameter groups: they
+        carry their own max_lr/min_lr, restored from the checkpoint with the optimizer state."""
+        self.scheduler.load_state_dict(scheduler_state)
+        if self.scheduler.override_opt_param_scheduler:
+            for group in self.optimizer.param_groups:
+                group["max_lr"], group["min_lr"] = self.scheduler.max_lr, self.scheduler.min_lr
+            self.scheduler.step(increment=0)
+
+    def weights_loaded(self) -> None:
+        """Make the optimizer start from the weights now in the model: the mixed-precision
+        optimizers keep fp32 master copies made when they were built, which the first step would
+        otherwise copy back over loaded weights (Megatron-LM does the same after a load without
+        optimizer state)."""
+        self.optimizer.reload_model_params()
+
 
 @dataclass
 class StepOutput:
@@ -51,7 +73,12 @@ class StepOutput:
     reports: dict[str, torch.Tensor]
     """Per report key, [Σ loss, token count] summed over micro-batches (last stage only)."""
     grad_norm: float
+    """The gradient norm (NaN when the step was not applied)."""
     updated: bool
+    """Whether the optimizer changed the weights."""
+    finite: bool
+    """Whether the losses and (outside fp16) the gradients were finite on every rank; when not,
+    nothing was applied."""
 
 
 def build_training(
@@ -86,6 +113,7 @@ def build_training(
             bf16=bf16,
             fp16=fp16,
             params_dtype=DTYPES[model_config.params_dtype],
+            initial_loss_scale=train_config.initial_loss_scale,
             use_distributed_optimizer=not cpu_only(),
         ),
         [ddp],
@@ -104,6 +132,10 @@ def build_training(
         end_wd=train_config.weight_decay,
         wd_incr_steps=train_config.train_iters,
         wd_incr_style="constant",
+        # the run checked the flags against a resumed checkpoint (run.trainer); here the flags'
+        # values stand unless the user asked for them to override the checkpoint's
+        use_checkpoint_opt_param_scheduler=not train_config.override_opt_param_scheduler,
+        override_opt_param_scheduler=train_config.override_opt_param_scheduler,
     )
     return TrainingState(ddp, optimizer, scheduler)
 
@@ -126,13 +158,17 @@ def train_step(
         micro_batch_size=micro_batches[0]["tokens"].shape[0],
         forward_only=False,
     )
+    reports = _sum_reports(reports_per_batch)
+    checked = [value[0:1] for value in reports.values()]
+    if not state.model.module.config.fp16:  # under fp16 the loss scaler owns overflow
+        checked += [p.main_grad for p in state.model.module.parameters() if p.requires_grad]
+    if not all_finite(checked):
+        return StepOutput(reports, math.nan, updated=False, finite=False)
     updated, grad_norm, _ = state.optimizer.step()
     if updated:
         state.scheduler.step(increment=1)
     return StepOutput(
-        _sum_reports(reports_per_batch),
-        float("nan") if grad_norm is None else float(grad_norm),
-        bool(updated),
+        reports, math.nan if grad_norm is None else float(grad_norm), bool(updated), finite=True
     )
 
 

@@ -97,6 +97,21 @@ def barrier() -> None:
         dist.barrier()
 
 
+def everywhere(ok: bool) -> bool:
+    """True when `ok` holds on every rank of the world (a collective; `ok` itself without a
+    process group)."""
+    if not dist.is_initialized():
+        return ok
+    flag = torch.tensor([1.0 if ok else 0.0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item() == 1.0)
+
+
+def all_finite(tensors) -> bool:
+    """Whether every tensor of `tensors` on every rank is finite (a collective)."""
+    return everywhere(all(bool(torch.isfinite(t).all()) for t in tensors))
+
+
 def tensor_parallel_group():
     """This rank's tensor-parallel group (vocab-parallel ops take it as `tp_group`)."""
     return parallel_state.get_tensor_model_parallel_group()

@@ -15,14 +15,14 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from rmt_megatron.builtin.datasets import prepare_builtin_data
-from rmt_megatron.config.sections import TIER_NAMES, RMTConfig, model_shape
+from rmt_megatron.config.sections import SCHEDULE_FIELDS, TIER_NAMES, RMTConfig, model_shape
 from rmt_megatron.errors import CheckpointError, ConfigError, TrainingError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import cpu, parallel
@@ -86,6 +86,35 @@ def resolve_data(config: RMTConfig) -> RunData:
         Path(data.train_data_path),
         Path(data.valid_data_path),
         Path(data.pretrained_checkpoint) if data.pretrained_checkpoint else None,
+    )
+
+
+def with_resumed_schedule(config: RMTConfig) -> RMTConfig:
+    """`config`, checked against the schedule of the checkpoint it resumes (if any), as
+    Megatron-LM checks its OptimizerParamScheduler: a flag that changes the learning-rate schedule
+    or the run length is refused unless --override-opt_param-scheduler (the flags win) or
+    --use-checkpoint-opt_param-scheduler (the checkpoint's values replace the flags'). An
+    evaluation-only run (--skip-train) takes the checkpoint's values (its final budget B_T)."""
+    train = config.train
+    if train.load is None or latest_step(train.load) is None:
+        return config
+    saved = read_state(train.load)["config"]["train"]
+    changed = {
+        k: (saved[k], getattr(train, k))
+        for k in SCHEDULE_FIELDS
+        if k in saved and saved[k] != getattr(train, k)
+    }
+    if not changed or train.override_opt_param_scheduler:
+        return config
+    if train.use_checkpoint_opt_param_scheduler or train.skip_train:  # evaluation: as trained
+        return replace(config, train=replace(train, **{k: v for k, (v, _) in changed.items()}))
+    listed = ", ".join(
+        f"{k}: checkpoint {old!r}, flags {new!r}" for k, (old, new) in changed.items()
+    )
+    raise ConfigError(
+        f"--load {train.load} was trained with another schedule ({listed}): give the "
+        "checkpoint's values, or --override-opt_param-scheduler to use the flags', or "
+        "--use-checkpoint-opt_param-scheduler to keep the checkpoint's"
     )
 
 
@@ -157,7 +186,7 @@ class Run:
         self.writer = MetricsWriter(config.train.tensorboard_dir, parallel.is_main_rank())
         self.last_checkpoint: Path | None = None
         if self.resume_state is not None and not config.train.skip_train:
-            self.state.scheduler.load_state_dict(self.resume_state["scheduler"])
+            self.state.resume_schedule(self.resume_state["scheduler"])
             self.builder.load_state_dict(self.resume_state["sampler"])
 
     # ---- setup -------------------------------------------------------------------------------
@@ -206,11 +235,13 @@ class Run:
         imported = self.config.data.imported_checkpoint
         if imported:
             load_imported_weights(self.state.module, self.config.model, imported)
+            self.state.weights_loaded()
             self._log(f"starting from {imported}")
         elif self.data.pretrained is not None:
             load_checkpoint(
                 self.data.pretrained, self.state.module, restore_rng=False, require_state=False
             )
+            self.state.weights_loaded()
             self._log(f"starting from {self.data.pretrained}")
         return 0
 
@@ -257,6 +288,8 @@ class Run:
             {
                 "budget": math.nan if batches.budget is None else batches.budget,
                 "grad_norm": output.grad_norm,
+                "finite": float(output.finite),
+                "skipped": float(not output.updated),
                 "lr": self.state.optimizer.param_groups[0]["lr"],
                 "step_time": time.time() - started,
                 "rollout_tokens_per_s": (
@@ -285,17 +318,17 @@ class Run:
             "loss_rl": mean_or_nan(rl_sum, rl_count),
             "loss_ntp": mean_or_nan(ntp_sum, ntp_count),
             "rl_token_entropy": mean_or_nan(entropy_sum, rl_count),
-            "loss_sums_finite": float(math.isfinite(rl_sum) and math.isfinite(ntp_sum)),
         }
 
     def _check_finite(self, step: int, metrics: dict[str, float]) -> None:
-        grad_ok = math.isfinite(metrics["grad_norm"]) or self.config.train.clip_grad == 0
-        if not metrics["loss_sums_finite"] or not grad_ok:
+        """Stop when a step's losses or gradients were not finite (the step was not applied, so
+        the weights and every checkpoint are still the last good ones)."""
+        if not metrics["finite"]:
             raise TrainingError(
-                f"the loss or gradient norm is not finite at step {step} (L_RL "
-                f"{metrics['loss_rl']}, L_NTP {metrics['loss_ntp']}, grad norm "
-                f"{metrics['grad_norm']}); lower --lr or check the data. The last good "
-                f"checkpoint is {self.last_checkpoint or 'none (nothing was saved yet)'}"
+                f"the loss or the gradients are not finite at step {step} (L_RL "
+                f"{metrics['loss_rl']}, L_NTP {metrics['loss_ntp']}); the step was not applied. "
+                "Lower --lr or check the data. The last checkpoint is "
+                f"{self.last_checkpoint or 'none (nothing was saved yet)'}"
             )
 
     # ---- evaluation, checkpoints, loop -------------------------------------------------------
@@ -398,7 +431,7 @@ class Run:
 
 def run_training(config: RMTConfig) -> dict:
     """Initialise the process groups, train, and tear down; returns first/final eval reports."""
-    config = with_imported_model(config)
+    config = with_resumed_schedule(with_imported_model(config))
     parallel.initialize(config.model, config.train.seed)
     try:
         with cpu.device_mode():

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import torch
 
-from rmt_megatron.kernels.stats import GradInputs, PartialStats
+from rmt_megatron.kernels.stats import GradInputs, PartialStats, to_peak
 
 DEFAULT_V_CHUNK = 4096
 
@@ -27,26 +27,28 @@ class _OnlineStats:
     """Running (m, s, w, t) of `stats.PartialStats` over vocabulary chunks."""
 
     def __init__(self, n: int, device) -> None:
-        self.peak = torch.full((n,), float("-inf"), device=device)
-        self.sum_exp = torch.zeros(n, device=device)
-        self.sum_exp_z = torch.zeros(n, device=device)
-        self.target = torch.zeros(n, device=device)
+        self.stats = PartialStats(
+            torch.full((n,), float("-inf"), device=device),
+            *(torch.zeros(n, device=device) for _ in range(3)),
+        )
 
     def update(self, z: torch.Tensor, start: int, local_label: torch.Tensor) -> None:
-        """Fold in `z: [n, c]` (fp32, already divided by τ) for columns [start, start + c)."""
-        new_peak = torch.maximum(self.peak, z.max(dim=-1).values)
-        rescale = torch.exp(self.peak - new_peak)
-        e = torch.sub(z, new_peak[:, None]).exp_()
-        self.sum_exp = self.sum_exp * rescale + e.sum(dim=-1)
-        self.sum_exp_z = self.sum_exp_z * rescale + torch.einsum("nc,nc->n", e, z)
-        self.peak = new_peak
+        """Fold in `z: [n, c]` (a fp32 temporary, already divided by τ, overwritten) for columns
+        [start, start + c)."""
         inside = (local_label >= start) & (local_label < start + z.shape[1])
         column = (local_label - start).clamp(0, z.shape[1] - 1)
-        picked = z.gather(1, column[:, None]).squeeze(1)
-        self.target = torch.where(inside, picked, self.target)
+        target = torch.where(inside, z.gather(1, column[:, None]).squeeze(1), self.stats.target)
+        peak = torch.maximum(self.stats.peak, z.max(dim=-1).values)
+        sum_exp, sum_exp_shift = to_peak(self.stats, peak)
+        shift = z.sub_(peak[:, None])
+        e = shift.exp()
+        sum_exp = sum_exp + e.sum(dim=-1)
+        # a plain (pairwise) sum: einsum's dot product accumulates 10x less accurately here
+        sum_exp_shift = sum_exp_shift + e.mul_(shift).sum(dim=-1)
+        self.stats = PartialStats(peak, sum_exp, sum_exp_shift, target)
 
     def result(self) -> PartialStats:
-        return PartialStats(self.peak, self.sum_exp, self.sum_exp_z, self.target)
+        return self.stats
 
 
 def _grad_z(z: torch.Tensor, start: int, inputs: GradInputs) -> torch.Tensor:

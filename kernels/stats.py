@@ -3,12 +3,14 @@
 For one token with logits x over (this rank's slice of) the vocabulary and temperature τ,
 z = x / τ. A rank's *partial* statistics over its columns are
 
-    m = max_v z_v,   s = Σ_v exp(z_v - m),   w = Σ_v exp(z_v - m) · z_v,   t = z_y (0 if y ∉ slice)
+    m = max_v z_v,   s = Σ_v exp(z_v - m),   w = Σ_v exp(z_v - m)·(z_v - m),   t = z_y (or 0)
 
-and the global ones follow from one all-reduce MAX (of m) and one packed all-reduce SUM (of the
-rescaled s·exp(m - M), w·exp(m - M) and t):
+w is taken relative to the peak so that no large number enters a sum: with logits of size 10–30,
+Σ exp(z - m)·z and log Z are both large and their difference H loses most of fp32's digits. The
+global statistics follow from one all-reduce MAX (of m) and one packed all-reduce SUM of the parts
+moved to the global peak M (`to_peak`: s·e^(m-M), (w + (m-M)·s)·e^(m-M), t):
 
-    log Z = M + log S,   E_p[z] = W / S,   logprob = t - log Z,   H = log Z - E_p[z].
+    log Z = M + log S,   H = log S - W / S,   E_p[z] = M + W / S,   logprob = t - log Z.
 
 Backward (no collective): with upstream gradients g_lp and g_H per token and p_v = exp(z_v - log Z)
 
@@ -27,12 +29,23 @@ import torch.distributed as dist
 
 
 class PartialStats(NamedTuple):
-    """One rank's statistics over its vocabulary columns, all `[N]` fp32."""
+    """One rank's statistics over its vocabulary columns, all `[N]` fp32 (m, s, w, t above)."""
 
     peak: torch.Tensor
     sum_exp: torch.Tensor
-    sum_exp_z: torch.Tensor
+    sum_exp_shift: torch.Tensor
     target: torch.Tensor
+
+
+def to_peak(stats: PartialStats, peak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(s, w) of `stats` moved to the larger `peak` M: s·e^(m-M) and (w + (m-M)·s)·e^(m-M); an
+    empty part (s = 0, m = -inf) stays (0, 0)."""
+    shift = stats.peak - peak
+    scale = torch.exp(shift)
+    moved = torch.where(
+        stats.sum_exp > 0, (stats.sum_exp_shift + shift * stats.sum_exp) * scale, 0.0
+    )
+    return stats.sum_exp * scale, moved
 
 
 class TokenStats(NamedTuple):
@@ -69,11 +82,11 @@ def merge(parts: list[PartialStats]) -> PartialStats:
     if len(parts) == 1:
         return parts[0]
     peak = torch.stack([p.peak for p in parts]).amax(dim=0)
-    scales = [torch.exp(p.peak - peak) for p in parts]
+    moved = [to_peak(p, peak) for p in parts]
     return PartialStats(
         peak,
-        torch.stack([p.sum_exp * s for p, s in zip(parts, scales, strict=True)]).sum(dim=0),
-        torch.stack([p.sum_exp_z * s for p, s in zip(parts, scales, strict=True)]).sum(dim=0),
+        torch.stack([s for s, _ in moved]).sum(dim=0),
+        torch.stack([w for _, w in moved]).sum(dim=0),
         torch.stack([p.target for p in parts]).sum(dim=0),
     )
 
@@ -83,15 +96,15 @@ def combine(partial: PartialStats, ignored: torch.Tensor, tp_group=None) -> Toke
     peak = partial.peak.clone()
     if tp_world_size(tp_group) > 1:
         dist.all_reduce(peak, op=dist.ReduceOp.MAX, group=tp_group)
-    scale = torch.exp(partial.peak - peak)
-    packed = torch.stack([partial.sum_exp * scale, partial.sum_exp_z * scale, partial.target])
+    packed = torch.stack([*to_peak(partial, peak), partial.target])
     if tp_world_size(tp_group) > 1:
         dist.all_reduce(packed, group=tp_group)
-    sum_exp, sum_exp_z, target = packed
-    log_z = peak + torch.log(sum_exp)
-    mean_z = sum_exp_z / sum_exp
+    sum_exp, sum_exp_shift, target = packed
+    log_sum = torch.log(sum_exp)
+    mean_shift = sum_exp_shift / sum_exp
+    log_z = peak + log_sum
     logprob = torch.where(ignored, torch.zeros_like(target), target - log_z)
-    return TokenStats(logprob, log_z - mean_z, log_z, mean_z)
+    return TokenStats(logprob, log_sum - mean_shift, log_z, peak + mean_shift)
 
 
 def grad_coefficients(

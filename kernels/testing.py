@@ -50,6 +50,29 @@ GPU_CASES = {
 """Shapes at the compiled kernels' block sizes, for a GPU."""
 
 
+REALISTIC = {
+    f"std{scale:g}_v{vocab}_t{temperature:g}": KernelCase(
+        4, vocab, temperature=temperature, scale=scale
+    )
+    for vocab in (4099, 32000)
+    for scale, temperature in ((3.0, 0.6), (3.0, 1.0), (3.0, 1.2), (10.0, 1.0))
+}
+"""Logits of the size a trained model produces (standard deviation 3–10) over real vocabulary
+sizes, for the accuracy checks against float64 (`float64_reference`)."""
+
+
+def float64_reference(logits, labels, temperature, upstream) -> list[torch.Tensor]:
+    """`[logprob, entropy, grad]` in float64, the ground truth for fp32 accuracy."""
+
+    def in_float64(x, y, temperature):
+        z = x.double() / temperature
+        log_p = torch.log_softmax(z, dim=-1)
+        logprob = log_p.gather(1, y.clamp_min(0)[:, None]).squeeze(1).masked_fill(y < 0, 0.0)
+        return logprob, -(log_p.exp() * log_p).sum(dim=-1)
+
+    return forward_backward(in_float64, [logits.double()], labels, temperature, upstream.double())
+
+
 def _generator(case: KernelCase, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(case.n * 1009 + case.vocab)
 

@@ -48,10 +48,14 @@ def _stats_kernel(
             * inv_temperature
         )
         new_peak = tl.maximum(peak, tl.max(z, axis=0))
-        e = tl.where(inside, tl.exp(z - new_peak), 0.0)
-        rescale = tl.exp(peak - new_peak)
+        shift = tl.where(inside, z - new_peak, 0.0)
+        e = tl.where(inside, tl.exp(shift), 0.0)
+        moved = peak - new_peak
+        rescale = tl.exp(moved)
+        # w is kept relative to the running peak (stats.py): move it before adding this block
+        total_z = (total_z + tl.where(total > 0, moved, 0.0) * total) * rescale
         total = total * rescale + tl.sum(e, axis=0)
-        total_z = total_z * rescale + tl.sum(e * tl.where(inside, z, 0.0), axis=0)
+        total_z += tl.sum(e * shift, axis=0)
         target += tl.sum(tl.where(cols == label, z, 0.0), axis=0)
         peak = new_peak
     tl.store(peak_ptr + row, peak)

@@ -71,6 +71,73 @@ def test_bad_checkpoints_are_named(checkpoint, tmp_path):
         SafetensorsReader(tmp_path)
 
 
+@pytest.mark.parametrize(
+    ("architecture", "extra", "named"),
+    [
+        ("Qwen3ForCausalLM", {"attention_bias": True}, "attention_bias=True"),
+        (
+            "Qwen2ForCausalLM",
+            {"use_sliding_window": True, "sliding_window": 32},
+            "use_sliding_window=True",
+        ),
+        ("LlamaForCausalLM", {"mlp_bias": True}, "mlp_bias=True"),
+    ],
+)
+def test_checkpoint_features_the_model_lacks_are_refused(architecture, extra, named):
+    from rmt_megatron.errors import ConfigError
+    from rmt_megatron.model_io.hf_import import architecture_from_hf
+
+    config = dict(TINY_HF, architectures=[architecture], **extra)
+    with pytest.raises(ConfigError, match=f"{named}.*is not supported: the model has RMSNorm"):
+        architecture_from_hf(config)
+
+
+def test_rope_theta_is_kept_as_given_and_the_ffn_must_split_over_tp():
+    from rmt_megatron.config.sections import ModelConfig
+    from rmt_megatron.errors import ConfigError
+    from rmt_megatron.model_io.hf_import import architecture_from_hf
+
+    fields = architecture_from_hf(
+        dict(TINY_HF, architectures=["LlamaForCausalLM"], rope_theta=500000.5)
+    )
+    assert fields["rotary_base"] == 500000.5
+    with pytest.raises(
+        ConfigError,
+        match=r"ffn_hidden_size=96 is invalid.*divisible by tensor_model_parallel_size=5",
+    ):
+        ModelConfig(
+            **dict(
+                fields,
+                num_attention_heads=5,
+                num_query_groups=5,
+                kv_channels=16,
+                tensor_model_parallel_size=5,
+            )
+        )
+
+
+def _import_error(directory):
+    from rmt_megatron.errors import CheckpointError
+
+    try:
+        with imported(directory, 1, 1):
+            return None
+    except CheckpointError as error:
+        return str(error)
+
+
+def test_a_checkpoint_tensor_the_model_does_not_read_is_an_error(checkpoint, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    directory, _ = checkpoint
+    tensors = load_file(str(directory / "model.safetensors"))
+    tensors["model.layers.0.self_attn.o_proj.bias"] = torch.zeros(64)
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text((directory / "config.json").read_text())
+    message = run_ranks(1, _import_error, str(tmp_path))[0]
+    assert "no place for (model.layers.0.self_attn.o_proj.bias)" in message
+
+
 def _round_trip(directory, output, tp, pp):
     from rmt_megatron.model_io.hf_export import export_hf
 

@@ -12,7 +12,13 @@ from rmt_megatron.kernels import (
     token_logprob_entropy_reference,
     triton_logits,
 )
-from rmt_megatron.kernels.testing import CASES, forward_backward, logits_inputs
+from rmt_megatron.kernels.testing import (
+    CASES,
+    REALISTIC,
+    float64_reference,
+    forward_backward,
+    logits_inputs,
+)
 
 assert os.environ.get("TRITON_INTERPRET") == "1", "run with TRITON_INTERPRET=1"
 
@@ -46,6 +52,22 @@ def test_triton_logits_op(name, dtype):
         {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2**-7, "atol": 1e-3}
     )
     torch.testing.assert_close(g.float(), ref_g, **tolerance)
+
+
+@pytest.mark.parametrize("name", ["std3_v4099_t0.6", "std10_v4099_t1"])
+def test_triton_statistics_are_accurate_on_realistic_logits(name, monkeypatch):
+    monkeypatch.setattr(triton_logits, "BLOCK", 1024)
+    case = REALISTIC[name]
+    logits, labels, upstream = logits_inputs(case)
+
+    def triton(x, y, temperature):
+        return token_logprob_entropy(x, y, temperature=temperature, backend="triton")
+
+    got = forward_backward(triton, [logits], labels, case.temperature, upstream)
+    want = float64_reference(logits, labels, case.temperature, upstream)
+    entropy_error = ((got[1].double() - want[1]).abs() / want[1].abs()).max().item()
+    assert entropy_error <= (1e-6 if case.scale == 3.0 else 1e-5)
+    assert (got[2].double() - want[2]).abs().max() / want[2].abs().max() <= 1e-5
 
 
 @pytest.fixture

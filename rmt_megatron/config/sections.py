@@ -414,7 +414,7 @@ class ModelConfig(ParallelConfig):
     norm_epsilon: float = 1e-5
     """ε of RMSNorm."""
 
-    rotary_base: int = 10000
+    rotary_base: float = 10000.0
     """RoPE base frequency θ."""
 
     use_rope_scaling: bool = False
@@ -449,12 +449,23 @@ class ModelConfig(ParallelConfig):
             "seq_length",
             "max_position_embeddings",
             "make_vocab_size_divisible_by",
-            "rotary_base",
         ):
             value = getattr(self, name)
             require(value >= 1, f"model.{name}", value, "must be a positive integer")
+        require(
+            math.isfinite(self.rotary_base) and self.rotary_base > 1,
+            "model.rotary_base",
+            self.rotary_base,
+            "RoPE's θ must be a finite number > 1",
+        )
         groups = self.query_groups
         heads, tp = self.num_attention_heads, self.tensor_model_parallel_size
+        require(
+            self.ffn_hidden_size % tp == 0,
+            "model.ffn_hidden_size",
+            self.ffn_hidden_size,
+            f"must be divisible by tensor_model_parallel_size={tp} (each rank holds a slice)",
+        )
         require(
             self.kv_channels is not None or self.hidden_size % heads == 0,
             "model.hidden_size",

@@ -112,6 +112,15 @@ def all_finite(tensors) -> bool:
     return everywhere(all(bool(torch.isfinite(t).all()) for t in tensors))
 
 
+def all_gather_object(value) -> list:
+    """Every rank's `value` (any picklable object), in world-rank order."""
+    if not dist.is_initialized():
+        return [value]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def tensor_parallel_group():
     """This rank's tensor-parallel group (vocab-parallel ops take it as `tp_group`)."""
     return parallel_state.get_tensor_model_parallel_group()

@@ -87,6 +87,8 @@ class GGUFCheckpoint:
         except (ValueError, OSError) as error:
             raise CheckpointError(f"{self.path} is not a readable GGUF file ({error})") from error
         self._tensors = {t.name: t for t in self._reader.tensors}
+        self.read_names: set[str] = set()
+        """The tensors `read` has been asked for (GGUF names)."""
         self.architecture = self.field("general.architecture")
         if self.architecture not in SUPPORTED_ARCHITECTURES:
             raise ConfigError(
@@ -157,6 +159,10 @@ class GGUFCheckpoint:
     def __contains__(self, name: str) -> bool:
         return _gguf_name(name) in self._tensors
 
+    def names(self) -> list[str]:
+        """Every tensor of the file, by its GGUF name."""
+        return list(self._tensors)
+
     def read(
         self, name: str, rows: slice = slice(None), columns: slice | None = None
     ) -> torch.Tensor:
@@ -164,6 +170,7 @@ class GGUFCheckpoint:
         from gguf.quants import dequantize
 
         gguf_name = _gguf_name(name)
+        self.read_names.add(gguf_name or name)
         if gguf_name not in self._tensors:
             raise CheckpointError(
                 f"tensor {gguf_name or name!r} (for {name}) is missing from {self.path}"

@@ -80,6 +80,33 @@ def _rope_fields(rope: dict) -> dict:
     )
 
 
+SUPPORTED_FEATURES = (
+    "RMSNorm, SwiGLU MLP without biases, RoPE (plain, linear or llama3 scaling), full causal "
+    "attention with grouped queries, Qwen2's q/k/v biases, Qwen3's q/k norms, tied or untied "
+    "embeddings"
+)
+
+
+def _refuse_unsupported(architecture: str, hf: dict) -> None:
+    """A checkpoint feature the model cannot reproduce is an error that names it: importing it
+    anyway would give other logits without a word."""
+    unsupported = []
+    # Qwen2 always has q/k/v biases (read as add_qkv_bias) and no o_proj bias
+    if hf.get("attention_bias") and architecture != "Qwen2ForCausalLM":
+        unsupported.append("attention_bias=True (biases on q/k/v/o)")
+    if hf.get("mlp_bias"):
+        unsupported.append("mlp_bias=True")
+    if hf.get("use_sliding_window") and hf.get("sliding_window") is not None:
+        unsupported.append(f"use_sliding_window=True (window {hf['sliding_window']})")
+    if architecture == "LlamaForCausalLM" and hf.get("sliding_window") is not None:
+        unsupported.append(f"sliding_window={hf['sliding_window']}")
+    if unsupported:
+        raise ConfigError(
+            f"{architecture} with {', '.join(unsupported)} is not supported: the model has "
+            f"{SUPPORTED_FEATURES}"
+        )
+
+
 def architecture_from_hf(hf: dict) -> dict:
     """Every architecture field of `ModelConfig` for a Hugging Face `config.json` given as a dict
     (the layout, dtype, vocabulary padding and sequence length are the run's, not the
@@ -95,8 +122,7 @@ def architecture_from_hf(hf: dict) -> dict:
             f"hidden_act={hf['hidden_act']!r}: only SwiGLU (silu) MLPs map to this model"
         )
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
-    if architecture == "LlamaForCausalLM" and (hf.get("attention_bias") or hf.get("mlp_bias")):
-        raise ConfigError("Llama checkpoints with attention or MLP biases are not supported")
+    _refuse_unsupported(architecture, hf)
     heads = hf["num_attention_heads"]
     fields = dict(
         num_layers=hf["num_hidden_layers"],
@@ -108,7 +134,7 @@ def architecture_from_hf(hf: dict) -> dict:
         max_position_embeddings=hf["max_position_embeddings"],
         vocab_size=hf["vocab_size"],
         norm_epsilon=hf.get("rms_norm_eps", 1e-6),
-        rotary_base=int(rope.get("rope_theta", hf.get("rope_theta", 10000))),
+        rotary_base=float(rope.get("rope_theta", hf.get("rope_theta", 10000))),
         qk_layernorm=architecture == "Qwen3ForCausalLM",
         add_qkv_bias=architecture == "Qwen2ForCausalLM",
         untie_embeddings_and_output_weights=not hf.get("tie_word_embeddings", False),
@@ -142,10 +168,18 @@ class SafetensorsReader:
         single = self._handles["model.safetensors"] if weight_map is None else None
         self._where = weight_map or {key: "model.safetensors" for key in single.keys()}  # noqa: SIM118
 
+        self.read_names: set[str] = set()
+        """The tensors `read` has been asked for."""
+
     def __contains__(self, name: str) -> bool:
         return name in self._where
 
+    def names(self) -> list[str]:
+        """Every tensor of the checkpoint."""
+        return list(self._where)
+
     def read(self, name: str, rows: slice = slice(None), columns: slice | None = None):
+        self.read_names.add(name)
         if name not in self._where:
             raise CheckpointError(f"tensor {name!r} is missing from the checkpoint")
         part = self._handles[self._where[name]].get_slice(name)
@@ -246,3 +280,24 @@ def load_weights(model, config: ModelConfig, reader, vocab_size: int) -> None:
                 "its weights disagree"
             )
         current.copy_(value)
+    _refuse_unread_tensors(reader, config)
+
+
+def _refuse_unread_tensors(reader, config: ModelConfig) -> None:
+    """A checkpoint tensor that no rank read has no place in the model (a bias, an extra norm):
+    importing without it would give other logits, so it is an error (collective)."""
+    read = set().union(*parallel.all_gather_object(reader.read_names))
+    tied = not config.untie_embeddings_and_output_weights
+    unread = sorted(
+        name
+        for name in reader.names()
+        if name not in read
+        and not name.endswith("rotary_emb.inv_freq")  # a buffer RoPE recomputes
+        and not (tied and name in ("lm_head.weight", "output.weight"))  # a copy of the embedding
+    )
+    if unread:
+        listed = ", ".join(unread[:6]) + (f" and {len(unread) - 6} more" if len(unread) > 6 else "")
+        raise CheckpointError(
+            f"the checkpoint holds tensors the model has no place for ({listed}): it has features "
+            f"this importer does not implement (it reads {SUPPORTED_FEATURES})"
+        )

@@ -78,3 +78,15 @@ def test_the_command_line_prints_the_message_without_a_traceback(corpus_data):
         )
         assert result.returncode == status, result.stderr
         assert expected in result.stderr and "Traceback" not in result.stderr
+
+
+def test_preprocess_mistakes_end_in_a_message(tmp_path, capsys):
+    from rmt_megatron.model_io import preprocess
+
+    (tmp_path / "corpus.txt").write_text("Ben has 7 apples.\n\nAna has 5 pens.\n")
+    base = ["--input", str(tmp_path / "corpus.txt"), "--output-prefix", str(tmp_path / "d")]
+    assert preprocess.main([*base, "--train-tokenizer", "100"]) == 1
+    assert "cannot train a 100-token tokenizer" in capsys.readouterr().err
+    assert preprocess.main([*base, "--tokenizer-model", str(tmp_path / "none.model")]) == 1
+    assert "none.model does not exist" in capsys.readouterr().err
+    assert not list(tmp_path.glob("d.*"))

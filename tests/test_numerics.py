@@ -96,7 +96,7 @@ def test_a_changed_schedule_on_resume_is_refused_overridden_or_taken_from_the_ch
     assert overridden[-1]["lr"] == pytest.approx(1e-3)
 
 
-def _checkpoint_weights_are_finite(save):
+def _checkpoint_weights_are_finite(save, step):
     from rmt_megatron.config.presets import get_preset
     from rmt_megatron.mcore import cpu, parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
@@ -107,7 +107,7 @@ def _checkpoint_weights_are_finite(save):
     try:
         with cpu.device_mode():
             model = build_gpt_model(config, 512)
-            load_checkpoint(save, model, restore_rng=False)
+            load_checkpoint(save, model, step=step, restore_rng=False)
             return all(bool(torch.isfinite(p).all()) for p in model.parameters())
     finally:
         parallel.shutdown()
@@ -117,6 +117,10 @@ def _checkpoint_weights_are_finite(save):
 def test_a_diverging_run_stops_before_non_finite_values_reach_a_checkpoint(
     corpus_data, tmp_path, capfd, clip
 ):
+    """lr 1e30: step 1 is finite but leaves absurd weights (saved as iter_0000001); step 2's
+    gradients are not finite, so it is not applied and the run stops. iter_0000001 is then no
+    longer the latest checkpoint, and resuming with a sane lr trains."""
+    save = str(tmp_path / "save")
     argv = [
         *data_args(corpus_data),
         *STEPS,
@@ -125,14 +129,20 @@ def test_a_diverging_run_stops_before_non_finite_values_reach_a_checkpoint(
         "--clip-grad",
         clip,
         "--save",
-        str(tmp_path),
+        save,
         "--save-interval",
         "1",
     ]
     assert run_ranks(1, _main, argv)[0] == 1
-    assert "not finite at step" in capfd.readouterr().err
-    if (tmp_path / "latest_checkpointed_iteration.txt").is_file():
-        assert run_ranks(1, _checkpoint_weights_are_finite, str(tmp_path))[0]
+    err = capfd.readouterr().err
+    assert "not finite at step 2" in err and "iter_0000001 holds the weights" in err
+    assert "No checkpoint of this run trained finitely" in err
+    assert not (tmp_path / "save" / "latest_checkpointed_iteration.txt").exists()
+    assert run_ranks(1, _checkpoint_weights_are_finite, save, 1)[0]
+    resumed = run_ranks(
+        1, _train, [*data_args(corpus_data), *STEPS, "--save", save, "--load", save]
+    )[0]
+    assert all(m["finite"] == 1.0 for m in resumed)
 
 
 def _poison_and_load(save):
@@ -174,3 +184,47 @@ def test_non_finite_weights_are_never_saved_and_refused_on_load(tmp_path):
     refused_save, refused_load = run_ranks(1, _poison_and_load, str(tmp_path))[0]
     assert "non-finite weights" in refused_save
     assert "iter_0000001 holds non-finite weights" in refused_load
+
+
+def test_a_dataset_built_with_another_tokenizer_is_refused(corpus_data, tmp_path, capfd):
+    from rmt_megatron.builtin.corpus import arithmetic_documents, document_text
+    from rmt_megatron.model_io import preprocess
+
+    text = "\n\n".join(document_text(d) for d in arithmetic_documents(60, seed=3))
+    (tmp_path / "corpus.txt").write_text(text)
+    for name in ("train", "valid"):
+        assert (
+            preprocess.main(
+                [
+                    "--input",
+                    str(tmp_path / "corpus.txt"),
+                    "--output-prefix",
+                    str(tmp_path / name),
+                    "--train-tokenizer",
+                    "400",
+                ]
+            )
+            == 0
+        )
+    # ids of a 400-token vocabulary all fit the shipped 512-token one: only the record tells
+    argv = [*data_args(tmp_path), *STEPS]
+    assert run_ranks(1, _main, argv)[0] == 1
+    assert "was built with another tokenizer" in capfd.readouterr().err
+
+
+def test_the_difficulty_cache_is_keyed_by_the_data_itself(corpus_data, tmp_path):
+    import shutil
+
+    from rmt_megatron.run.difficulty import difficulty_cache_path, file_signature
+
+    copy = tmp_path / "train"
+    for suffix in (".bin", ".idx"):
+        shutil.copy(f"{corpus_data / 'train'}{suffix}", f"{copy}{suffix}")
+    key = {"data": file_signature(copy), "entropy_top_k": 16}
+    before = difficulty_cache_path(copy, "policy", key)
+    assert before == difficulty_cache_path(
+        copy, "policy", {"entropy_top_k": 16, "data": file_signature(copy)}
+    )
+    (tmp_path / "train.bin").write_bytes((tmp_path / "train.bin").read_bytes()[::-1])
+    assert difficulty_cache_path(copy, "policy", {**key, "data": file_signature(copy)}) != before
+    assert difficulty_cache_path(copy, "policy", {**key, "entropy_top_k": 0}) != before

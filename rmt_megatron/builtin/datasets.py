@@ -18,6 +18,7 @@ from pathlib import Path
 from rmt_megatron.builtin.corpus import Segment, arithmetic_documents, document_text
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
+from rmt_megatron.model_io.preprocess import record_tokenizer
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "tiny_base"
@@ -72,6 +73,7 @@ def prepare_builtin_data(
                 (encode_document(tokenizer, doc) for doc in builtin_documents(split)),
                 tokenizer.vocab_size,
             )
+            record_tokenizer(prefix, tokenizer)
         atomic_write(stamp_path, json.dumps(stamp, indent=1))
     return BuiltinData(
         tokenizer_model, prefixes["train"], prefixes["valid"], assets / CHECKPOINT_DIR

@@ -90,6 +90,16 @@ def save_checkpoint(
     return final
 
 
+def set_latest(root: str | os.PathLike, step: int | None) -> None:
+    """Name `step` as the newest checkpoint under `root` (None: name none, so that --load finds
+    no checkpoint there); the iter_* directories are left as they are."""
+    tracker = Path(root) / TRACKER
+    if step is None:
+        tracker.unlink(missing_ok=True)
+    else:
+        atomic_write(tracker, str(step))
+
+
 def read_state(root: str | os.PathLike, step: int | None = None) -> dict[str, Any]:
     """The JSON state saved with step `step` (default: the tracker's), without loading weights."""
     step = latest_step(root) if step is None else step

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,9 +24,45 @@ from tqdm import tqdm
 
 from rmt_megatron.cli import command
 from rmt_megatron.errors import DatasetError
+from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
+from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.model_io.checkpoints import load_tokenizer
-from rmt_megatron.model_io.tokenizers import train_sentencepiece
+from rmt_megatron.model_io.tokenizers import fingerprint, train_sentencepiece
+
+TOKENIZER_RECORD = ".tokenizer.json"
+"""Suffix of the file beside PREFIX.bin/.idx that names the tokenizer the dataset was built with."""
+
+
+def record_tokenizer(prefix: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """Write `PREFIX.tokenizer.json`: the tokenizer's fingerprint, size and file."""
+    record = {
+        "fingerprint": fingerprint(tokenizer),
+        "vocab_size": tokenizer.vocab_size,
+        "tokenizer": str(tokenizer.path),
+    }
+    atomic_write(str(prefix) + TOKENIZER_RECORD, json.dumps(record, indent=1))
+
+
+def check_tokenizer(prefix: str | os.PathLike, tokenizer: Tokenizer) -> None:
+    """Refuse a dataset whose record names another tokenizer (a dataset without a record, e.g.
+    built by Megatron-LM's tools, is taken on trust: its ids are only checked against the
+    vocabulary size)."""
+    path = Path(str(prefix) + TOKENIZER_RECORD)
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+        recorded = record["fingerprint"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise DatasetError(f"{path} is unreadable ({error}): rebuild the dataset") from None
+    if recorded != fingerprint(tokenizer):
+        raise DatasetError(
+            f"{prefix} was built with another tokenizer ({record.get('tokenizer')}, "
+            f"{record.get('vocab_size')} tokens) than this run's {tokenizer.path} "
+            f"({tokenizer.vocab_size} tokens): rebuild it with `rmt-preprocess "
+            f"--tokenizer-model {tokenizer.path}` or pass the tokenizer it was built with"
+        )
 
 
 def read_documents(path: Path, json_key: str) -> Iterator[str]:
@@ -97,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         for text in tqdm(read_documents(args.input, args.json_keys), desc="tokenize", unit="doc")
     )
     count = write_indexed_dataset(args.output_prefix, documents, model.vocab_size)
+    record_tokenizer(args.output_prefix, model)
     print(f"wrote {count} documents to {args.output_prefix}.bin/.idx")
     return 0
 

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -26,6 +27,7 @@ import sentencepiece as spm
 from rmt_megatron.errors import TokenizerError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.method.answer_format import FORMAT_SYMBOLS
+from rmt_megatron.method.tokenizer import Tokenizer
 
 
 class SentencePieceTokenizer:
@@ -84,28 +86,35 @@ class SentencePieceTokenizer:
 def train_sentencepiece(
     texts: Iterable[str], output_path: str | os.PathLike, vocab_size: int
 ) -> SentencePieceTokenizer:
-    """Train a BPE tokenizer on `texts` and write it to `output_path` (atomically)."""
+    """Train a BPE tokenizer on `texts` and write it to `output_path` (atomically): byte
+    fallback, digits split one per token, the answer format's pieces kept whole."""
     model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts),
-        model_writer=model,
-        vocab_size=vocab_size,
-        model_type="bpe",
-        byte_fallback=True,
-        split_digits=True,
-        character_coverage=1.0,
-        user_defined_symbols=list(FORMAT_SYMBOLS),
-        unk_id=0,
-        eos_id=1,
-        bos_id=-1,
-        pad_id=-1,
-        add_dummy_prefix=False,
-        remove_extra_whitespaces=False,
-        normalization_rule_name="identity",
-        num_threads=1,
-        minloglevel=2,
-        max_sentence_length=1 << 16,
-    )
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(texts),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type="bpe",
+            byte_fallback=True,
+            split_digits=True,
+            character_coverage=1.0,
+            user_defined_symbols=list(FORMAT_SYMBOLS),
+            unk_id=0,
+            eos_id=1,
+            bos_id=-1,
+            pad_id=-1,
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            normalization_rule_name="identity",
+            num_threads=1,
+            minloglevel=2,
+            max_sentence_length=1 << 16,
+        )
+    except RuntimeError as error:  # sentencepiece reports bad settings as RuntimeError
+        reason = str(error).split("] ")[-1]
+        raise TokenizerError(
+            f"cannot train a {vocab_size}-token tokenizer for {output_path}: {reason}"
+        ) from None
     output_path = Path(output_path)
     output_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output_path, model.getvalue())
@@ -235,3 +244,12 @@ class HFTokenizer:
 
 
 _BYTE_DECODER = _byte_level_decoder()
+
+
+def fingerprint(tokenizer: Tokenizer) -> str:
+    """A digest of what a tokenizer means: every id's bytes and the end-of-sequence id. Two
+    tokenizers with equal fingerprints turn text into the same ids, whatever their files."""
+    digest = hashlib.sha256(str(tokenizer.eos_id).encode())
+    for piece in tokenizer.token_bytes(range(tokenizer.vocab_size)):
+        digest.update(len(piece).to_bytes(4, "little") + piece)
+    return digest.hexdigest()

@@ -12,6 +12,7 @@ stopped, and the final file appears only when complete (temporary name, then ren
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -29,6 +30,26 @@ from rmt_megatron.mcore.teacher_forcing import (
     forward_statistics,
 )
 from rmt_megatron.run.sharding import replica_share
+
+
+def file_signature(path: str | os.PathLike) -> list:
+    """What identifies the files at `path` (a file, a directory, or a dataset PREFIX whose
+    .bin/.idx are meant): resolved path, size and modification time of each, so that a rebuilt
+    dataset or a retrained checkpoint never reuses another one's scores."""
+    path = Path(path)
+    files = (
+        sorted(p for p in path.rglob("*") if p.is_file())
+        if path.is_dir()
+        else [p for p in (path, Path(f"{path}.bin"), Path(f"{path}.idx")) if p.is_file()]
+    )
+    return [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+def difficulty_cache_path(prefix: Path, proxy_name: str, key: dict) -> Path:
+    """`PREFIX_entropy_<proxy name>_<digest of key>.npy`; `key` names the data, the proxy's
+    weights and the scoring settings, and is written beside the scores as `.json`."""
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    return prefix.with_name(f"{prefix.name}_entropy_{proxy_name}_{digest}.npy")
 
 
 def _windows(document: np.ndarray, seq_length: int) -> list[tuple[int, np.ndarray]]:

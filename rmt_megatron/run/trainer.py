@@ -11,7 +11,6 @@ evaluation runs before training, every `eval_interval` steps and at the end.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -32,6 +31,8 @@ from rmt_megatron.mcore.checkpoint import (
     load_checkpoint,
     read_state,
     save_checkpoint,
+    set_latest,
+    step_dir,
 )
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.generation import RolloutEngine
@@ -46,8 +47,9 @@ from rmt_megatron.model_io.checkpoints import (
     load_tokenizer,
     with_imported_model,
 )
-from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
-from rmt_megatron.run.difficulty import score_difficulty
+from rmt_megatron.model_io.preprocess import check_tokenizer
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, fingerprint
+from rmt_megatron.run.difficulty import difficulty_cache_path, file_signature, score_difficulty
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.metrics import MetricsWriter, progress_line, replica_means
 from rmt_megatron.run.step_builder import StepBatchBuilder
@@ -138,6 +140,8 @@ class Run:
                 "tokenizer the model was trained with (a model may have more "
                 "rows than its tokenizer, never fewer)"
             )
+        for prefix in (self.data.train_prefix, self.data.valid_prefix):
+            check_tokenizer(prefix, tokenizer)
         self.train_docs = documents_of(
             load_indexed_dataset(self.data.train_prefix, tokenizer.vocab_size)
         )
@@ -152,6 +156,7 @@ class Run:
         )
         self.forward_step = make_forward_step(config.loss)
         self.start_step = self._load_weights()
+        self.starting_weights = self._starting_weights()
         self._proxy = None  # the difficulty proxy, loaded once while the datasets are scored
         scores_train = self.rl and not config.train.skip_train  # eval-only runs need none
         train_entropy = (
@@ -184,7 +189,8 @@ class Run:
         )
         self._proxy = None  # scoring is done: free it
         self.writer = MetricsWriter(config.train.tensorboard_dir, parallel.is_main_rank())
-        self.last_checkpoint: Path | None = None
+        self.saved_steps: list[int] = []
+        """Steps this run saved, oldest first."""
         if self.resume_state is not None and not config.train.skip_train:
             self.state.resume_schedule(self.resume_state["scheduler"])
             self.builder.load_state_dict(self.resume_state["sampler"])
@@ -247,22 +253,23 @@ class Run:
 
     def _difficulty(self, prefix: Path, documents: list[np.ndarray]) -> np.ndarray:
         """Proxy-model entropies (--rmt-proxy-checkpoint, else the starting policy), cached next
-        to the data under a name that says which proxy scored them."""
+        to the data under a key of the data, the proxy's weights and the scoring settings."""
         top_k = self.config.curriculum.entropy_top_k
         proxy_path = self.config.curriculum.proxy_checkpoint
-        proxy_name = ""
-        if proxy_path:
-            digest = hashlib.sha256(str(Path(proxy_path).resolve()).encode()).hexdigest()[:8]
-            proxy_name = f"_{Path(proxy_path).stem}-{digest}"
-        path = prefix.with_name(
-            f"{prefix.name}_entropy_{f'top{top_k}' if top_k else 'full'}{proxy_name}.npy"
-        )
+        key = {
+            "data": file_signature(prefix),
+            "proxy": file_signature(proxy_path) if proxy_path else self.starting_weights,
+            "tokenizer": fingerprint(self.data.tokenizer),
+            "entropy_top_k": top_k,
+            "seq_length": self.config.model.seq_length,
+        }
+        path = difficulty_cache_path(prefix, Path(proxy_path).stem if proxy_path else "policy", key)
         if path.is_file():
             return np.load(path)
         if proxy_path and self._proxy is None:
             self._proxy = load_proxy(proxy_path, self.config.model, self.data.tokenizer)
         model = self.state.module if self._proxy is None else self._proxy
-        return score_difficulty(
+        scores = score_difficulty(
             model,
             documents,
             path,
@@ -271,6 +278,21 @@ class Run:
             self.config.train.micro_batch_size,
             self.data.tokenizer.eos_id,
         )
+        if parallel.is_main_rank():
+            atomic_write(path.with_suffix(".json"), json.dumps(key, indent=1))
+        return scores
+
+    def _starting_weights(self):
+        """What this run's policy started from, as a signature of its files: the difficulty
+        proxy when no other is named. A resumed run keeps the one its checkpoint recorded, so it
+        draws from the same difficulty scores."""
+        if self.resume_state is not None and "starting_weights" in self.resume_state:
+            return self.resume_state["starting_weights"]
+        if self.config.data.imported_checkpoint:
+            return file_signature(self.config.data.imported_checkpoint)
+        if self.data.pretrained is not None:
+            return file_signature(self.data.pretrained)
+        return {"random_init": {"seed": self.config.train.seed, **self.config.to_dict()["model"]}}
 
     # ---- one step ----------------------------------------------------------------------------
 
@@ -321,15 +343,33 @@ class Run:
         }
 
     def _check_finite(self, step: int, metrics: dict[str, float]) -> None:
-        """Stop when a step's losses or gradients were not finite (the step was not applied, so
-        the weights and every checkpoint are still the last good ones)."""
-        if not metrics["finite"]:
-            raise TrainingError(
-                f"the loss or the gradients are not finite at step {step} (L_RL "
-                f"{metrics['loss_rl']}, L_NTP {metrics['loss_ntp']}); the step was not applied. "
-                "Lower --lr or check the data. The last checkpoint is "
-                f"{self.last_checkpoint or 'none (nothing was saved yet)'}"
+        """Stop when step `step` (1-based) had non-finite losses or gradients. The step was not
+        applied; but the weights that produced it are those of step - 1, so a checkpoint of step
+        - 1 is no good either: the tracker is moved back to the checkpoint before it (or removed
+        when there is none), so that --load resumes from weights that trained finitely."""
+        if metrics["finite"]:
+            return
+        message = (
+            f"the loss or the gradients are not finite at step {step} (L_RL "
+            f"{metrics['loss_rl']}, L_NTP {metrics['loss_ntp']}); the step was not applied. "
+            "Lower --lr or check the data."
+        )
+        save = self.config.train.save
+        if save and self.saved_steps:
+            good = [s for s in self.saved_steps if s < step - 1]
+            if self.saved_steps[-1] == step - 1:
+                if parallel.is_main_rank():
+                    set_latest(save, good[-1] if good else None)
+                message += (
+                    f" {step_dir(save, step - 1)} holds the weights that gave these values and "
+                    "is no longer the latest checkpoint."
+                )
+            message += (
+                f" The last checkpoint that trained finitely is {step_dir(save, good[-1])}"
+                if good
+                else " No checkpoint of this run trained finitely."
             )
+        raise TrainingError(message)
 
     # ---- evaluation, checkpoints, loop -------------------------------------------------------
 
@@ -369,7 +409,8 @@ class Run:
     def save(self, step: int) -> None:
         if not self.config.train.save:
             return
-        self.last_checkpoint = save_checkpoint(
+        self.saved_steps.append(step)
+        save_checkpoint(
             self.config.train.save,
             step,
             self.state.module,
@@ -378,6 +419,7 @@ class Run:
                 "step": step,
                 "config": self.config.to_dict(),
                 "scheduler": self.state.scheduler.state_dict(),
+                "starting_weights": self.starting_weights,
                 "sampler": self.builder.state_dict(),
             },
         )

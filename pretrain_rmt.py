@@ -14,6 +14,7 @@ import sys
 from rmt_megatron.cli import command
 from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
 from rmt_megatron.config.sections import RMTConfig
+from rmt_megatron.mcore.cpu import backends_line
 from rmt_megatron.mcore.parallel import is_main_rank
 from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.curriculum import tier_probabilities
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args, default_preset="tiny_cpu")
     if is_main_rank():
+        print(backends_line(), flush=True)
         print(
             f"rmt_megatron: preset {args.rmt_preset or 'tiny_cpu'}, method "
             f"{args.rmt_method or 'rmt'}, T={config.train.train_iters}, "

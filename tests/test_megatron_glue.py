@@ -109,3 +109,38 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path):
 
     with pytest.raises(CheckpointError, match="holds no checkpoint"):
         load_checkpoint(tmp_path, model=None)
+
+
+class _Planted:
+    """An object whose unpickling would leave a file behind."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _resume_with_planted_rng(directory: str, marker: str):
+    from rmt_megatron.errors import CheckpointError
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+
+    torch.save({"python": _Planted(marker)}, f"{directory}/iter_0000003/rng/rank_00000.pt")
+    parallel.initialize(layout(), seed=0)
+    try:
+        with cpu.device_mode():
+            load_checkpoint(directory, build_gpt_model(layout(), VOCAB))
+    except CheckpointError as error:
+        return str(error)
+    finally:
+        parallel.shutdown()
+
+
+def test_a_checkpoint_s_rng_file_is_never_unpickled(tmp_path):
+    save_dir, marker = tmp_path / "save", tmp_path / "unpickled"
+    run_ranks(1, save_small_model, str(save_dir))
+    message = run_ranks(1, _resume_with_planted_rng, str(save_dir), str(marker))[0]
+    assert "rank_00000.pt is not an RNG-state file this version writes" in message
+    assert not marker.exists()

@@ -72,14 +72,7 @@ def save_checkpoint(
         sharded["optimizer"] = optimizer.sharded_state_dict(model_state)
     dist_checkpointing.save(sharded, str(temporary))
     (temporary / "rng").mkdir(exist_ok=True)
-    torch.save(
-        {
-            "python": random.getstate(),
-            "numpy": np.random.get_state(),
-            "torch": torch.get_rng_state(),
-        },
-        temporary / "rng" / f"rank_{world_rank():05d}.pt",
-    )
+    torch.save(_rng_states(), temporary / "rng" / f"rank_{world_rank():05d}.pt")
     barrier()
     if is_main_rank():
         atomic_write(temporary / STATE_FILE, json.dumps(state or {}, indent=1))
@@ -88,6 +81,36 @@ def save_checkpoint(
         atomic_write(Path(root) / TRACKER, str(step))
     barrier()
     return final
+
+
+def _rng_states() -> dict[str, Any]:
+    """This process's python, numpy and torch generator states as tensors, lists and numbers
+    only, so that loading them needs no unpickling of arbitrary objects (weights_only)."""
+    version, words, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": [version, torch.tensor(words, dtype=torch.int64), gauss],
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached],
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _restore_rng_states(path: Path) -> None:
+    """Restore what `_rng_states` saved. The file is read with weights_only=True: a file that
+    holds anything else (e.g. an object planted in a checkpoint) is refused, never unpickled."""
+    try:
+        states = torch.load(path, weights_only=True)
+        version, words, gauss = states["python"]
+        name, keys, position, has_gauss, cached = states["numpy"]
+        random.setstate((version, tuple(int(w) for w in words), gauss))
+        np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached))
+        torch.set_rng_state(states["torch"])
+    except Exception as error:  # torch.load, a missing key or a wrong type: all mean one thing
+        raise CheckpointError(
+            f"{path} is not an RNG-state file this version writes ({type(error).__name__}): "
+            "it was written by another version or altered; remove the rng/ directory to resume "
+            "without restoring the random state"
+        ) from None
 
 
 def set_latest(root: str | os.PathLike, step: int | None) -> None:
@@ -153,10 +176,7 @@ def load_checkpoint(
         optimizer.load_state_dict(loaded["optimizer"])
     rng_file = directory / "rng" / f"rank_{world_rank():05d}.pt"
     if restore_rng and rng_file.is_file():
-        rng = torch.load(rng_file, weights_only=False)
-        random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
-        torch.set_rng_state(rng["torch"])
+        _restore_rng_states(rng_file)
     state_file = directory / STATE_FILE
     return LoadedCheckpoint(
         step, json.loads(state_file.read_text()) if state_file.is_file() else {}

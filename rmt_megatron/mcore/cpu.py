@@ -39,6 +39,21 @@ def cpu_only() -> bool:
     return not torch.cuda.is_available()
 
 
+def backends_line() -> str:
+    """One line saying where megatron-core runs and which optional fused backends it found (its
+    own import warnings about the missing ones are silenced in `rmt_megatron.mcore`)."""
+    import importlib.util
+
+    missing = [
+        name
+        for module, name in (("transformer_engine", "Transformer Engine"), ("apex", "apex"))
+        if importlib.util.find_spec(module) is None
+    ]
+    where = "CPU (gloo)" if cpu_only() else f"{torch.cuda.device_count()} GPU(s) (NCCL)"
+    found = f"without {' or '.join(missing)}: local layers" if missing else "with TE and apex"
+    return f"megatron-core on {where}, {found}"
+
+
 def _is_cuda(device: object) -> bool:
     return device is not None and torch.device(device).type == "cuda"
 

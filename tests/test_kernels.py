@@ -61,8 +61,9 @@ def test_logits_op_matches_the_reference_in_fp32(name):
     assert torch.equal(got[0][labels == -100], torch.zeros(int((labels == -100).sum())))
 
 
+@pytest.mark.parametrize("backend", ["chunked", "reference"])
 @pytest.mark.parametrize("name", sorted(REALISTIC))
-def test_fp32_statistics_are_accurate_on_realistic_logits(name, monkeypatch):
+def test_fp32_statistics_are_accurate_on_realistic_logits(name, backend, monkeypatch):
     """Against float64, with the backend's real chunk size: entropy to 1e-6 relative for std-3
     logits (1e-5 for std 10, whose rows are nearly one-hot and whose H is small), gradients to
     1e-5 of their largest entry. (The Triton kernels: tests/triton_interpreter_checks.py.)"""
@@ -71,7 +72,7 @@ def test_fp32_statistics_are_accurate_on_realistic_logits(name, monkeypatch):
     logits, labels, upstream = logits_inputs(case)
 
     def op(x, y, temperature):
-        return token_logprob_entropy(x, y, temperature=temperature, backend="chunked")
+        return token_logprob_entropy(x, y, temperature=temperature, backend=backend)
 
     got = forward_backward(op, [logits], labels, case.temperature, upstream)
     want = float64_reference(logits, labels, case.temperature, upstream)

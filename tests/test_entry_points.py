@@ -91,3 +91,67 @@ def test_preprocess_mistakes_end_in_a_message(tmp_path, capsys):
     assert preprocess.main([*base, "--tokenizer-model", str(tmp_path / "none.model")]) == 1
     assert "none.model does not exist" in capsys.readouterr().err
     assert not list(tmp_path.glob("d.*"))
+
+
+BAD_INPUTS = {  # file name, bytes, what the message names
+    "not UTF-8": (
+        "corpus.txt",
+        b"Ben has 7 apples.\n\xff\xfe broken\n",
+        "corpus.txt:2 is not UTF-8",
+    ),
+    "null text": ("c.jsonl", b'{"text": "fine"}\n{"text": null}\n', "c.jsonl:2: 'text' is null"),
+    "number text": ("c.jsonl", b'{"text": 7}\n', "c.jsonl:1: 'text' is 7, not a string"),
+    "a line that is a string": ("c.jsonl", b'"just text"\n', "c.jsonl:1 is a JSON str, not an"),
+    "a line that is an array": ("c.jsonl", b'["a", "b"]\n', "c.jsonl:1 is a JSON list"),
+    "a JSON array file": ("c.json", b'[{"text": "a"},\n {"text": "b"}]\n', "c.json:1 is not valid"),
+    "only empty documents": ("c.jsonl", b'{"text": ""}\n', "no non-empty document"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_preprocess_input_is_named_and_leaves_no_file(case, tmp_path, capsys):
+    from rmt_megatron.builtin.datasets import ASSETS, TOKENIZER_FILE
+    from rmt_megatron.model_io import preprocess
+
+    name, content, expected = BAD_INPUTS[case]
+    (tmp_path / name).write_bytes(content)
+    argv = [
+        "--input",
+        str(tmp_path / name),
+        "--output-prefix",
+        str(tmp_path / "out" / "d"),
+        "--tokenizer-model",
+        str(ASSETS / TOKENIZER_FILE),
+    ]
+    assert preprocess.main(argv) == 1
+    assert expected in capsys.readouterr().err
+    out = tmp_path / "out"
+    assert not out.exists() or not list(out.iterdir())  # no half-written .tmp file
+
+
+def test_json_lines_in_a_json_file_and_empty_documents(tmp_path):
+    from rmt_megatron.builtin.datasets import ASSETS, TOKENIZER_FILE
+    from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+    from rmt_megatron.model_io import preprocess
+
+    (tmp_path / "c.json").write_text(
+        '{"text": "Ben has 7 apples."}\n{"text": ""}\n{"text": "Ana has 5 pens."}\n'
+    )
+    argv = [
+        "--input",
+        str(tmp_path / "c.json"),
+        "--output-prefix",
+        str(tmp_path / "d"),
+        "--tokenizer-model",
+        str(ASSETS / TOKENIZER_FILE),
+    ]
+    assert preprocess.main(argv) == 0
+    assert len(load_indexed_dataset(tmp_path / "d", 512)) == 2  # the empty one left out
+
+
+def test_a_data_path_that_is_a_directory_is_named(tmp_path):
+    from rmt_megatron.errors import DatasetError
+    from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+
+    with pytest.raises(DatasetError, match="is a directory: give the prefix"):
+        load_indexed_dataset(tmp_path, 512)

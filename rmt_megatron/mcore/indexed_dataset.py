@@ -35,16 +35,20 @@ def write_indexed_dataset(
     temporary = prefix + ".tmp"
     builder = IndexedDatasetBuilder(get_bin_path(temporary), dtype=DType.optimal_dtype(vocab_size))
     count = 0
-    for tokens in documents:
-        if not tokens:
-            continue
-        builder.add_document(torch.tensor(tokens, dtype=torch.int64), [len(tokens)])
-        count += 1
-    if count == 0:
+    try:
+        for tokens in documents:
+            if not tokens:
+                continue
+            builder.add_document(torch.tensor(tokens, dtype=torch.int64), [len(tokens)])
+            count += 1
+        if count == 0:
+            raise DatasetError(f"no non-empty document to write to {prefix}")
+        builder.finalize(get_idx_path(temporary))
+    except BaseException:  # a bad input line, Ctrl-C: leave no half-written file behind
         builder.data_file.close()
-        os.remove(get_bin_path(temporary))
-        raise DatasetError(f"no non-empty document to write to {prefix}")
-    builder.finalize(get_idx_path(temporary))
+        for path in (get_bin_path(temporary), get_idx_path(temporary)):
+            Path(path).unlink(missing_ok=True)
+        raise
     os.replace(get_bin_path(temporary), get_bin_path(prefix))
     os.replace(get_idx_path(temporary), get_idx_path(prefix))
     return count
@@ -53,6 +57,11 @@ def write_indexed_dataset(
 def load_indexed_dataset(prefix: str | os.PathLike, vocab_size: int) -> IndexedDataset:
     """Open `prefix.bin/.idx`, checking that it exists, is intact and fits `vocab_size`."""
     prefix = str(prefix)
+    if Path(prefix).is_dir():
+        raise DatasetError(
+            f"{prefix} is a directory: give the prefix of a dataset, PREFIX for PREFIX.bin and "
+            f"PREFIX.idx (e.g. {Path(prefix) / 'train'})"
+        )
     for path in (get_idx_path(prefix), get_bin_path(prefix)):
         if not os.path.isfile(path):
             raise DatasetError(

@@ -65,34 +65,63 @@ def check_tokenizer(prefix: str | os.PathLike, tokenizer: Tokenizer) -> None:
         )
 
 
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a UTF-8 text file; bytes that are not UTF-8 are an error naming
+    the line."""
+    with path.open("rb") as lines:
+        for number, raw in enumerate(lines, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DatasetError(
+                    f"{path}:{number} is not UTF-8 ({error.reason} at byte {error.start}): "
+                    "re-encode the file as UTF-8"
+                ) from None
+
+
+def _json_record(path: Path, number: int, line: str, json_key: str) -> str:
+    """The `json_key` text of one JSON-lines record."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise DatasetError(
+            f"{path}:{number} is not valid JSON ({error}); JSON input is one object per line"
+        ) from None
+    if not isinstance(record, dict):
+        raise DatasetError(
+            f"{path}:{number} is a JSON {type(record).__name__}, not an object: JSON lines "
+            f'need one object per line, e.g. {{"{json_key}": "..."}}'
+        )
+    if json_key not in record:
+        raise DatasetError(
+            f"{path}:{number} has no {json_key!r} field (its keys: {sorted(record)}); pass "
+            "--json-keys"
+        )
+    text = record[json_key]
+    if not isinstance(text, str):
+        raise DatasetError(
+            f"{path}:{number}: {json_key!r} is {json.dumps(text)}, not a string of text"
+        )
+    return text
+
+
 def read_documents(path: Path, json_key: str) -> Iterator[str]:
-    """Documents of a .jsonl file (field `json_key`) or a text file (blank-line separated)."""
+    """Documents of a JSON-lines file (.jsonl or .json: one object per line, field `json_key`)
+    or a text file (blank-line separated); empty documents are left out."""
     if not path.is_file():
-        raise DatasetError(f"--input {path} does not exist")
-    if path.suffix == ".jsonl":
-        with path.open(encoding="utf-8") as lines:
-            for number, line in enumerate(lines, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DatasetError(f"{path}:{number} is not valid JSON ({error})") from None
-                if json_key not in record:
-                    raise DatasetError(
-                        f"{path}:{number} has no {json_key!r} field (its keys: "
-                        f"{sorted(record)}); pass --json-keys"
-                    )
-                yield record[json_key]
+        raise DatasetError(f"--input {path} does not exist (or is not a file)")
+    if path.suffix in (".jsonl", ".json"):
+        for number, line in _lines(path):
+            if line.strip() and (text := _json_record(path, number, line, json_key)):
+                yield text
         return
     block: list[str] = []
-    with path.open(encoding="utf-8") as lines:
-        for line in lines:
-            if line.strip():
-                block.append(line)
-            elif block:
-                yield "".join(block).rstrip("\n")
-                block = []
+    for _, line in _lines(path):
+        if line.strip():
+            block.append(line)
+        elif block:
+            yield "".join(block).rstrip("\n")
+            block = []
     if block:
         yield "".join(block).rstrip("\n")
 

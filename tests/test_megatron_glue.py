@@ -144,3 +144,30 @@ def test_a_checkpoint_s_rng_file_is_never_unpickled(tmp_path):
     message = run_ranks(1, _resume_with_planted_rng, str(save_dir), str(marker))[0]
     assert "rank_00000.pt is not an RNG-state file this version writes" in message
     assert not marker.exists()
+
+
+def _stopped_rank(timeout_minutes: float):
+    import time
+
+    import torch.distributed as dist
+
+    from rmt_megatron.mcore import parallel
+
+    parallel.initialize(layout(), seed=0, timeout_minutes=timeout_minutes)
+    if dist.get_rank() == 1:
+        time.sleep(8)  # a rank that stopped answering (SIGSTOP, a lost node)
+        return "slept"
+    started = time.time()
+    try:
+        dist.all_reduce(torch.zeros(1))
+    except RuntimeError as error:
+        return f"{time.time() - started:.1f} s: {error}"
+    return "no error"
+
+
+def test_a_collective_waiting_for_a_stopped_rank_fails_within_the_timeout():
+    """--distributed-timeout-minutes 0.05 (3 s): the waiting rank's all-reduce fails after about
+    3 s instead of hanging."""
+    waiting, _ = run_ranks(2, _stopped_rank, 0.05)
+    assert "timed out" in waiting.lower()
+    assert float(waiting.split(" s:")[0]) < 7

@@ -597,6 +597,10 @@ class TrainConfig:
     tensorboard_dir: str | None = None
     """Directory for TensorBoard event files; None disables TensorBoard."""
 
+    distributed_timeout_minutes: float = 10.0
+    """A collective that waits this long for another rank (stopped, dead, or on a lost node)
+    fails, and the job ends with an error instead of hanging."""
+
     override_opt_param_scheduler: bool = False
     """On resume, take the learning-rate schedule (lr, warm-up, train_iters, weight decay) from
     the flags, not from the checkpoint."""
@@ -634,6 +638,13 @@ class TrainConfig:
             "train.clip_grad",
             self.clip_grad,
             "must be >= 0 (0 disables clipping)",
+        )
+        require(
+            math.isfinite(self.distributed_timeout_minutes)
+            and self.distributed_timeout_minutes > 0,
+            "train.distributed_timeout_minutes",
+            self.distributed_timeout_minutes,
+            "must be a positive number of minutes",
         )
         require(
             math.isfinite(self.initial_loss_scale) and self.initial_loss_scale >= 1,

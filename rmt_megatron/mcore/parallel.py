@@ -12,6 +12,7 @@ RNG tracker (its CPU stand-in without a GPU).
 
 from __future__ import annotations
 
+import datetime
 import os
 import random
 import socket
@@ -34,8 +35,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def initialize(config: ModelConfig, seed: int) -> None:
-    """Start torch.distributed (if needed) and Megatron's model-parallel groups, then seed."""
+def initialize(config: ModelConfig, seed: int, timeout_minutes: float = 10.0) -> None:
+    """Start torch.distributed (if needed) and Megatron's model-parallel groups, then seed. A
+    collective that waits longer than `timeout_minutes` for a stopped or dead rank fails on the
+    ranks that wait (Megatron-LM's --distributed-timeout-minutes), so the job ends instead of
+    hanging."""
+    timeout = datetime.timedelta(minutes=timeout_minutes)
     apply_cpu_patches()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_parallel = config.tensor_model_parallel_size * config.pipeline_model_parallel_size
@@ -58,10 +63,12 @@ def initialize(config: ModelConfig, seed: int) -> None:
             init_method=init_method,
             rank=int(os.environ.get("RANK", "0")),
             world_size=world_size,
+            timeout=timeout,
         )
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=config.tensor_model_parallel_size,
         pipeline_model_parallel_size=config.pipeline_model_parallel_size,
+        distributed_timeout_minutes=max(1, round(timeout_minutes)),
     )
     set_seed(seed)
 

@@ -474,7 +474,7 @@ class Run:
 def run_training(config: RMTConfig) -> dict:
     """Initialise the process groups, train, and tear down; returns first/final eval reports."""
     config = with_resumed_schedule(with_imported_model(config))
-    parallel.initialize(config.model, config.train.seed)
+    parallel.initialize(config.model, config.train.seed, config.train.distributed_timeout_minutes)
     try:
         with cpu.device_mode():
             return Run(config).train()

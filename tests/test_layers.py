@@ -10,7 +10,8 @@
 
 A module may import its own layer and the layers above it in this list (and `kernels`, which
 sits beside them and imports only torch). Entry-point shims at the package top
-(`rmt_megatron.dropin`, `rmt_megatron.preprocess`) may import anything.
+(`rmt_megatron.dropin`, `rmt_megatron.preprocess`, `rmt_megatron.warmstart`) may import
+anything.
 """
 
 import ast

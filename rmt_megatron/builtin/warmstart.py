@@ -13,7 +13,7 @@ default run starts from a base model trained here with plain next-token predicti
 
 `rmt-warmstart --output DIR` writes DIR/tokenizer.model, DIR/checkpoint/ and
 DIR/base.json (what was trained, how long it took, the final loss). The shipped
-`rmt_megatron/assets/tiny_base/` is this command's output with its defaults.
+`rmt_megatron/builtin/assets/tiny_base/` is this command's output with its defaults.
 """
 
 from __future__ import annotations

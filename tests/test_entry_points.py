@@ -46,6 +46,10 @@ CASES = {
         lambda data, tmp: _run_args(data, "--train-data-path", str(tmp / "nope")),
         "nope.idx does not exist",
     ),
+    "a loss the trainer cannot train yet": (
+        lambda data, tmp: _run_args(data, "--rmt-kl-beta", "0.1"),
+        "loss.kl_beta=0.1 is not supported yet",
+    ),
     "bad config value": (
         lambda data, tmp: _run_args(data, "--rmt-budget-decay", "1.5"),
         "budget.decay=1.5 is invalid",

@@ -37,6 +37,7 @@ from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
 from megatron.core.utils import unwrap_model
 
 from rmt_megatron.config.sections import LossConfig
+from rmt_megatron.errors import ConfigError
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
 from rmt_megatron.method.dual_loss import TokenRoles, masked_token_losses
 
@@ -147,13 +148,19 @@ def hidden_states_out(model) -> Iterator[dict[str, torch.Tensor]]:
         del layer.forward
 
 
+def require_supported(loss_config: LossConfig) -> None:
+    """Refuse loss settings the Megatron step cannot train yet (call before building anything)."""
+    if loss_config.kl_beta > 0:
+        raise ConfigError(
+            f"loss.kl_beta={loss_config.kl_beta} is not supported yet: the Megatron step trains "
+            "without a reference model; use --rmt-kl-beta 0",
+            field="loss.kl_beta",
+        )
+
+
 def make_forward_step(loss_config: LossConfig) -> Callable:
     """`forward_step(data_iterator, model)` computing the RMT dual loss."""
-    if loss_config.kl_beta > 0:
-        raise NotImplementedError(
-            "the Megatron step trains without a reference model for now: set loss.kl_beta=0 "
-            "(--rmt-kl-beta 0)"
-        )
+    require_supported(loss_config)
 
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
         batch = next(data_iterator)

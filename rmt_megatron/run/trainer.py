@@ -34,7 +34,7 @@ from rmt_megatron.mcore.checkpoint import (
     set_latest,
     step_dir,
 )
-from rmt_megatron.mcore.forward_step import make_forward_step
+from rmt_megatron.mcore.forward_step import make_forward_step, require_supported
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training, train_step
@@ -473,6 +473,7 @@ class Run:
 
 def run_training(config: RMTConfig) -> dict:
     """Initialise the process groups, train, and tear down; returns first/final eval reports."""
+    require_supported(config.loss)
     config = with_resumed_schedule(with_imported_model(config))
     parallel.initialize(config.model, config.train.seed, config.train.distributed_timeout_minutes)
     try:

@@ -13,6 +13,7 @@ import sys
 
 from rmt_megatron.cli import command
 from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
+from rmt_megatron.config.presets import get_preset
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.mcore.cpu import backends_line
 from rmt_megatron.mcore.parallel import is_main_rank
@@ -20,14 +21,19 @@ from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.curriculum import tier_probabilities
 from rmt_megatron.run.trainer import run_training
 
+DEFAULT_PRESET = "tiny_cpu"
+"""What `python pretrain_rmt.py` runs without --rmt-preset: the built-in CPU default."""
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Reinforcement Mid-Training on megatron-core (default: the tiny_cpu preset).",
+        description="Reinforcement Mid-Training on megatron-core. The defaults shown are the "
+        f"{DEFAULT_PRESET} preset's, which a run without --rmt-preset uses.",
         allow_abbrev=False,
     )
-    add_megatron_args(parser)
-    add_rmt_args(parser)
+    defaults = get_preset(DEFAULT_PRESET)
+    add_megatron_args(parser, defaults)
+    add_rmt_args(parser, defaults)
     return parser
 
 
@@ -50,11 +56,11 @@ def schedule_table(config: RMTConfig, rows: int = 11) -> str:
 @command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    config = config_from_args(args, default_preset="tiny_cpu")
+    config = config_from_args(args, default_preset=DEFAULT_PRESET)
     if is_main_rank():
         print(backends_line(), flush=True)
         print(
-            f"rmt_megatron: preset {args.rmt_preset or 'tiny_cpu'}, method "
+            f"rmt_megatron: preset {args.rmt_preset or DEFAULT_PRESET}, method "
             f"{args.rmt_method or 'rmt'}, T={config.train.train_iters}, "
             f"G={config.rollout.group_size}, λ={config.loss.ntp_weight}",
             flush=True,

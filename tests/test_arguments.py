@@ -96,3 +96,9 @@ def test_pretrain_rmt_rejects_a_bad_value_with_one_line_and_exit_status_1(capsys
     err = capsys.readouterr().err
     assert "budget.minimum=900" in err and "(flag --rmt-budget-min)" in err
     assert "usage:" not in err
+
+
+def test_help_shows_the_defaults_the_standalone_run_uses():
+    text = pretrain_rmt.build_parser().format_help()
+    assert "(default: 100)" in text  # tiny_cpu's train_iters, not the method's 1000
+    assert "(default: 5e-05)" in text and "(default: 1e-06)" not in text

@@ -93,10 +93,11 @@ MEGATRON_FLAGS = (
 """Flags added by `add_megatron_args`: each model/train field under its Megatron-LM name."""
 
 
-def _add_flag(group: argparse._ArgumentGroup, spec: Flag) -> None:
+def _add_flag(group: argparse._ArgumentGroup, spec: Flag, defaults: RMTConfig) -> None:
+    """Add one flag whose help text is the field's docstring and the value `defaults` holds."""
     section_cls = SECTIONS[spec.section]
     hint = typing.get_type_hints(section_cls)[spec.field]
-    default = next(f.default for f in dataclasses.fields(section_cls) if f.name == spec.field)
+    default = getattr(getattr(defaults, spec.section), spec.field)
     help_text = field_docs(section_cls)[spec.field]
     if spec.const is not None or hint is bool:
         const = True if spec.const is None else spec.const
@@ -120,8 +121,11 @@ def _add_flag(group: argparse._ArgumentGroup, spec: Flag) -> None:
     group.add_argument(spec.flag, help=f"{help_text} (default: {default!r})", **kwargs)
 
 
-def add_rmt_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the `--rmt-*` flags; usable as Megatron-LM's `extra_args_provider`."""
+def add_rmt_args(
+    parser: argparse.ArgumentParser, defaults: RMTConfig | None = None
+) -> argparse.ArgumentParser:
+    """Add the `--rmt-*` flags; usable as Megatron-LM's `extra_args_provider`. The help shows
+    the values of `defaults` (the method's defaults when None)."""
     group = parser.add_argument_group("RMT", "Reinforcement Mid-Training")
     group.add_argument(
         "--rmt-preset",
@@ -138,15 +142,18 @@ def add_rmt_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "(no RL: continued pre-training).",
     )
     for spec in RMT_FLAGS:
-        _add_flag(group, spec)
+        _add_flag(group, spec, defaults or RMTConfig())
     return parser
 
 
-def add_megatron_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Add the Megatron-LM flags that `pretrain_rmt.py` honours when it runs standalone."""
+def add_megatron_args(
+    parser: argparse.ArgumentParser, defaults: RMTConfig | None = None
+) -> argparse.ArgumentParser:
+    """Add the Megatron-LM flags that `pretrain_rmt.py` honours when it runs standalone (help
+    as in `add_rmt_args`)."""
     group = parser.add_argument_group("Megatron", "Megatron-LM model and training flags")
     for spec in MEGATRON_FLAGS:
-        _add_flag(group, spec)
+        _add_flag(group, spec, defaults or RMTConfig())
     return parser
 
 

@@ -3,6 +3,8 @@
 Every test forks its ranks (tests/ranks.py), so torch.distributed never starts in pytest itself.
 """
 
+import os
+
 import pytest
 import torch
 from helpers import VOCAB, layout, save_small_model
@@ -171,3 +173,30 @@ def test_a_collective_waiting_for_a_stopped_rank_fails_within_the_timeout():
     waiting, _ = run_ranks(2, _stopped_rank, 0.05)
     assert "timed out" in waiting.lower()
     assert float(waiting.split(" s:")[0]) < 7
+
+
+def _load_error(directory: str):
+    from rmt_megatron.errors import CheckpointError
+    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+
+    parallel.initialize(layout(), seed=0)
+    try:
+        with cpu.device_mode():
+            load_checkpoint(directory, build_gpt_model(layout(), VOCAB), restore_rng=False)
+    except CheckpointError as error:
+        return str(error)
+    finally:
+        parallel.shutdown()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "random"])
+def test_a_damaged_checkpoint_file_is_named(tmp_path, damage):
+    save_dir = tmp_path / "save"
+    run_ranks(1, save_small_model, str(save_dir))
+    for shard in (save_dir / "iter_0000003").glob("*.distcp"):
+        data = shard.read_bytes()
+        shard.write_bytes(data[: len(data) // 3] if damage == "truncate" else os.urandom(len(data)))
+    message = run_ranks(1, _load_error, str(save_dir))[0]
+    assert "could not load" in message and "iter_0000003" in message

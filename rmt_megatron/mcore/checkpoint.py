@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from megatron.core import dist_checkpointing
+from torch.distributed.checkpoint.api import CheckpointException
 
 from rmt_megatron.errors import CheckpointError
 from rmt_megatron.files import atomic_write
@@ -164,8 +165,13 @@ def load_checkpoint(
         sharded["optimizer"] = optimizer.sharded_state_dict(model_state, is_loading=True)
     try:
         loaded = dist_checkpointing.load(sharded, str(directory))
-    except Exception as error:  # dist_checkpointing raises many kinds; name the checkpoint
-        raise CheckpointError(f"could not load {directory}: {error}") from error
+    # dist_checkpointing raises many kinds, and torch's CheckpointException is a BaseException
+    except (Exception, CheckpointException) as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        raise CheckpointError(
+            f"could not load {directory} ({reason}): the checkpoint is incomplete or damaged; "
+            "load an earlier iter_* directory or the checkpoint it was copied from"
+        ) from None
     model.load_state_dict(loaded["model"])
     if not all_finite(model.parameters()):
         raise CheckpointError(

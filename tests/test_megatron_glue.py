@@ -200,3 +200,14 @@ def test_a_damaged_checkpoint_file_is_named(tmp_path, damage):
         shard.write_bytes(data[: len(data) // 3] if damage == "truncate" else os.urandom(len(data)))
     message = run_ranks(1, _load_error, str(save_dir))[0]
     assert "could not load" in message and "iter_0000003" in message
+
+
+def test_a_damaged_state_file_is_named(tmp_path):
+    from rmt_megatron.errors import CheckpointError
+    from rmt_megatron.mcore.checkpoint import read_state
+
+    (tmp_path / "iter_0000002").mkdir()
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
+    (tmp_path / "iter_0000002" / "rmt_state.json").write_text('{"step": 2, "config": {')
+    with pytest.raises(CheckpointError, match=r"rmt_state\.json is damaged"):
+        read_state(tmp_path)

@@ -130,7 +130,20 @@ def read_state(root: str | os.PathLike, step: int | None = None) -> dict[str, An
     path = step_dir(root, step) / STATE_FILE if step is not None else None
     if path is None or not path.is_file():
         raise CheckpointError(f"{root} holds no complete checkpoint ({STATE_FILE} not found)")
-    return json.loads(path.read_text())
+    return _read_json(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON state; a damaged file is named."""
+    try:
+        state = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CheckpointError(
+            f"{path} is damaged ({error}): load an earlier iter_* directory"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds no JSON object: load an earlier iter_* directory")
+    return state
 
 
 @dataclass
@@ -184,6 +197,4 @@ def load_checkpoint(
     if restore_rng and rng_file.is_file():
         _restore_rng_states(rng_file)
     state_file = directory / STATE_FILE
-    return LoadedCheckpoint(
-        step, json.loads(state_file.read_text()) if state_file.is_file() else {}
-    )
+    return LoadedCheckpoint(step, _read_json(state_file) if state_file.is_file() else {})

@@ -695,6 +695,10 @@ class DataConfig:
     eval_positions: int = 200
     """Held-out positions per evaluation (the paper evaluates on 200 documents)."""
 
+    eval_seed: int = 0
+    """Seed of the held-out positions' sample. Kept apart from --seed, so that runs that differ
+    in their training seed (or method) are evaluated on the same positions."""
+
     def __post_init__(self) -> None:
         require(
             self.eval_positions >= 1,

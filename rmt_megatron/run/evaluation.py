@@ -1,8 +1,9 @@
 """Held-out next-token accuracy, as RPT and RMT report it (docs/method.md, "Evaluation").
 
-A fixed sample of held-out positions (chosen once from a seed) is split by the proxy entropy H into
-RPT's nested splits: easy H > 0.5, medium H > 1.0, hard H > 1.5 (thresholds from the curriculum
-config). Per split:
+A fixed sample of held-out positions (chosen once from --eval-seed, whatever the training seed,
+among the positions training could draw: enough context, a target with text) is split by the
+proxy entropy H into RPT's nested splits: easy H > 0.5, medium H > 1.0, hard H > 1.5 (thresholds
+from the curriculum config). Per split:
 - `reasoning_accuracy`: greedy next-token reasoning with the final budget B_T in the prompt;
   the share of positions whose boxed prediction matches (the configured match rule);
 - `ntp_accuracy`: plain teacher-forced argmax next-token prediction, no reasoning;
@@ -40,17 +41,19 @@ class EvalPosition:
 def sample_eval_positions(
     documents: list[np.ndarray],
     entropy: np.ndarray,
+    eligible: np.ndarray,
     lowest: float,
-    min_context: int,
     count: int,
     seed: int,
 ) -> list[EvalPosition]:
-    """Up to `count` positions with entropy > `lowest` and enough context, fixed by `seed`."""
+    """Up to `count` positions, fixed by `seed`, among those a training step could draw
+    (`eligible`, flat over all tokens: enough context, a target with text, so never an
+    end-of-text target that no boxed answer can match) whose entropy is above `lowest`."""
     candidates = []
     offset = 0
     for doc, tokens in enumerate(documents):
-        for pos in range(min_context, len(tokens)):
-            if entropy[offset + pos] > lowest:
+        for pos in range(len(tokens)):
+            if eligible[offset + pos] and entropy[offset + pos] > lowest:
                 candidates.append(EvalPosition(doc, pos, float(entropy[offset + pos])))
         offset += len(tokens)
     if not candidates:

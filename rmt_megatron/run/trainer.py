@@ -52,7 +52,7 @@ from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, fingerprint
 from rmt_megatron.run.difficulty import difficulty_cache_path, file_signature, score_difficulty
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.metrics import MetricsWriter, progress_line, replica_means
-from rmt_megatron.run.step_builder import StepBatchBuilder
+from rmt_megatron.run.step_builder import StepBatchBuilder, eligible_positions
 
 
 @dataclass
@@ -182,10 +182,10 @@ class Run:
         self.eval_positions = sample_eval_positions(
             self.valid_docs,
             self._difficulty(self.data.valid_prefix, self.valid_docs),
+            eligible_positions(self.valid_docs, tokenizer, config.curriculum.min_context),
             config.curriculum.tier_thresholds[0],
-            config.curriculum.min_context,
             config.data.eval_positions,
-            config.train.seed,
+            config.data.eval_seed,
         )
         self._proxy = None  # scoring is done: free it
         self.writer = MetricsWriter(config.train.tensorboard_dir, parallel.is_main_rank())

@@ -125,3 +125,32 @@ def test_advantages_of_a_group_are_centred(setting):
     _, batches = _build(setting, 0, 1)
     advantages = torch.cat([b["advantages"][b["rl_mask"]] for b in batches.micro_batches])
     assert advantages.max() > 0 > advantages.min()
+
+
+def test_documents_too_short_or_too_easy_for_rl_are_named(setting):
+    from rmt_megatron.errors import DatasetError
+
+    config, tokenizer, documents, entropy = setting
+    short = [d[:5] for d in documents]
+    with pytest.raises(DatasetError, match=r"no training position has curriculum\.min_context=8"):
+        StepBatchBuilder(
+            config,
+            ScriptedEngine(tokenizer),
+            tokenizer,
+            short,
+            np.full(sum(len(d) for d in short), 1.2),
+        )
+    with pytest.raises(DatasetError, match=r"below the lowest tier threshold 0\.5"):
+        StepBatchBuilder(config, ScriptedEngine(tokenizer), tokenizer, documents, entropy * 0.1)
+
+
+def test_a_cache_file_of_another_dataset_is_named(tmp_path):
+    from rmt_megatron.errors import DatasetError
+    from rmt_megatron.run.trainer import _cached_scores
+
+    np.save(tmp_path / "scores.npy", np.zeros(7, dtype=np.float32))
+    with pytest.raises(DatasetError, match=r"scores\.npy holds \(7,\) scores but the dataset"):
+        _cached_scores(tmp_path / "scores.npy", 9)
+    (tmp_path / "bad.npy").write_bytes(b"not numpy")
+    with pytest.raises(DatasetError, match=r"bad\.npy is damaged"):
+        _cached_scores(tmp_path / "bad.npy", 9)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from rmt_megatron.config.sections import RMTConfig
-from rmt_megatron.errors import ConfigError
+from rmt_megatron.errors import ConfigError, DatasetError
 from rmt_megatron.mcore import parallel
 from rmt_megatron.method.budget import budget_at, rollout_token_cap
 from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
@@ -116,6 +116,19 @@ class StepBatchBuilder:
             self.tiers = self.sampler = None
         elif self.rl:
             eligible = eligible_positions(documents, tokenizer, config.curriculum.min_context)
+            if not eligible.any():
+                raise DatasetError(
+                    f"no training position has curriculum.min_context="
+                    f"{config.curriculum.min_context} tokens of context before a target with "
+                    f"text (the longest document has {max(len(d) for d in documents)} tokens): "
+                    "use longer documents or lower --rmt-min-context"
+                )
+            if not (train_entropy[eligible] >= config.curriculum.tier_thresholds[0]).any():
+                raise DatasetError(
+                    "every eligible training position has a difficulty below the lowest tier "
+                    f"threshold {config.curriculum.tier_thresholds[0]}: lower "
+                    "--rmt-tier-thresholds (or score with another --rmt-proxy-checkpoint)"
+                )
             self.tiers = assign_tiers(train_entropy, config.curriculum.tier_thresholds, eligible)
             self.sampler = CurriculumSampler(self.tiers, config.train.seed)
         else:  # NTP only: walk the documents without replacement

@@ -22,7 +22,7 @@ import torch
 
 from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.sections import SCHEDULE_FIELDS, TIER_NAMES, RMTConfig, model_shape
-from rmt_megatron.errors import CheckpointError, ConfigError, TrainingError
+from rmt_megatron.errors import CheckpointError, ConfigError, DatasetError, TrainingError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import cpu, parallel
 from rmt_megatron.mcore.checkpoint import (
@@ -118,6 +118,20 @@ def with_resumed_schedule(config: RMTConfig) -> RMTConfig:
         "checkpoint's values, or --override-opt_param-scheduler to use the flags', or "
         "--use-checkpoint-opt_param-scheduler to keep the checkpoint's"
     )
+
+
+def _cached_scores(path: Path, tokens: int) -> np.ndarray:
+    """Difficulty scores from the cache, which must hold one float per token of the dataset."""
+    try:
+        scores = np.load(path)
+    except (ValueError, OSError, EOFError) as error:
+        raise DatasetError(f"{path} is damaged ({error}): delete it to rescore") from None
+    if scores.shape != (tokens,):
+        raise DatasetError(
+            f"{path} holds {scores.shape} scores but the dataset has {tokens} tokens: it "
+            "belongs to another dataset; delete it to rescore"
+        )
+    return scores
 
 
 def documents_of(dataset) -> list[np.ndarray]:
@@ -265,7 +279,7 @@ class Run:
         }
         path = difficulty_cache_path(prefix, Path(proxy_path).stem if proxy_path else "policy", key)
         if path.is_file():
-            return np.load(path)
+            return _cached_scores(path, sum(len(d) for d in documents))
         if proxy_path and self._proxy is None:
             self._proxy = load_proxy(proxy_path, self.config.model, self.data.tokenizer)
         model = self.state.module if self._proxy is None else self._proxy

@@ -104,28 +104,50 @@ def barrier() -> None:
         dist.barrier()
 
 
+def _collective_device() -> torch.device:
+    """Where a tensor must be for a collective: NCCL reduces CUDA tensors, gloo CPU ones."""
+    return torch.device("cpu") if cpu_only() else torch.device("cuda", torch.cuda.current_device())
+
+
+def _all_reduce(tensor: torch.Tensor, op=dist.ReduceOp.SUM, group=None) -> torch.Tensor:
+    """`tensor` reduced in place over `group`, wherever it lives (moved to the collective's
+    device and back)."""
+    work = tensor.to(_collective_device())
+    dist.all_reduce(work, op=op, group=group)
+    if work is not tensor:
+        tensor.copy_(work)
+    return tensor
+
+
 def everywhere(ok: bool) -> bool:
     """True when `ok` holds on every rank of the world (a collective; `ok` itself without a
     process group)."""
     if not dist.is_initialized():
         return ok
-    flag = torch.tensor([1.0 if ok else 0.0])
-    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item() == 1.0)
+    return bool(_all_reduce(torch.tensor([1.0 if ok else 0.0]), op=dist.ReduceOp.MIN).item() == 1)
 
 
 def all_finite(tensors) -> bool:
-    """Whether every tensor of `tensors` on every rank is finite (a collective)."""
-    return everywhere(all(bool(torch.isfinite(t).all()) for t in tensors))
+    """Whether every tensor of `tensors` on every rank is finite (a collective). One check per
+    device, not one host synchronisation per tensor."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for tensor in tensors:
+        by_device.setdefault(tensor.device, []).append(torch.isfinite(tensor).all())
+    return everywhere(all(bool(torch.stack(flags).all()) for flags in by_device.values()))
+
+
+def _gather_objects(value, size: int, group=None) -> list:
+    """Every member's `value` (any picklable object) of a group of `size`, in rank order."""
+    if size == 1:
+        return [value]
+    gathered = [None] * size
+    dist.all_gather_object(gathered, value, group=group)
+    return gathered
 
 
 def all_gather_object(value) -> list:
     """Every rank's `value` (any picklable object), in world-rank order."""
-    if not dist.is_initialized():
-        return [value]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, value)
-    return gathered
+    return _gather_objects(value, dist.get_world_size() if dist.is_initialized() else 1)
 
 
 def tensor_parallel_group():
@@ -158,14 +180,11 @@ def is_last_stage() -> bool:
 
 def pipeline_all_gather_object(value) -> list:
     """Every pipeline stage's `value` (any picklable object), in stage order."""
-    stages = parallel_state.get_pipeline_model_parallel_world_size()
-    if stages == 1:
-        return [value]
-    gathered = [None] * stages
-    dist.all_gather_object(
-        gathered, value, group=parallel_state.get_pipeline_model_parallel_group()
+    return _gather_objects(
+        value,
+        parallel_state.get_pipeline_model_parallel_world_size(),
+        parallel_state.get_pipeline_model_parallel_group(),
     )
-    return gathered
 
 
 def data_parallel_rank_and_size() -> tuple[int, int]:
@@ -179,18 +198,16 @@ def data_parallel_rank_and_size() -> tuple[int, int]:
 def data_parallel_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     """`tensor` summed in place over the data-parallel replicas, and returned."""
     if data_parallel_rank_and_size()[1] > 1:
-        dist.all_reduce(tensor, group=parallel_state.get_data_parallel_group())
+        _all_reduce(tensor, group=parallel_state.get_data_parallel_group())
     return tensor
 
 
 def data_parallel_all_gather_object(value) -> list:
     """Every data-parallel replica's `value` (any picklable object), in replica order."""
     size = data_parallel_rank_and_size()[1]
-    if size == 1:
-        return [value]
-    gathered = [None] * size
-    dist.all_gather_object(gathered, value, group=parallel_state.get_data_parallel_group())
-    return gathered
+    return _gather_objects(
+        value, size, parallel_state.get_data_parallel_group() if size > 1 else None
+    )
 
 
 def share_from_last_stage(value):

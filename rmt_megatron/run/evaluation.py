@@ -77,22 +77,13 @@ def evaluate(
 ) -> dict:
     """Accuracy and reasoning length per nested split (see module docstring), as a dict.
     Collective over data-parallel replicas: each evaluates its share of `positions`."""
-    mine = [
-        positions[i] for i in replica_share(len(positions), *parallel.data_parallel_rank_and_size())
-    ]
+    rank, size = parallel.data_parallel_rank_and_size()
+    mine = [positions[i] for i in replica_share(len(positions), rank, size)]
     outcomes = _outcomes(model, engine, tokenizer, documents, mine, config, budget, seed)
-    shares = parallel.data_parallel_all_gather_object(outcomes)
-    by_position = dict(zip(mine, outcomes, strict=True))
-    for share_positions, share in zip(
-        [
-            [positions[i] for i in replica_share(len(positions), rank, len(shares))]
-            for rank in range(len(shares))
-        ],
-        shares,
-        strict=True,
-    ):
-        by_position.update(zip(share_positions, share, strict=True))
-    results = [by_position[p] for p in positions]
+    results: list[dict[str, float]] = [{} for _ in positions]
+    for replica, share in enumerate(parallel.data_parallel_all_gather_object(outcomes)):
+        for index, outcome in zip(replica_share(len(positions), replica, size), share, strict=True):
+            results[index] = outcome
     thresholds = dict(zip(TIER_NAMES, config.curriculum.tier_thresholds, strict=True))
     report: dict = {"positions": len(positions), "budget": budget, "splits": {}}
     for name, threshold in thresholds.items():

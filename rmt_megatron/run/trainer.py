@@ -91,16 +91,26 @@ def resolve_data(config: RMTConfig) -> RunData:
     )
 
 
-def with_resumed_schedule(config: RMTConfig) -> RMTConfig:
-    """`config`, checked against the schedule of the checkpoint it resumes (if any), as
-    Megatron-LM checks its OptimizerParamScheduler: a flag that changes the learning-rate schedule
-    or the run length is refused unless --override-opt_param-scheduler (the flags win) or
-    --use-checkpoint-opt_param-scheduler (the checkpoint's values replace the flags'). An
-    evaluation-only run (--skip-train) takes the checkpoint's values (its final budget B_T)."""
+def checked_against_resume(config: RMTConfig) -> RMTConfig:
+    """`config`, checked against the checkpoint it resumes (if any) before anything is built.
+    The model's shape must be the checkpoint's (the TP/PP layout may change). The schedule is
+    checked as Megatron-LM checks its OptimizerParamScheduler: a flag that changes the
+    learning-rate schedule or the run length is refused unless --override-opt_param-scheduler
+    (the flags win) or --use-checkpoint-opt_param-scheduler (the checkpoint's values replace the
+    flags'). An evaluation-only run (--skip-train) takes the checkpoint's values (its final
+    budget B_T)."""
     train = config.train
     if train.load is None or latest_step(train.load) is None:
         return config
-    saved = read_state(train.load)["config"]["train"]
+    state = read_state(train.load)["config"]
+    saved_shape, shape = model_shape(state["model"]), model_shape(config.to_dict()["model"])
+    if saved_shape != shape:
+        changed = sorted(k for k in saved_shape if saved_shape[k] != shape.get(k))
+        raise ConfigError(
+            f"{train.load} was trained with another model ({', '.join(changed)} differ); "
+            "resume with the same model flags (the TP/PP layout may change)"
+        )
+    saved = state["train"]
     changed = {
         k: (saved[k], getattr(train, k))
         for k in SCHEDULE_FIELDS
@@ -236,18 +246,7 @@ class Run:
         """Resume from --load if it holds a checkpoint, else start from the pretrained one."""
         self.resume_state = None
         load = self.config.train.load
-        if self.resumes:
-            saved, current = (
-                model_shape(read_state(load)["config"]["model"]),
-                model_shape(self.config.to_dict()["model"]),
-            )
-            if saved != current:
-                changed = sorted(k for k in saved if saved[k] != current.get(k))
-                raise ConfigError(
-                    f"{load} was trained with another model ({', '.join(changed)} "
-                    "differ); resume with the same model flags (the TP/PP layout "
-                    "may change)"
-                )
+        if self.resumes:  # the model's shape was checked by checked_against_resume
             loaded = load_checkpoint(load, self.state.module, self.state.optimizer)
             self.resume_state = loaded.state
             self._log(f"resumed from {load} at step {loaded.step}")
@@ -488,7 +487,7 @@ class Run:
 def run_training(config: RMTConfig) -> dict:
     """Initialise the process groups, train, and tear down; returns first/final eval reports."""
     require_supported(config.loss)
-    config = with_resumed_schedule(with_imported_model(config))
+    config = checked_against_resume(with_imported_model(config))
     parallel.initialize(config.model, config.train.seed, config.train.distributed_timeout_minutes)
     try:
         with cpu.device_mode():

@@ -79,7 +79,7 @@ def save_checkpoint(
         atomic_write(temporary / STATE_FILE, json.dumps(state or {}, indent=1))
         shutil.rmtree(final, ignore_errors=True)
         temporary.replace(final)
-        atomic_write(Path(root) / TRACKER, str(step))
+        set_latest(root, step)
     barrier()
     return final
 

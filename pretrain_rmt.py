@@ -15,7 +15,7 @@ from rmt_megatron.cli import command
 from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
 from rmt_megatron.config.presets import get_preset
 from rmt_megatron.config.sections import RMTConfig
-from rmt_megatron.mcore.cpu import backends_line
+from rmt_megatron.mcore.cpu import backends_line, cpu_only, set_cpu_threads
 from rmt_megatron.mcore.parallel import is_main_rank
 from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.curriculum import tier_probabilities
@@ -57,6 +57,8 @@ def schedule_table(config: RMTConfig, rows: int = 11) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args, default_preset=DEFAULT_PRESET)
+    if cpu_only():
+        set_cpu_threads()
     if is_main_rank():
         print(backends_line(), flush=True)
         print(

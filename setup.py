@@ -48,6 +48,8 @@ setup(
         "console_scripts": [
             "rmt-preprocess=rmt_megatron.model_io.preprocess:main",
             "rmt-warmstart=rmt_megatron.builtin.warmstart:main",
+            "rmt-evaluate=rmt_megatron.run.checkpoint_eval:main",
+            "rmt-replicate=rmt_megatron.replicate:main",
             "rmt-export-hf=rmt_megatron.model_io.hf_export:main",
         ]
     },
@@ -58,7 +60,8 @@ setup(
         # GGUF (llama.cpp) checkpoints: --gguf-checkpoint, rmt-preprocess on a .gguf vocabulary
         "gguf": ["gguf>=0.19"],
         # transformers builds the reference models the import tests compare against; gguf
-        # writes the tiny GGUF files the GGUF tests read
+        # writes the tiny GGUF files the GGUF tests read; matplotlib draws the replication's
+        # plots (python -m rmt_megatron.replicate), whose smoke test runs in the suite
         "dev": [
             "pytest",
             "pytest-benchmark",
@@ -66,6 +69,7 @@ setup(
             "mypy==2.4.1",
             "transformers",
             "gguf>=0.19",
+            "matplotlib",
         ],
         "bench": ["matplotlib"],
     },

@@ -30,12 +30,11 @@ from rmt_megatron.mcore import cpu, parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.gpt_model import build_gpt_model
-from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.method.budget import budget_at, rollout_token_cap
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.step_builder import ANSWER_ALLOWANCE
-from rmt_megatron.run.trainer import documents_of
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

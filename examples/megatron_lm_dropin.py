@@ -24,12 +24,11 @@ from rmt_megatron.dropin import add_rmt_args, configure, forward_step  # RMT
 from rmt_megatron.mcore import cpu, parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
 from rmt_megatron.mcore.generation import RolloutEngine
-from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.difficulty import score_difficulty
 from rmt_megatron.run.step_builder import StepBatchBuilder
-from rmt_megatron.run.trainer import documents_of
 
 
 def train_step(

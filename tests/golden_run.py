@@ -74,7 +74,7 @@ def write_data(directory: Path) -> Path:
     for name, count, seed in (("train", 48, 10), ("valid", 16, 11)):
         write_indexed_dataset(
             directory / name,
-            [encode_document(tokenizer, d) for d in arithmetic_documents(count, seed)],
+            [encode_document(tokenizer, d) for d in arithmetic_documents(count, seed, name)],
             tokenizer.vocab_size,
         )
     return directory

@@ -87,8 +87,8 @@ def test_a_namespace_without_our_flags_gives_the_spec_defaults():
 
 def test_schedule_table_shows_budget_and_tier_probabilities():
     table = pretrain_rmt.schedule_table(tiny_cpu())
-    assert "  0.00     48  0.60, 0.30, 0.10" in table
-    assert "  1.00     12  0.10, 0.30, 0.60" in table
+    assert "  0.00     96  0.60, 0.30, 0.10" in table
+    assert "  1.00     40  0.10, 0.30, 0.60" in table
 
 
 def test_pretrain_rmt_rejects_a_bad_value_with_one_line_and_exit_status_1(capsys):
@@ -102,3 +102,12 @@ def test_help_shows_the_defaults_the_standalone_run_uses():
     text = pretrain_rmt.build_parser().format_help()
     assert "(default: 100)" in text  # tiny_cpu's train_iters, not the method's 1000
     assert "(default: 5e-05)" in text and "(default: 1e-06)" not in text
+
+
+@pytest.mark.parametrize(("iters", "warmup"), [(2, 0), (100, 5), (1000, 50)])
+def test_a_shorter_or_longer_run_keeps_the_preset_warm_up_share(iters, warmup):
+    parse = pretrain_rmt.build_parser().parse_args
+    config = config_from_args(parse(["--train-iters", str(iters)]), "tiny_cpu")
+    assert config.train.lr_warmup_iters == warmup
+    given = config_from_args(parse(["--train-iters", "10", "--lr-warmup-iters", "3"]), "tiny_cpu")
+    assert given.train.lr_warmup_iters == 3

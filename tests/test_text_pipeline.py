@@ -3,7 +3,15 @@
 import pytest
 from helpers import byte_level_tokenizer
 
-from rmt_megatron.builtin.corpus import arithmetic_documents, document_text, reasoning_at
+from rmt_megatron.builtin.corpus import (
+    KINDS,
+    PAIR_SPLITS,
+    arithmetic_documents,
+    column_working,
+    document_text,
+    pair_split,
+    segment_at,
+)
 from rmt_megatron.errors import TokenizerError
 from rmt_megatron.method.answer_format import FORMAT_SYMBOLS, AnswerStop
 from rmt_megatron.method.prompt import THINK_START, build_prompt, prompt_header
@@ -12,25 +20,79 @@ from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sente
 
 @pytest.fixture(scope="module")
 def tokenizer(tmp_path_factory):
-    texts = [document_text(d) for d in arithmetic_documents(300, seed=0)]
+    texts = [document_text(d) for d in arithmetic_documents(300, seed=0, split="train")]
     texts += [prompt_header(b) for b in range(1, 50)]
     return train_sentencepiece(texts, tmp_path_factory.mktemp("tok") / "t.model", 320)
 
 
 def test_corpus_is_deterministic_and_its_numbers_add_up():
-    docs = arithmetic_documents(50, seed=3)
+    docs = arithmetic_documents(50, seed=3, split="train")
     assert [document_text(d) for d in docs] == [
-        document_text(d) for d in arithmetic_documents(50, seed=3)
+        document_text(d) for d in arithmetic_documents(50, seed=3, split="train")
     ]
+    sums = 0
     for doc in docs:
+        numbers = [int(s.text) for s in doc if s.kind != "text"]
         for segment in doc:
-            if segment.reasoning:
-                expression, result = segment.reasoning.split("=")
-                assert eval(expression) == int(result) == int(segment.text)
+            if segment.kind == "computed":
+                sums += 1
+                columns, total = segment.reasoning.split(" so ")
+                assert int(total) == int(segment.text)
+                for column in columns.split():
+                    terms, value = column.split("=")
+                    assert sum(int(t) for t in terms.split("+")) == int(value)
+        # each sum is the previous number (or the first operand) plus the next operand
+        assert numbers[2] == numbers[0] + numbers[1]
+    assert sums >= 50
     text = document_text(docs[0])
-    computed = next(s for s in docs[0] if s.reasoning)
+    computed = next(s for s in docs[0] if s.kind == "computed")
     offset = text.index(computed.text, text.index(" so "))
-    assert reasoning_at(docs[0], offset + 1) == computed.reasoning
+    assert segment_at(docs[0], offset + 2) == (computed, 2)
+
+
+def test_column_working_carries_digit_by_digit():
+    assert column_working(347, 586) == "7+6=13 4+8+1=13 3+5+1=9 so 933"
+    assert column_working(1890, 15) == "0+5=5 9+1=10 8+0+1=9 1+0=1 so 1905"
+    assert column_working(999, 1) == "9+1=10 9+0+1=10 9+0+1=10 so 1000"
+
+
+def test_operand_pairs_of_a_split_never_appear_in_another():
+    assert pair_split(347, 586) == pair_split(586, 347)
+    counts = {split: 0 for split in PAIR_SPLITS}
+    for a in range(100, 400):
+        for b in range(100, 400):
+            counts[pair_split(a, b)] += 1
+    total = sum(counts.values())
+    assert 0.75 < counts["train"] / total < 0.85 and 0.07 < counts["test"] / total < 0.13
+
+    def pairs(split, seed):
+        found = set()
+        for doc in arithmetic_documents(200, seed, split):
+            numbers = [int(s.text) for s in doc if s.kind != "text"]
+            found.add(frozenset(numbers[:2]))
+            if len(numbers) == 5:
+                found.add(frozenset(numbers[2:4]))
+        return found
+
+    train, test = pairs("train", 0), pairs("test", 1)
+    assert all(pair_split(min(p), max(p)) == "test" for p in test)
+    assert not train & test
+    with pytest.raises(ValueError, match="choose one of"):
+        arithmetic_documents(1, 0, "heldout")
+
+
+def test_token_kinds_label_each_digit_with_its_number(tokenizer):
+    from rmt_megatron.builtin.datasets import encode_document, token_kinds
+
+    doc = arithmetic_documents(1, seed=4, split="train")[0]
+    ids = encode_document(tokenizer, doc)
+    kinds = token_kinds(tokenizer, doc)
+    assert len(kinds) == len(ids)
+    pieces = [p.decode() for p in tokenizer.token_bytes(ids)]
+    computed = "".join(p for p, k in zip(pieces, kinds, strict=True) if KINDS[k] == "computed")
+    operands = "".join(p for p, k in zip(pieces, kinds, strict=True) if KINDS[k] == "operand")
+    assert computed == "".join(s.text.strip() for s in doc if s.kind == "computed")
+    assert operands == "".join(s.text.strip() for s in doc if s.kind == "operand")
 
 
 def test_tokenizer_round_trips_and_knows_the_bytes_of_each_token(tokenizer):

@@ -1,14 +1,22 @@
-"""The built-in corpus: short stories whose numbers are sums and differences of earlier ones.
+"""The built-in corpus: short stories that add three-digit numbers, and the column-by-column
+working behind every sum.
 
-Why this corpus: RMT needs text where *some* next tokens are hard to guess but easy to work out.
-In "Ben has 7 apples. Ana gives him 5 more, so Ben has 12 apples." the words are predictable
-from the template, while "12" is nearly unguessable for a small model reading left to right yet
-follows from one line of reasoning ("7+5=12"). So a proxy model's entropy is high exactly where
-reasoning pays (the curriculum's hard tier), and the match reward measures whether the policy
-learned to do the arithmetic in its thinking. Everything is generated from a seed: no download.
+Why this world (docs/results/world.md says more): RMT needs text where some next tokens are hard
+to guess but can be worked out in a short chain of thought. In "Ben has 347 coins. Ana gives him
+586 more, so Ben has 933 coins." the words are predictable from the template and the operands
+are random, but each digit of "933" follows from the operands through carries that a small model
+reading left to right cannot resolve in one forward pass, while the written-out columns
+("347+586: 7+6=13 4+8+1=13 3+5+1=9") make every step a one-digit lookup. Digits are single tokens
+(the built-in tokenizer splits them), so each digit of a sum is its own prediction.
 
-Each document is a list of `Segment`s. A segment that states a computed number carries the
-arithmetic that produces it (`reasoning`), which the warm-start data uses as worked examples.
+Facts are split, not only documents: every unordered operand pair belongs to exactly one of
+"train", "valid" or "test" (a fixed hash, 80/10/10), and a document of a split only adds pairs of
+that split. The warm start sees train pairs only, so no held-out sum appears in its worked
+examples; "valid" is for choosing settings, "test" for the reported tables.
+
+Each document is a list of `Segment`s with a `kind`: "computed" (a digit string that is a sum,
+with its working in `reasoning`), "operand" (a number drawn at random: nothing can compute it)
+or "text". Everything is generated from a seed: no download.
 """
 
 from __future__ import annotations
@@ -18,6 +26,12 @@ from dataclasses import dataclass
 
 NAMES = ("Ben", "Ana", "Mia", "Leo", "Sam", "Eva", "Tom", "Zoe")
 ITEMS = ("apples", "books", "coins", "cards", "shells", "pens", "stamps", "eggs")
+PAIR_SPLITS = ("train", "valid", "test")
+KINDS = ("computed", "operand", "text")
+"""Kinds of document position, as `Segment.kind` and the evaluation's per-kind report name them."""
+
+_SPLIT_SHARES = (8, 1, 1)
+"""Tenths of all operand pairs per `PAIR_SPLITS` entry."""
 
 
 @dataclass(frozen=True)
@@ -25,53 +39,83 @@ class Segment:
     """A piece of document text; `reasoning` is set where its number is a computed result."""
 
     text: str
+    kind: str = "text"
     reasoning: str | None = None
 
 
-def _story(rng: random.Random) -> list[Segment]:
-    first, second = rng.sample(NAMES, 2)
-    item, other_item = rng.sample(ITEMS, 2)
-    a, b = rng.randint(2, 20), rng.randint(2, 20)
-    total = a + b
+def pair_split(a: int, b: int) -> str:
+    """The split ("train", "valid" or "test") that owns the unordered operand pair {a, b}."""
+    low, high = sorted((a, b))
+    bucket = ((low * 7919 + high * 104729) * 2654435761 >> 7) % sum(_SPLIT_SHARES)
+    for split, share in zip(PAIR_SPLITS, _SPLIT_SHARES, strict=True):
+        if bucket < share:
+            return split
+        bucket -= share
+    raise AssertionError("unreachable: the shares cover every bucket")
+
+
+def column_working(a: int, b: int) -> str:
+    """The working of a + b: the operands restated, then the columns least significant first,
+    each carry added explicitly, then the sum:
+    column_working(347, 586) == "347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933"."""
+    digits_a, digits_b = str(a)[::-1], str(b)[::-1]
+    steps, carry = [], 0
+    for column in range(max(len(digits_a), len(digits_b))):
+        x = int(digits_a[column]) if column < len(digits_a) else 0
+        y = int(digits_b[column]) if column < len(digits_b) else 0
+        terms = f"{x}+{y}" + ("+1" if carry else "")
+        total = x + y + carry
+        steps.append(f"{terms}={total}")
+        carry = total // 10
+    return f"{a}+{b}: " + " ".join(steps) + f" so {a + b}"
+
+
+def _operand(rng: random.Random, split: str, other: int) -> int:
+    """A three-digit number that makes a pair of `split` with `other`."""
+    while True:
+        candidate = rng.randint(100, 999)
+        if pair_split(other, candidate) == split:
+            return candidate
+
+
+def _sum(a: int, b: int) -> Segment:
+    return Segment(f" {a + b}", "computed", column_working(a, b))
+
+
+def _story(rng: random.Random, split: str) -> list[Segment]:
+    first, second, third = rng.sample(NAMES, 3)
+    item = rng.choice(ITEMS)
+    a = rng.randint(100, 999)
+    b = _operand(rng, split, a)
     segments = [
         Segment(f"{first} has"),
-        Segment(f" {a}"),
-        Segment(f" {item}. "),
-        Segment(f"{second} gives {first}"),
-        Segment(f" {b}"),
+        Segment(f" {a}", "operand"),
+        Segment(f" {item}. {second} gives {first}"),
+        Segment(f" {b}", "operand"),
         Segment(f" more, so {first} has"),
-        Segment(f" {total}", f"{a}+{b}={total}"),
+        _sum(a, b),
         Segment(f" {item}."),
     ]
-    if rng.random() < 0.7:
-        c = rng.randint(1, total - 1)
-        segments += [
-            Segment(f" Then {first} gives away"),
-            Segment(f" {c}"),
-            Segment(f" {item}, so {first} has"),
-            Segment(f" {total - c}", f"{total}-{c}={total - c}"),
-            Segment(f" {item} left."),
-        ]
     if rng.random() < 0.5:
-        d, e = rng.randint(2, 20), rng.randint(2, 20)
+        c = _operand(rng, split, a + b)
         segments += [
-            Segment(f" {second} has"),
-            Segment(f" {d}"),
-            Segment(f" {other_item}"),
-            Segment(" and buys"),
-            Segment(f" {e}"),
-            Segment(" more, so"),
-            Segment(f" {second} has"),
-            Segment(f" {d + e}", f"{d}+{e}={d + e}"),
-            Segment(f" {other_item}."),
+            Segment(f" Then {third} gives {first}"),
+            Segment(f" {c}", "operand"),
+            Segment(f" more, so {first} has"),
+            _sum(a + b, c),
+            Segment(f" {item}."),
         ]
     return segments
 
 
-def arithmetic_documents(count: int, seed: int) -> list[list[Segment]]:
-    """`count` stories, the same for the same seed."""
+def arithmetic_documents(count: int, seed: int, split: str = "test") -> list[list[Segment]]:
+    """`count` stories whose additions all use operand pairs of `split`; the same for the same
+    (count, seed, split). The default draws fresh held-out documents: pass a seed the built-in
+    datasets do not use (builtin.datasets.SPLITS)."""
+    if split not in PAIR_SPLITS:
+        raise ValueError(f"split={split!r}: choose one of {PAIR_SPLITS}")
     rng = random.Random(seed)
-    return [_story(rng) for _ in range(count)]
+    return [_story(rng, split) for _ in range(count)]
 
 
 def document_text(segments: list[Segment]) -> str:
@@ -79,12 +123,13 @@ def document_text(segments: list[Segment]) -> str:
     return "".join(segment.text for segment in segments)
 
 
-def reasoning_at(segments: list[Segment], char_offset: int) -> str | None:
-    """The arithmetic behind the number whose text covers `char_offset`, if it is computed."""
+def segment_at(segments: list[Segment], char_offset: int) -> tuple[Segment, int] | None:
+    """The segment whose text covers `char_offset`, and the offset within it (None past the
+    end)."""
     start = 0
     for segment in segments:
         end = start + len(segment.text)
         if start <= char_offset < end:
-            return segment.reasoning
+            return segment, char_offset - start
         start = end
     return None

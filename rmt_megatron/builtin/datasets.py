@@ -15,17 +15,27 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from rmt_megatron.builtin.corpus import Segment, arithmetic_documents, document_text
+import numpy as np
+
+from rmt_megatron.builtin.corpus import (
+    KINDS,
+    Segment,
+    arithmetic_documents,
+    document_text,
+    segment_at,
+)
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.indexed_dataset import write_indexed_dataset
+from rmt_megatron.model_io.position_kinds import write_position_kinds
 from rmt_megatron.model_io.preprocess import record_tokenizer
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
 ASSETS = Path(__file__).resolve().parent / "assets" / "tiny_base"
 TOKENIZER_FILE = "tokenizer.model"
 CHECKPOINT_DIR = "checkpoint"
-SPLITS = {"train": (2000, 0), "valid": (200, 1)}
-"""Documents and seed per split; the held-out split uses its own seed."""
+SPLITS = {"train": (2000, 0), "valid": (300, 1), "test": (300, 2)}
+"""Documents and seed per split. Each split adds only its own operand pairs
+(`corpus.pair_split`): "valid" is for choosing settings, "test" for the reported results."""
 
 
 @dataclass(frozen=True)
@@ -33,18 +43,33 @@ class BuiltinData:
     tokenizer_model: Path
     train_prefix: Path
     valid_prefix: Path
+    test_prefix: Path
     base_checkpoint: Path
 
 
 def builtin_documents(split: str) -> list[list[Segment]]:
     """The corpus documents of `split` ("train" or "valid")."""
     count, seed = SPLITS[split]
-    return arithmetic_documents(count, seed)
+    return arithmetic_documents(count, seed, split)
 
 
 def encode_document(tokenizer: SentencePieceTokenizer, segments: list[Segment]) -> list[int]:
     """A document's token ids, ending with EOS."""
     return [*tokenizer.encode(document_text(segments)), tokenizer.eos_id]
+
+
+def token_kinds(tokenizer: SentencePieceTokenizer, segments: list[Segment]) -> list[int]:
+    """The kind (index in `corpus.KINDS`) of each token of `encode_document`: a digit token has
+    its number's kind ("computed" or "operand"); every other token, EOS included, is "text"."""
+    ids = encode_document(tokenizer, segments)
+    kinds, offset = [], 0
+    for piece in tokenizer.token_bytes(ids[:-1]):
+        text = piece.decode("utf-8", errors="replace")
+        located = segment_at(segments, offset)
+        kind = located[0].kind if located and text.isdigit() else "text"
+        kinds.append(KINDS.index(kind))
+        offset += len(text)
+    return [*kinds, KINDS.index("text")]
 
 
 def prepare_builtin_data(
@@ -57,6 +82,9 @@ def prepare_builtin_data(
     stamp = {
         "tokenizer_sha256": hashlib.sha256(tokenizer_model.read_bytes()).hexdigest(),
         "splits": SPLITS,
+        "corpus_sample_sha256": hashlib.sha256(
+            "".join(document_text(doc) for doc in arithmetic_documents(5, 0, "train")).encode()
+        ).hexdigest(),
     }
     stamp_path = directory / "builtin.json"
     prefixes = {split: directory / f"arith_{split}" for split in SPLITS}
@@ -68,13 +96,20 @@ def prepare_builtin_data(
         for stale in directory.glob("arith_*"):
             stale.unlink()
         for split, prefix in prefixes.items():
+            documents = builtin_documents(split)
             write_indexed_dataset(
                 prefix,
-                (encode_document(tokenizer, doc) for doc in builtin_documents(split)),
+                (encode_document(tokenizer, doc) for doc in documents),
                 tokenizer.vocab_size,
             )
             record_tokenizer(prefix, tokenizer)
+            codes = np.concatenate([token_kinds(tokenizer, doc) for doc in documents])
+            write_position_kinds(prefix, KINDS, codes)
         atomic_write(stamp_path, json.dumps(stamp, indent=1))
     return BuiltinData(
-        tokenizer_model, prefixes["train"], prefixes["valid"], assets / CHECKPOINT_DIR
+        tokenizer_model,
+        prefixes["train"],
+        prefixes["valid"],
+        prefixes["test"],
+        assets / CHECKPOINT_DIR,
     )

@@ -3,13 +3,15 @@
 RL earns signal only from a policy that already answers in the think-then-box format, so the
 default run starts from a base model trained here with plain next-token prediction on
 
-- the built-in corpus documents, and
-- worked examples: an RMT prompt (random budget B in [B_T, B_0] of the preset) for a position of
-  a corpus document, then reasoning and the boxed next token. Where the next token is a digit of a
-  computed number the reasoning does the arithmetic ("7+5=12"); elsewhere it names the token.
-  Verbosity varies: filler sentences pad the reasoning to a length drawn around B
-  (uniform in [0.4·B, 1.6·B] tokens), so the base model follows the budget only loosely and a
-  shrinking budget has reasoning to cut.
+- the built-in corpus documents (train operand pairs only: `corpus.pair_split`), and
+- worked examples: a next-token-reasoning prompt for a position of a corpus document, then
+  reasoning and the boxed next token. Half the prompts carry the budget clause (a budget B drawn
+  from [B_T, B_0] of the preset), half none, so every method's prompt form starts from the same
+  base. Where the next token is a digit of a sum the reasoning is the sum's column working and
+  which digit comes next ("347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933, after 9 comes 3"); elsewhere
+  it names the token. Verbosity varies: redundant re-checks of the reasoning pad it to a length
+  drawn around B (uniform in [0.4·B, 1.6·B] tokens), so the base model follows the budget only
+  loosely and a shrinking budget has reasoning to cut.
 
 `rmt-warmstart --output DIR` writes DIR/tokenizer.model, DIR/checkpoint/ and
 DIR/base.json (what was trained, how long it took, the final loss). The shipped
@@ -28,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from rmt_megatron.builtin.corpus import Segment, document_text, reasoning_at
+from rmt_megatron.builtin.corpus import Segment, document_text, segment_at
 from rmt_megatron.builtin.datasets import (
     CHECKPOINT_DIR,
     TOKENIZER_FILE,
@@ -48,16 +50,8 @@ from rmt_megatron.method.packing import collate, ntp_sequence, token_weights
 from rmt_megatron.method.prompt import INSTRUCTION, build_prompt, prompt_header
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sentencepiece
 
-FILLERS = (
-    "Let me read the text again.",
-    "I need the next token.",
-    "The story counts things.",
-    "I check each number.",
-    "Things given or bought change the count.",
-    "I keep track of who has what.",
-    "Let me be careful.",
-    "First I find the last number.",
-)
+CHECKS = ("Check:", "Let me check again:", "Once more:", "To be sure:")
+"""Openings of a redundant re-check in the worked examples."""
 VOCAB_SIZE = 512
 """Built-in tokenizer size: a multiple of 256, so TP 1, 2 and 4 pad it alike (checkpoints
 reshard across those TP sizes)."""
@@ -68,11 +62,23 @@ def tokenizer_texts(documents: list[list[Segment]], config: RMTConfig) -> list[s
     budgets = range(1, config.budget.initial + 1)
     return (
         [document_text(doc) for doc in documents]
-        + [prompt_header(b) for b in budgets]
+        + [prompt_header(b) for b in [None, *budgets]]
         + [INSTRUCTION, "\n<think>", "</think>\\boxed{", "}"]
-        + list(FILLERS) * 50
+        + list(CHECKS) * 50
         + [segment.reasoning for doc in documents for segment in doc if segment.reasoning]
     )
+
+
+def reasoning_core(located: tuple[Segment, int] | None, answer: str) -> str:
+    """The reasoning a worked example needs for the token `answer` found at `located` (segment,
+    offset in it): the column working and which digit comes next for a digit of a sum; the
+    token itself elsewhere."""
+    if located is None or located[0].reasoning is None or not answer.isdigit():
+        return f"next: {answer.strip() or 'space'}"
+    segment, offset = located
+    written = segment.text[:offset].strip()
+    where = f"after {written} comes" if written else "first"
+    return f"{segment.reasoning}, {where} {answer}"
 
 
 def worked_response(
@@ -82,12 +88,13 @@ def worked_response(
     target_length: int,
     rng: random.Random,
 ) -> list[int]:
-    """Reasoning padded with fillers to about `target_length` tokens, then the boxed answer."""
-    fillers: list[str] = []
-    while len(tokenizer.encode(" ".join([*fillers, core]))) < target_length:
-        fillers.append(rng.choice(FILLERS))
-    reasoning = " ".join([*fillers, core])
-    return tokenizer.encode(f"{reasoning}</think>\\boxed{{{answer}}}")
+    """The reasoning `core`, then redundant re-checks of it until about `target_length` tokens,
+    then the boxed answer. The re-checks are the over-thinking a budget can cut: they repeat
+    work already done and change nothing."""
+    parts = [core]
+    while len(tokenizer.encode(" ".join(parts))) < target_length:
+        parts.append(f"{rng.choice(CHECKS)} {core}.")
+    return tokenizer.encode(" ".join(parts) + f"</think>\\boxed{{{answer}}}")
 
 
 def worked_examples(
@@ -98,7 +105,8 @@ def worked_examples(
     others_per_document: int = 2,
 ) -> list[list[int]]:
     """Prompt ⊕ response sequences: every digit of a computed number, plus a few other
-    positions, of each document."""
+    positions, of each document. Half the prompts carry a budget clause (a budget drawn from
+    [B_T, B_0]), half none, so both prompt forms start from the same base."""
     rng = random.Random(seed)
     low = budget_at(config.train.train_iters, config.train.train_iters, config.budget)
     high = config.budget.initial
@@ -106,23 +114,24 @@ def worked_examples(
     examples = []
     for doc in documents:
         ids = encode_document(tokenizer, doc)[:-1]
-        pieces = tokenizer.token_bytes(ids)
+        pieces = [p.decode("utf-8", errors="replace") for p in tokenizer.token_bytes(ids)]
         starts = [0]
         for piece in pieces:
-            starts.append(starts[-1] + len(piece.decode("utf-8", errors="replace")))
+            starts.append(starts[-1] + len(piece))
+        located = [segment_at(doc, start) for start in starts[:-1]]
         computed = [
             pos
             for pos in range(min_context, len(ids))
-            if reasoning_at(doc, starts[pos]) and pieces[pos].strip().isdigit()
+            if (found := located[pos]) and found[0].kind == "computed" and pieces[pos].isdigit()
         ]
         others = [pos for pos in range(min_context, len(ids)) if pos not in computed]
         for pos in computed + rng.sample(others, min(others_per_document, len(others))):
-            answer = pieces[pos].decode("utf-8", errors="replace")
-            core = reasoning_at(doc, starts[pos]) or f"next: {answer.strip() or 'space'}"
+            core = reasoning_core(located[pos], pieces[pos])
             budget = rng.randint(low, high)
             target = rng.randint(max(1, int(0.4 * budget)), int(1.6 * budget))
-            prompt = build_prompt(tokenizer, ids[:pos], budget, config.rollout.max_prompt_length)
-            examples.append(prompt + worked_response(tokenizer, core, answer, target, rng))
+            shown = budget if rng.random() < 0.5 else None
+            prompt = build_prompt(tokenizer, ids[:pos], shown, config.rollout.max_prompt_length)
+            examples.append(prompt + worked_response(tokenizer, core, pieces[pos], target, rng))
     return examples
 
 
@@ -194,7 +203,14 @@ def main(argv: list[str] | None = None) -> int:
             output / CHECKPOINT_DIR,
             args.train_iters,
             state.module,
-            state={"config": config.to_dict(), "vocab_size": tokenizer.vocab_size},
+            state={
+                "config": config.to_dict(),
+                "vocab_size": tokenizer.vocab_size,
+                "prompt_budget": budget_at(
+                    config.train.train_iters, config.train.train_iters, config.budget
+                ),
+                "prompt_forms": "with and without the budget clause",
+            },
         )
     parallel.shutdown()
     summary = {

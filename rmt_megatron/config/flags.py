@@ -160,7 +160,9 @@ def add_megatron_args(
 def config_from_args(args: argparse.Namespace, default_preset: str | None = None) -> RMTConfig:
     """Build the run's `RMTConfig`: the preset (`--rmt-preset`, else `default_preset`, else the
     method's defaults), then `--rmt-method`, then every flag that was given. Flags missing from
-    `args` (e.g. Megatron-LM owns the model flags) are skipped. Bad values raise `ConfigError`."""
+    `args` (e.g. Megatron-LM owns the model flags) are skipped. A `--train-iters` without
+    `--lr-warmup-iters` keeps the preset's warm-up as the same share of the run (the tiny
+    preset's 5 of 100 steps become 0 of 2). Bad values raise `ConfigError`."""
     preset = getattr(args, "rmt_preset", None) or default_preset
     config = get_preset(preset) if preset else RMTConfig()
     config = apply_method(config, getattr(args, "rmt_method", None) or "rmt")
@@ -180,6 +182,12 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
             )
         given[field] = spec.flag
         overrides[spec.section][spec.field] = value
+    train = overrides["train"]
+    if "train_iters" in train and "lr_warmup_iters" not in train:
+        # the preset's warm-up is a share of its own run length: keep the share
+        train["lr_warmup_iters"] = (
+            config.train.lr_warmup_iters * train["train_iters"] // config.train.train_iters
+        )
     try:
         return replace(
             config,

@@ -97,3 +97,8 @@ def load_indexed_dataset(prefix: str | os.PathLike, vocab_size: int) -> IndexedD
             f"{vocab_size} tokens: the dataset was built with another tokenizer"
         )
     return dataset
+
+
+def documents_of(dataset: IndexedDataset) -> list[np.ndarray]:
+    """Every document of `dataset` as an int64 token-id array."""
+    return [np.asarray(dataset[i], dtype=np.int64) for i in range(len(dataset))]

@@ -25,7 +25,12 @@ from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
 from rmt_megatron.config.sections import ModelConfig
 from rmt_megatron.errors import ConfigError
-from rmt_megatron.mcore.cpu import apply_cpu_patches, cpu_model_parallel_seed, cpu_only
+from rmt_megatron.mcore.cpu import (
+    apply_cpu_patches,
+    cpu_model_parallel_seed,
+    cpu_only,
+    set_cpu_threads,
+)
 
 
 def free_port() -> int:
@@ -42,6 +47,8 @@ def initialize(config: ModelConfig, seed: int, timeout_minutes: float = 10.0) ->
     hanging."""
     timeout = datetime.timedelta(minutes=timeout_minutes)
     apply_cpu_patches()
+    if cpu_only():
+        set_cpu_threads()
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     model_parallel = config.tensor_model_parallel_size * config.pipeline_model_parallel_size
     if world_size % model_parallel:

@@ -40,3 +40,15 @@ class Tally:
             name: mean_or_nan(total, count)
             for name, (total, count) in zip(names, self.sums_and_counts(names), strict=True)
         }
+
+
+def paired_difference(first: Iterable[float], second: Iterable[float]) -> dict[str, float]:
+    """Mean of `first - second` over paired values and its standard error (sample std / √n):
+    {"mean", "se", "n"}; NaN where undefined (no pairs; one pair for the SE)."""
+    differences = [a - b for a, b in zip(first, second, strict=True)]
+    n = len(differences)
+    mean = mean_or_nan(sum(differences), n)
+    if n < 2:
+        return {"mean": mean, "se": math.nan, "n": n}
+    variance = sum((d - mean) ** 2 for d in differences) / (n - 1)
+    return {"mean": mean, "se": math.sqrt(variance / n), "n": n}

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from rmt_megatron.errors import DatasetError
 from rmt_megatron.files import atomic_save_array, atomic_write
 from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.teacher_forcing import (
@@ -50,6 +51,27 @@ def difficulty_cache_path(prefix: Path, proxy_name: str, key: dict) -> Path:
     weights and the scoring settings, and is written beside the scores as `.json`."""
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return prefix.with_name(f"{prefix.name}_entropy_{proxy_name}_{digest}.npy")
+
+
+def proxy_label(path: str | os.PathLike) -> str:
+    """A readable name of a proxy checkpoint for cache file names: its file or directory name,
+    or its parent's where the directory is a generic `checkpoint` (e.g. tiny_base/checkpoint)."""
+    path = Path(path).resolve()
+    return path.parent.name if path.name == "checkpoint" else path.stem
+
+
+def cached_scores(path: Path, tokens: int) -> np.ndarray:
+    """Difficulty scores from the cache, which must hold one float per token of the dataset."""
+    try:
+        scores = np.load(path)
+    except (ValueError, OSError, EOFError) as error:
+        raise DatasetError(f"{path} is damaged ({error}): delete it to rescore") from None
+    if scores.shape != (tokens,):
+        raise DatasetError(
+            f"{path} holds {scores.shape} scores but the dataset has {tokens} tokens: it "
+            "belongs to another dataset; delete it to rescore"
+        )
+    return scores
 
 
 def _windows(document: np.ndarray, seq_length: int) -> list[tuple[int, np.ndarray]]:

@@ -9,7 +9,12 @@ from the curriculum config). Per split:
 - `ntp_accuracy`: plain teacher-forced argmax next-token prediction, no reasoning;
 - `mean_reasoning_length`, `valid_format`: over the reasoning rollouts.
 "average" is the plain mean of the splits' accuracies (of those that hold any position; a split
-without positions reports NaN). Data-parallel replicas each evaluate every D-th position.
+without positions reports NaN). "reasoning_minus_argmax" is the paired difference of the two
+accuracies over all sampled positions, with its standard error. Where the dataset labels its
+positions (`model_io.position_kinds`, e.g. the built-in "computed" / "operand" / "text"), "kinds"
+reports the same per kind. "outcomes" lists every position with its own results, so that two
+reports on the same positions can be compared pair by pair. Data-parallel replicas each evaluate
+every D-th position.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.teacher_forcing import argmax_statistic, forward_statistics
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.method.rewards import score_rollout
-from rmt_megatron.method.tallies import mean_of
+from rmt_megatron.method.tallies import mean_of, paired_difference
 from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.run.sharding import replica_share
 
@@ -36,6 +41,7 @@ class EvalPosition:
     document: int
     position: int
     entropy: float
+    kind: str | None = None
 
 
 def sample_eval_positions(
@@ -45,16 +51,20 @@ def sample_eval_positions(
     lowest: float,
     count: int,
     seed: int,
+    kinds: tuple[list[str], np.ndarray] | None = None,
 ) -> list[EvalPosition]:
     """Up to `count` positions, fixed by `seed`, among those a training step could draw
     (`eligible`, flat over all tokens: enough context, a target with text, so never an
-    end-of-text target that no boxed answer can match) whose entropy is above `lowest`."""
+    end-of-text target that no boxed answer can match) whose entropy is above `lowest`.
+    `kinds` (names, flat codes) labels each position with its kind."""
     candidates = []
     offset = 0
     for doc, tokens in enumerate(documents):
         for pos in range(len(tokens)):
-            if eligible[offset + pos] and entropy[offset + pos] > lowest:
-                candidates.append(EvalPosition(doc, pos, float(entropy[offset + pos])))
+            flat = offset + pos
+            if eligible[flat] and entropy[flat] > lowest:
+                kind = None if kinds is None else kinds[0][kinds[1][flat]]
+                candidates.append(EvalPosition(doc, pos, float(entropy[flat]), kind))
         offset += len(tokens)
     if not candidates:
         raise DatasetError(
@@ -97,7 +107,28 @@ def evaluate(
         key: mean_of(s[key] for s in present) for key in ("reasoning_accuracy", "ntp_accuracy")
     }
     report["mean_reasoning_length"] = mean_of(r["mean_reasoning_length"] for r in results)
+    report["reasoning_minus_argmax"] = _reasoning_minus_argmax(results)
+    report["outcomes"] = [
+        {"document": p.document, "position": p.position, "kind": p.kind, "entropy": p.entropy, **r}
+        for p, r in zip(positions, results, strict=True)
+    ]
+    labels = sorted({p.kind for p in positions if p.kind is not None})
+    if labels:
+        report["kinds"] = {}
+        for kind in labels:
+            members = [r for r, p in zip(results, positions, strict=True) if p.kind == kind]
+            report["kinds"][kind] = {
+                "positions": len(members),
+                **{key: mean_of(r[key] for r in members) for key in OUTCOMES},
+                "reasoning_minus_argmax": _reasoning_minus_argmax(members),
+            }
     return report
+
+
+def _reasoning_minus_argmax(results: list[dict[str, float]]) -> dict[str, float]:
+    return paired_difference(
+        (r["reasoning_accuracy"] for r in results), (r["ntp_accuracy"] for r in results)
+    )
 
 
 OUTCOMES = ("reasoning_accuracy", "ntp_accuracy", "mean_reasoning_length", "valid_format")

@@ -22,7 +22,7 @@ import torch
 
 from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.sections import SCHEDULE_FIELDS, TIER_NAMES, RMTConfig, model_shape
-from rmt_megatron.errors import CheckpointError, ConfigError, DatasetError, TrainingError
+from rmt_megatron.errors import CheckpointError, ConfigError, TrainingError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import cpu, parallel
 from rmt_megatron.mcore.checkpoint import (
@@ -36,7 +36,7 @@ from rmt_megatron.mcore.checkpoint import (
 )
 from rmt_megatron.mcore.forward_step import make_forward_step, require_supported
 from rmt_megatron.mcore.generation import RolloutEngine
-from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training, train_step
 from rmt_megatron.method.group_scores import STEP_STATS
 from rmt_megatron.method.tallies import mean_or_nan
@@ -47,9 +47,16 @@ from rmt_megatron.model_io.checkpoints import (
     load_tokenizer,
     with_imported_model,
 )
+from rmt_megatron.model_io.position_kinds import load_position_kinds
 from rmt_megatron.model_io.preprocess import check_tokenizer
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, fingerprint
-from rmt_megatron.run.difficulty import difficulty_cache_path, file_signature, score_difficulty
+from rmt_megatron.run.difficulty import (
+    cached_scores,
+    difficulty_cache_path,
+    file_signature,
+    proxy_label,
+    score_difficulty,
+)
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.metrics import MetricsWriter, progress_line, replica_means
 from rmt_megatron.run.step_builder import StepBatchBuilder, eligible_positions
@@ -130,24 +137,6 @@ def checked_against_resume(config: RMTConfig) -> RMTConfig:
     )
 
 
-def _cached_scores(path: Path, tokens: int) -> np.ndarray:
-    """Difficulty scores from the cache, which must hold one float per token of the dataset."""
-    try:
-        scores = np.load(path)
-    except (ValueError, OSError, EOFError) as error:
-        raise DatasetError(f"{path} is damaged ({error}): delete it to rescore") from None
-    if scores.shape != (tokens,):
-        raise DatasetError(
-            f"{path} holds {scores.shape} scores but the dataset has {tokens} tokens: it "
-            "belongs to another dataset; delete it to rescore"
-        )
-    return scores
-
-
-def documents_of(dataset) -> list[np.ndarray]:
-    return [np.asarray(dataset[i], dtype=np.int64) for i in range(len(dataset))]
-
-
 class Run:
     """One training run on this rank (construct inside `cpu.device_mode()`)."""
 
@@ -210,6 +199,7 @@ class Run:
             config.curriculum.tier_thresholds[0],
             config.data.eval_positions,
             config.data.eval_seed,
+            load_position_kinds(self.data.valid_prefix, sum(len(d) for d in self.valid_docs)),
         )
         self._proxy = None  # scoring is done: free it
         self.writer = MetricsWriter(config.train.tensorboard_dir, parallel.is_main_rank())
@@ -276,9 +266,11 @@ class Run:
             "entropy_top_k": top_k,
             "seq_length": self.config.model.seq_length,
         }
-        path = difficulty_cache_path(prefix, Path(proxy_path).stem if proxy_path else "policy", key)
+        path = difficulty_cache_path(
+            prefix, proxy_label(proxy_path) if proxy_path else "policy", key
+        )
         if path.is_file():
-            return _cached_scores(path, sum(len(d) for d in documents))
+            return cached_scores(path, sum(len(d) for d in documents))
         if proxy_path and self._proxy is None:
             self._proxy = load_proxy(proxy_path, self.config.model, self.data.tokenizer)
         model = self.state.module if self._proxy is None else self._proxy
@@ -333,6 +325,10 @@ class Run:
                     else math.nan
                 ),
                 "train_tokens_per_s": batches.loss_tokens / max(train_seconds, 1e-9),
+                "loss_tokens": batches.loss_tokens,
+                "rollout_tokens": float(
+                    parallel.data_parallel_all_reduce(torch.tensor(float(batches.rollout_tokens)))
+                ),
             }
         )
         if batches.probs is not None:
@@ -434,6 +430,7 @@ class Run:
                 "scheduler": self.state.scheduler.state_dict(),
                 "starting_weights": self.starting_weights,
                 "sampler": self.builder.state_dict(),
+                "prompt_budget": self.builder.budget(self.config.train.train_iters),
             },
         )
 
@@ -458,6 +455,7 @@ class Run:
             self._check_finite(step + 1, metrics)
             history.append(metrics)
             self.writer.scalars(step + 1, metrics, "train")
+            self._append_metrics(step + 1, metrics)
             if (step + 1) % config.log_interval == 0 or step == 0:
                 self._log(progress_line(step + 1, config.train_iters, metrics))
             if step + 1 == config.train_iters:
@@ -477,6 +475,17 @@ class Run:
             evaluations.append(self.evaluate(config.train_iters))
         self.writer.close()
         return {"evaluations": evaluations, "metrics": history, "exited_at": exited_at}
+
+    def _append_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """One JSON line per step in `<save>/metrics.jsonl` (main rank), read by the replication
+        tables; a resumed run appends (NaN is written as null)."""
+        if not self.config.train.save or not parallel.is_main_rank():
+            return
+        row = {"step": step, **{k: v if math.isfinite(v) else None for k, v in metrics.items()}}
+        path = Path(self.config.train.save) / "metrics.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as stream:
+            stream.write(json.dumps(row) + "\n")
 
     @staticmethod
     def _log(message: str) -> None:

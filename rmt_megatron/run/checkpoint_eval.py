@@ -1,0 +1,254 @@
+"""Evaluate any checkpoint on any held-out dataset, without a run's training flags.
+
+    python -m rmt_megatron.evaluate --load DIR [--data-path PREFIX] [--tokenizer-model PATH]
+        [--proxy-checkpoint DIR] [--prompt-budget auto|none|N] [--eval-positions N]
+        [--eval-seed S] [--output FILE]
+
+- The model's shape comes from the checkpoint's recorded config (`rmt_state.json`); the model
+  is loaded at TP = PP = 1 (distributed checkpoints reshard on load).
+- The dataset defaults to the built-in "test" split; the tokenizer to the one the checkpoint's
+  run recorded (the built-in one for the built-in world).
+- Difficulty (the entropy tiers) comes from a fixed proxy, never from the model under test, so
+  every checkpoint is scored on the same positions: by default the shipped base model for the
+  built-in world; for other data `--proxy-checkpoint` is required (a checkpoint of ours or a
+  Hugging Face directory). The proxy's name is in the cache file's name
+  (`PREFIX_entropy_<proxy>_<digest>.npy`).
+- The prompt form defaults to the one the checkpoint was trained with (`prompt_budget` in its
+  state: the final budget B_T, or none); `--prompt-budget` overrides it.
+- The report (`run.evaluation.evaluate`) goes to `--output`, by default
+  `runs/eval/<checkpoint>_iter<step>_<dataset>_<prompt>.json`; a file that exists is not
+  overwritten unless `--overwrite`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, prepare_builtin_data
+from rmt_megatron.cli import command
+from rmt_megatron.config.sections import RMTConfig
+from rmt_megatron.errors import ConfigError
+from rmt_megatron.files import atomic_write
+from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore.checkpoint import TRACKER, latest_step, load_checkpoint, read_state
+from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.gpt_model import build_gpt_model
+from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
+from rmt_megatron.method.budget import budget_at
+from rmt_megatron.model_io.checkpoints import load_proxy, load_tokenizer
+from rmt_megatron.model_io.position_kinds import load_position_kinds
+from rmt_megatron.model_io.preprocess import check_tokenizer
+from rmt_megatron.model_io.tokenizers import fingerprint
+from rmt_megatron.run.difficulty import (
+    cached_scores,
+    difficulty_cache_path,
+    file_signature,
+    proxy_label,
+    score_difficulty,
+)
+from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
+from rmt_megatron.run.step_builder import eligible_positions
+
+BUILTIN_PROXY = ASSETS / CHECKPOINT_DIR
+"""The fixed difficulty proxy of the built-in world: the shipped base model."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rmt_megatron.evaluate",
+        description="Held-out next-token accuracy of a checkpoint: reasoning and plain argmax, "
+        "per entropy tier and per kind of position.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--load", required=True, help="Checkpoint directory (a run's --save).")
+    parser.add_argument("--ckpt-step", type=int, default=None, help="Step (default: latest).")
+    parser.add_argument(
+        "--data-path", default=None, help="Held-out dataset PREFIX (default: built-in test)."
+    )
+    parser.add_argument(
+        "--tokenizer-model", default=None, help="Default: the tokenizer the run recorded."
+    )
+    parser.add_argument(
+        "--proxy-checkpoint",
+        default=None,
+        help="Difficulty proxy (default: the shipped base model, built-in data only).",
+    )
+    parser.add_argument(
+        "--prompt-budget",
+        default="auto",
+        help="'auto' (the checkpoint's own prompt form), 'none' (no budget clause) or a number.",
+    )
+    parser.add_argument("--eval-positions", type=int, default=400)
+    parser.add_argument("--eval-seed", type=int, default=0)
+    parser.add_argument("--builtin-data-dir", default="runs/builtin_data")
+    parser.add_argument("--output", default=None, help="Report JSON path.")
+    parser.add_argument("--overwrite", action="store_true", help="Replace an existing report.")
+    return parser
+
+
+def prompt_budget_of(state: dict, config: RMTConfig) -> int | None:
+    """The budget in the prompt a checkpoint was trained with: its recorded `prompt_budget`,
+    else (older checkpoints) B_T of its config, or None with the budget off."""
+    if "prompt_budget" in state:
+        return state["prompt_budget"]
+    if not config.budget.enabled:
+        return None
+    return budget_at(config.train.train_iters, config.train.train_iters, config.budget)
+
+
+def _prompt_budget(flag: str, state: dict, config: RMTConfig) -> int | None:
+    if flag == "auto":
+        return prompt_budget_of(state, config)
+    if flag == "none":
+        return None
+    if not flag.isdigit() or int(flag) < 1:
+        raise ConfigError(f"--prompt-budget {flag!r}: give 'auto', 'none' or a positive number")
+    return int(flag)
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, Path]:
+    """The report for `args` (see `build_parser`) and the path it belongs at."""
+    load = Path(args.load)
+    step = args.ckpt_step if args.ckpt_step is not None else latest_step(load)
+    if step is None:
+        raise ConfigError(f"--load {load} holds no checkpoint ({TRACKER} not found)")
+    state = read_state(load, step)
+    if "config" not in state:
+        raise ConfigError(f"{load} records no config in its state: it was not written by us")
+    recorded = RMTConfig.from_dict(state["config"])
+    config = replace(
+        recorded,
+        model=replace(recorded.model, tensor_model_parallel_size=1, pipeline_model_parallel_size=1),
+        data=replace(recorded.data, eval_positions=args.eval_positions, eval_seed=args.eval_seed),
+    )
+    if args.data_path is None:
+        builtin = prepare_builtin_data(args.builtin_data_dir)
+        prefix, proxy = builtin.test_prefix, Path(args.proxy_checkpoint or BUILTIN_PROXY)
+        tokenizer_path = args.tokenizer_model or builtin.tokenizer_model
+    else:
+        prefix = Path(args.data_path)
+        if args.proxy_checkpoint is None:
+            raise ConfigError(
+                "--data-path needs --proxy-checkpoint: difficulty comes from a fixed proxy "
+                "model, never from the checkpoint under test"
+            )
+        proxy = Path(args.proxy_checkpoint)
+        tokenizer_path = args.tokenizer_model or recorded.data.tokenizer_model
+        if tokenizer_path is None:
+            raise ConfigError(f"{load} records no tokenizer: give --tokenizer-model")
+    tokenizer = load_tokenizer(tokenizer_path)
+    check_tokenizer(prefix, tokenizer)
+    documents = documents_of(load_indexed_dataset(prefix, tokenizer.vocab_size))
+    budget = _prompt_budget(args.prompt_budget, state, config)
+    vocab = config.model.vocab_size or state.get("vocab_size") or tokenizer.vocab_size
+    parallel.initialize(config.model, config.train.seed)
+    try:
+        with cpu.device_mode():
+            model = build_gpt_model(config.model, vocab, initialize=False)
+            load_checkpoint(load, model, step=step, restore_rng=False, require_state=False)
+            model.eval()
+            entropy = _proxy_entropy(proxy, prefix, documents, config, tokenizer)
+            positions = sample_eval_positions(
+                documents,
+                entropy,
+                eligible_positions(documents, tokenizer, config.curriculum.min_context),
+                config.curriculum.tier_thresholds[0],
+                args.eval_positions,
+                args.eval_seed,
+                load_position_kinds(prefix, sum(len(d) for d in documents)),
+            )
+            engine = RolloutEngine.for_model(model, tokenizer, config.model)
+            report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)
+    finally:
+        parallel.shutdown()
+    report.update(
+        checkpoint=str(load),
+        step=step,
+        dataset=str(prefix),
+        proxy=str(proxy),
+        eval_seed=args.eval_seed,
+        prompt_budget=budget,
+    )
+    prompt = "nobudget" if budget is None else f"budget{budget}"
+    output = Path(
+        args.output or f"runs/eval/{load.resolve().name}_iter{step}_{prefix.name}_{prompt}.json"
+    )
+    return report, output
+
+
+def _proxy_entropy(proxy: Path, prefix: Path, documents, config: RMTConfig, tokenizer):
+    """Entropy of the fixed proxy at every token, cached beside the data under its name."""
+    key = {
+        "data": file_signature(prefix),
+        "proxy": file_signature(proxy),
+        "tokenizer": fingerprint(tokenizer),
+        "entropy_top_k": config.curriculum.entropy_top_k,
+        "seq_length": config.model.seq_length,
+    }
+    path = difficulty_cache_path(prefix, proxy_label(proxy), key)
+    if path.is_file():
+        return cached_scores(path, sum(len(d) for d in documents))
+    if (proxy / TRACKER).is_file():
+        proxy_config = RMTConfig.from_dict(read_state(proxy)["config"]).model
+        model = build_gpt_model(
+            replace(proxy_config, tensor_model_parallel_size=1, pipeline_model_parallel_size=1),
+            tokenizer.vocab_size,
+            initialize=False,
+        )
+        load_checkpoint(proxy, model, restore_rng=False, require_state=False)
+        model.eval()
+    else:
+        model = load_proxy(proxy, config.model, tokenizer)
+    scores = score_difficulty(
+        model,
+        documents,
+        path,
+        config.curriculum.entropy_top_k,
+        config.model.seq_length,
+        config.train.micro_batch_size,
+        tokenizer.eos_id,
+    )
+    atomic_write(path.with_suffix(".json"), json.dumps(key, indent=1))
+    return scores
+
+
+def summary_lines(report: dict) -> list[str]:
+    """The report as a few readable lines: per tier, per kind, and reasoning − argmax."""
+    lines = [
+        f"{report['positions']} positions, prompt budget {report['budget']}, mean reasoning "
+        f"length {report['mean_reasoning_length']:.1f}"
+    ]
+    groups = [("tier", report["splits"]), ("kind", report.get("kinds", {}))]
+    for label, group in groups:
+        for name, row in group.items():
+            difference = row.get("reasoning_minus_argmax")
+            paired = (
+                f", reasoning - argmax {difference['mean']:+.3f} ± {difference['se']:.3f}"
+                if difference
+                else ""
+            )
+            lines.append(
+                f"  {label} {name:<9} n={row['positions']:<4} reasoning "
+                f"{row['reasoning_accuracy']:.3f}  argmax {row['ntp_accuracy']:.3f}{paired}"
+            )
+    overall = report["reasoning_minus_argmax"]
+    lines.append(f"  all: reasoning - argmax {overall['mean']:+.3f} ± {overall['se']:.3f} (SE)")
+    return lines
+
+
+@command
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.eval_positions < 1:
+        raise ConfigError("--eval-positions must be at least 1")
+    report, output = evaluate_checkpoint(args)
+    if output.exists() and not args.overwrite:
+        raise ConfigError(f"{output} exists: give another --output, or --overwrite to replace it")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, json.dumps(report, indent=1))
+    print("\n".join(summary_lines(report)))
+    print(f"report: {output}")
+    return 0

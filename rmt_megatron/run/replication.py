@@ -1,0 +1,249 @@
+"""The replication: train every method of a table for several seeds, evaluate each checkpoint on
+the held-out test split under both prompt forms, and write the tables (`run.replication_report`).
+
+    python -m rmt_megatron.replicate [--tables main ablations] [--seeds 1 2 3]
+        [--train-iters 100] [--eval-positions 400] [--work-dir runs/replicate]
+        [--output-dir docs/results/replication] [--threads N] [--smoke]
+
+Arms (one trained configuration each; `ARMS`):
+- main: `ntp` (plain continued pre-training, compute-matched to the RMT run of the same seed),
+  `rpt` (RL without budget, curriculum or NTP term), `rmt` (everything); the untrained base is
+  evaluated once.
+- ablations: RMT without the budget, without the curriculum, without the NTP term.
+
+Every run starts from the same shipped base model, which was warm-started on both prompt forms;
+every checkpoint is evaluated with the budget clause (B_T of the preset) and without one, on the
+same positions (`--eval-seed 0`, difficulty from the fixed base model). Training runs are
+subprocesses (`pretrain_rmt.py`, log in the run's directory), evaluations run in this process
+(`run.checkpoint_eval`), one thing at a time with `--threads` torch threads; finished runs and
+evaluations are reused, so an interrupted replication resumes where it stopped.
+
+Compute matching of NTP: an RL step costs about 3 × its trained tokens (forward and backward)
+plus its generated rollout tokens (`token_compute`); the NTP run gets as many steps of
+`NTP_PROMPTS_PER_STEP` documents as bring its 3 × trained tokens to the RMT run's total.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, prepare_builtin_data
+from rmt_megatron.config.presets import get_preset
+from rmt_megatron.errors import TrainingError
+from rmt_megatron.files import atomic_write
+from rmt_megatron.mcore.checkpoint import latest_step
+from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
+from rmt_megatron.method.budget import budget_at
+from rmt_megatron.run.checkpoint_eval import build_parser as build_eval_parser
+from rmt_megatron.run.checkpoint_eval import evaluate_checkpoint
+from rmt_megatron.run.replication_report import eval_path, read_metrics, run_dir, write_report
+
+ROOT = Path(__file__).resolve().parents[2]
+NTP_PROMPTS_PER_STEP = 64
+"""Documents per step of the compute-matched NTP run (fewer, larger steps than RL's 16)."""
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    table: str
+    flags: tuple[str, ...]
+    own_prompt: str
+    """The prompt form the arm trains with: "budget" or "none"."""
+
+
+ARMS = (
+    Arm("rpt", "main", ("--rmt-method", "rpt"), "none"),
+    Arm("rmt", "main", (), "budget"),
+    Arm("ntp", "main", ("--rmt-method", "ntp"), "none"),
+    Arm("rmt_no_budget", "ablations", ("--rmt-no-budget",), "none"),
+    Arm("rmt_no_curriculum", "ablations", ("--rmt-no-curriculum",), "budget"),
+    Arm("rmt_no_ntp", "ablations", ("--rmt-ntp-weight", "0"), "budget"),
+)
+TABLES = ("main", "ablations")
+BASE = "base"
+PROMPTS = ("budget", "none")
+
+
+@dataclass(frozen=True)
+class Settings:
+    tables: tuple[str, ...]
+    seeds: tuple[int, ...]
+    train_iters: int
+    eval_positions: int
+    curve_positions: int
+    work_dir: Path
+    output_dir: Path
+    threads: int
+
+    @property
+    def final_budget(self) -> int:
+        config = get_preset("tiny_cpu")
+        return budget_at(self.train_iters, self.train_iters, config.budget)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m rmt_megatron.replicate",
+        description="Reproduce the evidence tables on the built-in world (see docs/results/).",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--train-iters", type=int, default=100)
+    parser.add_argument("--eval-positions", type=int, default=400)
+    parser.add_argument(
+        "--curve-positions", type=int, default=100, help="Validation positions per curve point."
+    )
+    parser.add_argument("--work-dir", default="runs/replicate")
+    parser.add_argument("--output-dir", default="docs/results/replication")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 steps, one seed, 8 positions, into --work-dir only: checks the pipeline.",
+    )
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    work_dir = Path(args.work_dir)
+    if args.smoke:
+        return Settings(
+            tuple(args.tables), (args.seeds[0],), 2, 8, 4, work_dir, work_dir / "tables", 1
+        )
+    return Settings(
+        tuple(args.tables),
+        tuple(args.seeds),
+        args.train_iters,
+        args.eval_positions,
+        args.curve_positions,
+        work_dir,
+        Path(args.output_dir),
+        args.threads,
+    )
+
+
+def _run(command: list[str], settings: Settings, log: Path) -> float:
+    """Run `command` from the repository root with `settings.threads` torch threads, its output
+    into `log`; returns the wall time. A failure ends the replication naming the log."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads), "PYTHONUNBUFFERED": "1"}
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    with log.open("w") as stream:
+        code = subprocess.call(command, cwd=ROOT, env=env, stdout=stream, stderr=subprocess.STDOUT)
+    if code:
+        tail = log.read_text().strip().splitlines()[-3:]
+        raise TrainingError(f"{' '.join(command[:3])} ... failed (exit {code}); see {log}: {tail}")
+    return time.time() - started
+
+
+def token_compute(metrics: list[dict]) -> float:
+    """3 × trained tokens + generated rollout tokens, summed over a run's steps."""
+    return sum(3 * row["loss_tokens"] + row["rollout_tokens"] for row in metrics)
+
+
+def _ntp_steps(settings: Settings, rmt_metrics: list[dict]) -> int:
+    """NTP steps whose 3 × trained tokens match the RMT run's `token_compute`."""
+    builtin = prepare_builtin_data(settings.work_dir / "builtin_data")
+    tokenizer_vocab = 1 << 16  # only the document lengths are read
+    dataset = load_indexed_dataset(builtin.train_prefix, tokenizer_vocab)
+    lengths = dataset.sequence_lengths
+    tokens_per_step = NTP_PROMPTS_PER_STEP * (float(lengths.mean()) - 1)
+    return max(1, math.ceil(token_compute(rmt_metrics) / (3 * tokens_per_step)))
+
+
+def train(settings: Settings, arm: Arm, seed: int) -> Path:
+    """Train `arm` with `seed` (unless a finished run is there); returns its directory."""
+    directory = run_dir(settings.work_dir, arm.name, seed)
+    iters = settings.train_iters
+    flags = list(arm.flags)
+    if arm.name == "ntp":
+        rmt = train(settings, next(a for a in ARMS if a.name == "rmt"), seed)
+        iters = _ntp_steps(settings, read_metrics(rmt))
+        flags += ["--rmt-prompts-per-step", str(NTP_PROMPTS_PER_STEP)]
+    if latest_step(directory) == iters:
+        return directory
+    command = [
+        sys.executable,
+        "pretrain_rmt.py",
+        *flags,
+        "--seed",
+        str(seed),
+        "--train-iters",
+        str(iters),
+        "--save",
+        str(directory),
+        "--load",
+        str(directory),
+        "--save-interval",
+        str(max(1, iters // 2)),
+        "--eval-interval",
+        str(max(1, iters // 4)),
+        "--eval-positions",
+        str(settings.curve_positions),
+        "--tensorboard-dir",
+        str(directory / "tensorboard"),
+        "--builtin-data-dir",
+        str(settings.work_dir / "builtin_data"),
+    ]
+    print(f"train {arm.name} seed {seed}: {iters} steps -> {directory}", flush=True)
+    seconds = _run(command, settings, directory / "train.log")
+    atomic_write(directory / "wall_time.json", json.dumps({"seconds": seconds}))
+    return directory
+
+
+def evaluate(settings: Settings, checkpoint: Path, output: Path, prompt: str) -> None:
+    """Evaluate `checkpoint` on the test split under `prompt` (unless done), in this process."""
+    if output.is_file():
+        return
+    budget = str(settings.final_budget) if prompt == "budget" else "none"
+    args = build_eval_parser().parse_args(
+        [
+            "--load",
+            str(checkpoint),
+            "--prompt-budget",
+            budget,
+            "--eval-positions",
+            str(settings.eval_positions),
+            "--builtin-data-dir",
+            str(settings.work_dir / "builtin_data"),
+        ]
+    )
+    print(f"evaluate {output.stem}", flush=True)
+    report, _ = evaluate_checkpoint(args)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(output, json.dumps(report, indent=1))
+
+
+def replicate(settings: Settings) -> None:
+    """Every run and evaluation the chosen tables need, then the tables."""
+    os.environ["OMP_NUM_THREADS"] = str(settings.threads)  # the evaluations' share, as the runs'
+
+    for prompt in PROMPTS:
+        evaluate(
+            settings,
+            ASSETS / CHECKPOINT_DIR,
+            eval_path(settings.work_dir, BASE, None, prompt),
+            prompt,
+        )
+    for table in settings.tables:
+        for seed in settings.seeds:
+            for arm in (a for a in ARMS if a.table == table):
+                directory = train(settings, arm, seed)
+                for prompt in PROMPTS:
+                    evaluate(
+                        settings,
+                        directory,
+                        eval_path(settings.work_dir, arm.name, seed, prompt),
+                        prompt,
+                    )
+    write_report(settings, ARMS, BASE, PROMPTS)

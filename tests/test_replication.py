@@ -1,0 +1,117 @@
+"""The evidence pipeline: the checkpoint evaluation command, paired statistics, and the
+replication command end to end in its 2-step smoke mode."""
+
+import csv
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR
+from rmt_megatron.config.presets import tiny_cpu
+from rmt_megatron.method.budget import budget_at
+from rmt_megatron.method.tallies import paired_difference
+from rmt_megatron.run.checkpoint_eval import main as evaluate_main
+from rmt_megatron.run.checkpoint_eval import prompt_budget_of
+from rmt_megatron.run.replication import token_compute
+from rmt_megatron.run.replication_report import paired
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_paired_difference_is_the_mean_difference_with_its_standard_error():
+    result = paired_difference([1, 1, 0, 1], [0, 1, 0, 0])
+    assert result["mean"] == pytest.approx(0.5)
+    assert result["se"] == pytest.approx(math.sqrt(1 / 3 / 4))
+    assert result["n"] == 4
+    assert math.isnan(paired_difference([], [])["mean"])
+    assert math.isnan(paired_difference([1], [0])["se"])
+
+
+def test_paired_comparison_averages_seeds_position_by_position():
+    def report(values):
+        return {"outcomes": [{"kind": "computed", "reasoning_accuracy": v} for v in values]}
+
+    first = [report([1, 1, 0]), report([1, 0, 0])]
+    second = [report([0, 1, 0])]
+    mean, se, n = paired(first, second, ("reasoning_accuracy", "reasoning_accuracy"))
+    differences = [1.0, -0.5, 0.0]
+    assert n == 3 and mean == pytest.approx(sum(differences) / 3)
+    assert se == pytest.approx(math.sqrt(sum((d - mean) ** 2 for d in differences) / 2 / 3))
+
+
+def test_compute_counts_trained_tokens_thrice_and_generated_tokens_once():
+    metrics = [{"loss_tokens": 100, "rollout_tokens": 40}, {"loss_tokens": 10, "rollout_tokens": 0}]
+    assert token_compute(metrics) == 3 * 110 + 40
+
+
+def test_a_checkpoint_is_evaluated_with_the_prompt_it_was_trained_with():
+    config = tiny_cpu()
+    assert prompt_budget_of({"prompt_budget": None}, config) is None
+    assert prompt_budget_of({"prompt_budget": 17}, config) == 17
+    final = budget_at(config.train.train_iters, config.train.train_iters, config.budget)
+    assert prompt_budget_of({}, config) == final
+
+
+def test_evaluate_refuses_foreign_data_without_a_fixed_proxy(tmp_path, capsys):
+    code = evaluate_main(
+        ["--load", str(ASSETS / CHECKPOINT_DIR), "--data-path", str(tmp_path / "x")]
+    )
+    assert code == 1
+    assert "needs --proxy-checkpoint" in capsys.readouterr().err
+
+
+def test_replicate_smoke_runs_every_main_arm_and_writes_the_tables(tmp_path):
+    work = tmp_path / "work"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rmt_megatron.replicate",
+            "--smoke",
+            "--tables",
+            "main",
+            "--work-dir",
+            str(work),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    tables = (work / "tables" / "tables.md").read_text()
+    assert "## Main table" in tables and "RMT − RPT, budget prompt" in tables
+    with (work / "tables" / "results.csv").open() as stream:
+        rows = list(csv.DictReader(stream))
+    arms = {row["arm"] for row in rows}
+    assert {"base", "ntp", "rpt", "rmt"} <= arms
+    steps = {r["arm"]: float(r["value"]) for r in rows if r["measure"] == "steps"}
+    assert steps["rmt"] == steps["rpt"] == 2 and steps["ntp"] >= 1
+    report = json.loads((work / "evals" / "rmt_seed1_budget.json").read_text())
+    final = budget_at(2, 2, tiny_cpu().budget)
+    assert report["prompt_budget"] == final and len(report["outcomes"]) == 8
+    assert set(report["kinds"]) <= {"computed", "operand", "text"}
+    # a finished replication is reused, not retrained
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rmt_megatron.replicate",
+            "--smoke",
+            "--tables",
+            "main",
+            "--work-dir",
+            str(work),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 0 and "train " not in again.stdout

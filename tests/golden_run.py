@@ -57,7 +57,7 @@ def golden_argv(data: Path) -> list[str]:
         *data_args(data),
         *(
             "--train-iters 3 --lr-warmup-iters 0 --rmt-prompts-per-step 4 --rmt-group-size "
-            "4 --eval-positions 12 --micro-batch-size 4 --rmt-max-response-length 40 "
+            "4 --eval-positions 12 --micro-batch-size 4 --rmt-max-response-length 112 "
             "--log-interval 1 --eval-interval 100"
         ).split(),
     ]

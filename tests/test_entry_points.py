@@ -19,7 +19,7 @@ def _run_args(data, *extra, start=None):
         *data_args(data, start),
         *(
             "--train-iters 1 --lr-warmup-iters 0 --rmt-prompts-per-step 2 --rmt-group-size "
-            "2 --eval-positions 2 --rmt-max-response-length 8"
+            "2 --eval-positions 2 --rmt-max-response-length 40"
         ).split(),
         *extra,
     ]

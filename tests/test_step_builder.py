@@ -146,11 +146,11 @@ def test_documents_too_short_or_too_easy_for_rl_are_named(setting):
 
 def test_a_cache_file_of_another_dataset_is_named(tmp_path):
     from rmt_megatron.errors import DatasetError
-    from rmt_megatron.run.trainer import _cached_scores
+    from rmt_megatron.run.difficulty import cached_scores
 
     np.save(tmp_path / "scores.npy", np.zeros(7, dtype=np.float32))
     with pytest.raises(DatasetError, match=r"scores\.npy holds \(7,\) scores but the dataset"):
-        _cached_scores(tmp_path / "scores.npy", 9)
+        cached_scores(tmp_path / "scores.npy", 9)
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
     with pytest.raises(DatasetError, match=r"bad\.npy is damaged"):
-        _cached_scores(tmp_path / "bad.npy", 9)
+        cached_scores(tmp_path / "bad.npy", 9)

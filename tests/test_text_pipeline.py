@@ -36,8 +36,9 @@ def test_corpus_is_deterministic_and_its_numbers_add_up():
         for segment in doc:
             if segment.kind == "computed":
                 sums += 1
-                columns, total = segment.reasoning.split(" so ")
-                assert int(total) == int(segment.text)
+                operands, working = segment.reasoning.split(": ")
+                columns, total = working.split(" so ")
+                assert int(total) == int(segment.text) == eval(operands)
                 for column in columns.split():
                     terms, value = column.split("=")
                     assert sum(int(t) for t in terms.split("+")) == int(value)
@@ -51,9 +52,9 @@ def test_corpus_is_deterministic_and_its_numbers_add_up():
 
 
 def test_column_working_carries_digit_by_digit():
-    assert column_working(347, 586) == "7+6=13 4+8+1=13 3+5+1=9 so 933"
-    assert column_working(1890, 15) == "0+5=5 9+1=10 8+0+1=9 1+0=1 so 1905"
-    assert column_working(999, 1) == "9+1=10 9+0+1=10 9+0+1=10 so 1000"
+    assert column_working(347, 586) == "347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933"
+    assert column_working(1890, 15) == "1890+15: 0+5=5 9+1=10 8+0+1=9 1+0=1 so 1905"
+    assert column_working(999, 1) == "999+1: 9+1=10 9+0+1=10 9+0+1=10 so 1000"
 
 
 def test_operand_pairs_of_a_split_never_appear_in_another():

@@ -126,7 +126,7 @@ def _imported_run_argv(directory, tokenizer_model, *start):
         str(directory / "valid"),
         *(
             "--train-iters 2 --lr-warmup-iters 0 --rmt-prompts-per-step 2 --rmt-group-size "
-            "2 --eval-positions 4 --micro-batch-size 4 --rmt-max-response-length 16 "
+            "2 --eval-positions 4 --micro-batch-size 4 --rmt-max-response-length 40 "
             "--rmt-max-prompt-length 400 --rmt-min-context 4 --rmt-tier-thresholds 0.0 0.1 "
             "0.2"
         ).split(),

@@ -79,18 +79,20 @@ def _cells(report: dict) -> dict[str, float]:
     return cells
 
 
-def _mean_std(values: list[float]) -> str:
+def _mean_std(values: list[float], spec: str = ".3f") -> str:
+    """ "mean ± std" over seeds (sample std), the value alone for one, "–" for none."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     if not values:
         return "–"
     if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{np.mean(values):.3f} ± {np.std(values, ddof=1):.3f}"
+        return format(values[0], spec)
+    return f"{format(np.mean(values), spec)} ± {format(np.std(values, ddof=1), spec)}"
 
 
 def paired(first: list[dict], second: list[dict], measures: tuple[str, str], kind=None):
     """Mean and SE over positions of (seed-mean of `first`'s measure) − (seed-mean of
-    `second`'s), both over the same positions."""
+    `second`'s), both over the same positions. The SE is over positions only: seed-to-seed
+    variation of a method shows in the per-seed differences beside it (`_per_seed`)."""
     a = np.mean([_position_values(r, measures[0], kind) for r in first], axis=0)
     b = np.mean([_position_values(r, measures[1], kind) for r in second], axis=0)
     difference = a - b
@@ -178,12 +180,12 @@ def _table(collected: Collected, entries: list[tuple[str, str, str, str]]) -> li
         values = [
             _mean_std([c.get(f"{key}/{mode}", math.nan) for c in cells]) for _, key in COLUMNS
         ]
-        length = _mean_std([c["length"] for c in cells]) if mode == "reasoning" else "–"
+        length = _mean_std([c["length"] for c in cells], ".1f") if mode == "reasoning" else "–"
         runs = [(arm, s) for s in collected.settings.seeds if (arm, s) in collected.metrics]
         tokens = _mean_std(
-            [sum(m["rollout_tokens"] for m in collected.metrics[r]) for r in runs]
-        ).replace(".000", "")
-        wall = _mean_std([collected.wall[r] for r in runs]).replace(".000", "")
+            [sum(m["rollout_tokens"] for m in collected.metrics[r]) for r in runs], ".0f"
+        )
+        wall = _mean_std([collected.wall[r] for r in runs], ".0f")
         shown = "–" if mode == "argmax" else prompt
         lines.append(
             f"| {label} | {shown} | " + " | ".join(values) + f" | {length} | "
@@ -193,7 +195,11 @@ def _table(collected: Collected, entries: list[tuple[str, str, str, str]]) -> li
 
 
 def _paired_lines(collected: Collected, comparisons) -> list[str]:
-    lines = ["| comparison | kind | difference ± SE | positions |", "|---|---|---|---|"]
+    lines = [
+        "| comparison | kind | difference ± SE (positions) | positions | per seed | "
+        "mean ± SE (seeds) |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, (arm_a, prompt_a, mode_a), (arm_b, prompt_b, mode_b), kinds in comparisons:
         first = (
             [collected.base[prompt_a]] if arm_a == "base" else collected.seeds_of(arm_a, prompt_a)
@@ -207,8 +213,30 @@ def _paired_lines(collected: Collected, comparisons) -> list[str]:
         measures = tuple(m.replace("argmax_accuracy", "ntp_accuracy") for m in measures)
         for kind in kinds:
             mean, se, n = paired(first, second, measures, kind)
-            lines.append(f"| {label} | {kind or 'all'} | {mean:+.3f} ± {se:.3f} | {n} |")
+            per_seed = _per_seed(first, second, measures, kind)
+            spread = np.std(per_seed, ddof=1) / math.sqrt(len(per_seed)) if per_seed else 0
+            over_seeds = f"{np.mean(per_seed):+.3f} ± {spread:.3f}" if len(per_seed) > 1 else "–"
+            lines.append(
+                f"| {label} | {kind or 'all'} | {mean:+.3f} ± {se:.3f} | {n} | "
+                f"{' '.join(f'{d:+.3f}' for d in per_seed)} | {over_seeds} |"
+            )
     return lines
+
+
+def _per_seed(first: list[dict], second: list[dict], measures, kind) -> list[float]:
+    """The difference of means seed by seed (an unseeded side, the base, pairs with each)."""
+    pairs = (
+        zip(first, second, strict=True)
+        if len(first) == len(second)
+        else (
+            [(f, second[0]) for f in first] if len(second) == 1 else [(first[0], s) for s in second]
+        )
+    )
+    return [
+        float(_position_values(a, measures[0], kind).mean())
+        - float(_position_values(b, measures[1], kind).mean())
+        for a, b in pairs
+    ]
 
 
 def _header(settings) -> list[str]:

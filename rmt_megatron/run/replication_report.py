@@ -432,25 +432,28 @@ def _plots(collected: Collected, output: Path) -> None:
     figure.savefig(output / "length_vs_step.png", dpi=120)
     plt.close(figure)
 
-    _bars(
-        plt,
-        collected,
-        output / "accuracy_per_tier.png",
-        [("base", "budget"), ("rpt", "none"), ("rmt", "budget")],
-        (*TIERS, "computed"),
-    )
-    _bars(
-        plt,
-        collected,
-        output / "ablations.png",
-        [
-            ("rmt", "budget"),
-            ("rmt_no_budget", "none"),
-            ("rmt_no_curriculum", "budget"),
-            ("rmt_no_ntp", "budget"),
-        ],
-        ("all", "computed"),
-    )
+    tables = collected.settings.tables
+    if "main" in tables:
+        _bars(
+            plt,
+            collected,
+            output / "accuracy_per_tier.png",
+            [("base", "budget"), ("rpt", "none"), ("rmt", "budget")],
+            (*TIERS, "computed"),
+        )
+    if "ablations" in tables:
+        _bars(
+            plt,
+            collected,
+            output / "ablations.png",
+            [
+                ("rmt", "budget"),
+                ("rmt_no_budget", "none"),
+                ("rmt_no_curriculum", "budget"),
+                ("rmt_no_ntp", "budget"),
+            ],
+            ("all", "computed"),
+        )
 
 
 def _bars(plt, collected: Collected, path: Path, entries, columns) -> None:

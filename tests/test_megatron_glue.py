@@ -211,3 +211,19 @@ def test_a_damaged_state_file_is_named(tmp_path):
     (tmp_path / "iter_0000002" / "rmt_state.json").write_text('{"step": 2, "config": {')
     with pytest.raises(CheckpointError, match=r"rmt_state\.json is damaged"):
         read_state(tmp_path)
+
+
+def test_cpu_threads_are_a_share_of_the_cores_and_never_raised(monkeypatch):
+    from rmt_megatron.mcore.cpu import set_cpu_threads
+
+    original = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4096")  # more ranks than cores: one each
+        assert set_cpu_threads() == 1 == torch.get_num_threads()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")  # a share above the current count...
+        assert set_cpu_threads() == 1  # ...is not taken: raising can deadlock after a fork
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        assert set_cpu_threads() == 1
+    finally:
+        torch.set_num_threads(original)

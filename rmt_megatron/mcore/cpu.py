@@ -41,10 +41,12 @@ def cpu_only() -> bool:
 
 
 def set_cpu_threads() -> int:
-    """Give this process its share of the CPU cores for torch's intra-op threads and return it.
+    """Give this process at most its share of the CPU cores for torch's intra-op threads;
+    return the count it uses.
 
-    OMP_NUM_THREADS, when set, wins. Otherwise: the cores this process may run on, divided by
-    the ranks started on this machine (LOCAL_WORLD_SIZE), at least 1. Several ranks that each
+    The share is OMP_NUM_THREADS when set, otherwise the cores this process may run on divided
+    by the ranks started on this machine (LOCAL_WORLD_SIZE), at least 1; a process that already
+    uses fewer threads keeps them. Several ranks that each
     take every core slow a CPU run many times over (measured 20–40× on 2 cores), which is also
     what happens when another job shares the machine: give such jobs OMP_NUM_THREADS=1 each."""
     if os.environ.get("OMP_NUM_THREADS", "").isdigit():
@@ -52,9 +54,11 @@ def set_cpu_threads() -> int:
     else:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         threads = max(1, (cores or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1"))))
-    if torch.get_num_threads() != threads:
+    if threads < torch.get_num_threads():
+        # only ever lower: raising the count in a forked process (a test's rank, a worker)
+        # makes OpenMP start a new thread team there, which can deadlock after a fork
         torch.set_num_threads(threads)
-    return threads
+    return torch.get_num_threads()
 
 
 def backends_line() -> str:

@@ -5,7 +5,13 @@ import itertools
 import pytest
 
 from rmt_megatron.config.sections import BudgetConfig, RewardConfig
-from rmt_megatron.method.budget import budget_at, combined_reward, length_reward, rollout_token_cap
+from rmt_megatron.method.budget import (
+    budget_at,
+    combined_reward,
+    final_budget,
+    length_reward,
+    rollout_token_cap,
+)
 
 SPEC_TABLE = [800, 681, 579, 493, 420, 357, 304, 259, 220, 187, 160]
 
@@ -78,3 +84,9 @@ def test_rollout_cap_is_twice_the_budget_plus_answer_room_within_the_max():
     assert rollout_token_cap(160, 2048, 32) == 352
     assert rollout_token_cap(800, 2048, 32) == 1632
     assert rollout_token_cap(1200, 2048, 32) == 2048
+
+
+def test_final_budget_is_the_budget_at_the_last_step_of_any_run():
+    for config in (BudgetConfig(initial=96, minimum=40, decay=0.42), BudgetConfig()):
+        assert all(final_budget(config) == budget_at(t, t, config) for t in (1, 7, 100, 1000))
+    assert final_budget(BudgetConfig(initial=96, minimum=40, decay=0.42)) == 40

@@ -64,9 +64,8 @@ def test_evaluate_refuses_foreign_data_without_a_fixed_proxy(tmp_path, capsys):
     assert "needs --proxy-checkpoint" in capsys.readouterr().err
 
 
-def test_replicate_smoke_runs_every_main_arm_and_writes_the_tables(tmp_path):
-    work = tmp_path / "work"
-    completed = subprocess.run(
+def _replicate_smoke(work: Path, timeout: int) -> subprocess.CompletedProcess:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -80,9 +79,14 @@ def test_replicate_smoke_runs_every_main_arm_and_writes_the_tables(tmp_path):
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=900,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_replicate_smoke_runs_every_main_arm_and_writes_the_tables(tmp_path):
+    work = tmp_path / "work"
+    completed = _replicate_smoke(work, timeout=900)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
     tables = (work / "tables" / "tables.md").read_text()
     assert "## Main table" in tables and "RMT − RPT, budget prompt" in tables
@@ -97,21 +101,5 @@ def test_replicate_smoke_runs_every_main_arm_and_writes_the_tables(tmp_path):
     assert report["prompt_budget"] == final and len(report["outcomes"]) == 8
     assert set(report["kinds"]) <= {"computed", "operand", "text"}
     # a finished replication is reused, not retrained
-    again = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "rmt_megatron.replicate",
-            "--smoke",
-            "--tables",
-            "main",
-            "--work-dir",
-            str(work),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    again = _replicate_smoke(work, timeout=300)
     assert again.returncode == 0 and "train " not in again.stdout

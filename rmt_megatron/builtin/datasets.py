@@ -58,17 +58,29 @@ def encode_document(tokenizer: SentencePieceTokenizer, segments: list[Segment]) 
     return [*tokenizer.encode(document_text(segments)), tokenizer.eos_id]
 
 
-def token_kinds(tokenizer: SentencePieceTokenizer, segments: list[Segment]) -> list[int]:
-    """The kind (index in `corpus.KINDS`) of each token of `encode_document`: a digit token has
-    its number's kind ("computed" or "operand"); every other token, EOS included, is "text"."""
-    ids = encode_document(tokenizer, segments)
-    kinds, offset = [], 0
-    for piece in tokenizer.token_bytes(ids[:-1]):
+def located_tokens(
+    tokenizer: SentencePieceTokenizer, segments: list[Segment]
+) -> list[tuple[str, tuple[Segment, int] | None]]:
+    """Each token of the document (EOS excluded): its text and where it starts (the segment and
+    the offset in it, `corpus.segment_at`)."""
+    ids = encode_document(tokenizer, segments)[:-1]
+    located, offset = [], 0
+    for piece in tokenizer.token_bytes(ids):
         text = piece.decode("utf-8", errors="replace")
-        located = segment_at(segments, offset)
-        kind = located[0].kind if located and text.isdigit() else "text"
-        kinds.append(KINDS.index(kind))
+        located.append((text, segment_at(segments, offset)))
         offset += len(text)
+    return located
+
+
+def token_kind(text: str, where: tuple[Segment, int] | None) -> str:
+    """A digit token has its number's kind ("computed" or "operand"); any other is "text"."""
+    return where[0].kind if where and text.isdigit() else "text"
+
+
+def token_kinds(tokenizer: SentencePieceTokenizer, segments: list[Segment]) -> list[int]:
+    """The kind (index in `corpus.KINDS`) of each token of `encode_document`, EOS ("text")
+    included (`token_kind`)."""
+    kinds = [KINDS.index(token_kind(*token)) for token in located_tokens(tokenizer, segments)]
     return [*kinds, KINDS.index("text")]
 
 

@@ -30,12 +30,14 @@ from pathlib import Path
 
 import torch
 
-from rmt_megatron.builtin.corpus import Segment, document_text, segment_at
+from rmt_megatron.builtin.corpus import Segment, document_text
 from rmt_megatron.builtin.datasets import (
     CHECKPOINT_DIR,
     TOKENIZER_FILE,
     builtin_documents,
     encode_document,
+    located_tokens,
+    token_kind,
 )
 from rmt_megatron.cli import command
 from rmt_megatron.config.presets import get_preset
@@ -45,7 +47,7 @@ from rmt_megatron.mcore import cpu, parallel
 from rmt_megatron.mcore.checkpoint import save_checkpoint
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
-from rmt_megatron.method.budget import budget_at
+from rmt_megatron.method.budget import final_budget
 from rmt_megatron.method.packing import collate, ntp_sequence, token_weights
 from rmt_megatron.method.prompt import INSTRUCTION, build_prompt, prompt_header
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sentencepiece
@@ -108,30 +110,25 @@ def worked_examples(
     positions, of each document. Half the prompts carry a budget clause (a budget drawn from
     [B_T, B_0]), half none, so both prompt forms start from the same base."""
     rng = random.Random(seed)
-    low = budget_at(config.train.train_iters, config.train.train_iters, config.budget)
+    low = final_budget(config.budget)
     high = config.budget.initial
     min_context = config.curriculum.min_context
     examples = []
     for doc in documents:
         ids = encode_document(tokenizer, doc)[:-1]
-        pieces = [p.decode("utf-8", errors="replace") for p in tokenizer.token_bytes(ids)]
-        starts = [0]
-        for piece in pieces:
-            starts.append(starts[-1] + len(piece))
-        located = [segment_at(doc, start) for start in starts[:-1]]
+        tokens = located_tokens(tokenizer, doc)
         computed = [
-            pos
-            for pos in range(min_context, len(ids))
-            if (found := located[pos]) and found[0].kind == "computed" and pieces[pos].isdigit()
+            pos for pos in range(min_context, len(ids)) if token_kind(*tokens[pos]) == "computed"
         ]
         others = [pos for pos in range(min_context, len(ids)) if pos not in computed]
         for pos in computed + rng.sample(others, min(others_per_document, len(others))):
-            core = reasoning_core(located[pos], pieces[pos])
+            text, where = tokens[pos]
+            core = reasoning_core(where, text)
             budget = rng.randint(low, high)
             target = rng.randint(max(1, int(0.4 * budget)), int(1.6 * budget))
             shown = budget if rng.random() < 0.5 else None
             prompt = build_prompt(tokenizer, ids[:pos], shown, config.rollout.max_prompt_length)
-            examples.append(prompt + worked_response(tokenizer, core, pieces[pos], target, rng))
+            examples.append(prompt + worked_response(tokenizer, core, text, target, rng))
     return examples
 
 
@@ -206,9 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             state={
                 "config": config.to_dict(),
                 "vocab_size": tokenizer.vocab_size,
-                "prompt_budget": budget_at(
-                    config.train.train_iters, config.train.train_iters, config.budget
-                ),
+                "prompt_budget": final_budget(config.budget),
                 "prompt_forms": "with and without the budget clause",
             },
         )

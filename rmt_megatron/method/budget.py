@@ -30,6 +30,11 @@ def budget_at(step: int, total_steps: int, config: BudgetConfig) -> int:
     return max(config.minimum, math.floor(raw * (1 + 1e-12)))
 
 
+def final_budget(config: BudgetConfig) -> int:
+    """B_T, the budget a run ends with (and evaluates with): B_t at t = T for any T."""
+    return budget_at(1, 1, config)
+
+
 def length_reward(length: int, budget: int, max_reward: float = 1.0) -> float:
     """Triangular r_len(ℓ; B): 0 at ℓ = 0, `max_reward` at ℓ = B, 0 at ℓ >= 2B."""
     if budget < 1:

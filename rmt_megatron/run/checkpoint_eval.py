@@ -37,18 +37,11 @@ from rmt_megatron.mcore.checkpoint import TRACKER, latest_step, load_checkpoint,
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.gpt_model import build_gpt_model
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
-from rmt_megatron.method.budget import budget_at
+from rmt_megatron.method.budget import final_budget
 from rmt_megatron.model_io.checkpoints import load_proxy, load_tokenizer
 from rmt_megatron.model_io.position_kinds import load_position_kinds
 from rmt_megatron.model_io.preprocess import check_tokenizer
-from rmt_megatron.model_io.tokenizers import fingerprint
-from rmt_megatron.run.difficulty import (
-    cached_scores,
-    difficulty_cache_path,
-    file_signature,
-    proxy_label,
-    score_difficulty,
-)
+from rmt_megatron.run.difficulty import cached_difficulty, file_signature, proxy_label
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.step_builder import eligible_positions
 
@@ -94,9 +87,7 @@ def prompt_budget_of(state: dict, config: RMTConfig) -> int | None:
     else (older checkpoints) B_T of its config, or None with the budget off."""
     if "prompt_budget" in state:
         return state["prompt_budget"]
-    if not config.budget.enabled:
-        return None
-    return budget_at(config.train.train_iters, config.train.train_iters, config.budget)
+    return final_budget(config.budget) if config.budget.enabled else None
 
 
 def _prompt_budget(flag: str, state: dict, config: RMTConfig) -> int | None:
@@ -147,9 +138,7 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, Path]:
     parallel.initialize(config.model, config.train.seed)
     try:
         with cpu.device_mode():
-            model = build_gpt_model(config.model, vocab, initialize=False)
-            load_checkpoint(load, model, step=step, restore_rng=False, require_state=False)
-            model.eval()
+            model = load_own_checkpoint(load, vocab, step)
             entropy = _proxy_entropy(proxy, prefix, documents, config, tokenizer)
             positions = sample_eval_positions(
                 documents,
@@ -180,39 +169,36 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, Path]:
 
 
 def _proxy_entropy(proxy: Path, prefix: Path, documents, config: RMTConfig, tokenizer):
-    """Entropy of the fixed proxy at every token, cached beside the data under its name."""
-    key = {
-        "data": file_signature(prefix),
-        "proxy": file_signature(proxy),
-        "tokenizer": fingerprint(tokenizer),
-        "entropy_top_k": config.curriculum.entropy_top_k,
-        "seq_length": config.model.seq_length,
-    }
-    path = difficulty_cache_path(prefix, proxy_label(proxy), key)
-    if path.is_file():
-        return cached_scores(path, sum(len(d) for d in documents))
-    if (proxy / TRACKER).is_file():
-        proxy_config = RMTConfig.from_dict(read_state(proxy)["config"]).model
-        model = build_gpt_model(
-            replace(proxy_config, tensor_model_parallel_size=1, pipeline_model_parallel_size=1),
-            tokenizer.vocab_size,
-            initialize=False,
-        )
-        load_checkpoint(proxy, model, restore_rng=False, require_state=False)
-        model.eval()
-    else:
-        model = load_proxy(proxy, config.model, tokenizer)
-    scores = score_difficulty(
-        model,
+    """Entropy of the fixed proxy (a checkpoint of ours or a Hugging Face directory) at every
+    token, cached beside the data under the proxy's name."""
+
+    def load_model():
+        if (proxy / TRACKER).is_file():
+            return load_own_checkpoint(proxy, tokenizer.vocab_size)
+        return load_proxy(proxy, config.model, tokenizer)
+
+    return cached_difficulty(
+        prefix,
         documents,
-        path,
-        config.curriculum.entropy_top_k,
-        config.model.seq_length,
-        config.train.micro_batch_size,
-        tokenizer.eos_id,
+        proxy_label(proxy),
+        file_signature(proxy),
+        load_model,
+        tokenizer,
+        config,
     )
-    atomic_write(path.with_suffix(".json"), json.dumps(key, indent=1))
-    return scores
+
+
+def load_own_checkpoint(path: Path, vocab_size: int, step: int | None = None):
+    """The model of a checkpoint of ours, built from the config it records at TP = PP = 1
+    (distributed checkpoints reshard on load), in eval mode."""
+    recorded = RMTConfig.from_dict(read_state(path, step)["config"]).model
+    model = build_gpt_model(
+        replace(recorded, tensor_model_parallel_size=1, pipeline_model_parallel_size=1),
+        vocab_size,
+        initialize=False,
+    )
+    load_checkpoint(path, model, step=step, restore_rng=False, require_state=False)
+    return model.eval()
 
 
 def summary_lines(report: dict) -> list[str]:

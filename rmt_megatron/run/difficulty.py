@@ -15,13 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import DatasetError
 from rmt_megatron.files import atomic_save_array, atomic_write
 from rmt_megatron.mcore import parallel
@@ -30,6 +31,7 @@ from rmt_megatron.mcore.teacher_forcing import (
     entropy_statistic,
     forward_statistics,
 )
+from rmt_megatron.model_io.tokenizers import fingerprint
 from rmt_megatron.run.sharding import replica_share
 
 
@@ -71,6 +73,43 @@ def cached_scores(path: Path, tokens: int) -> np.ndarray:
             f"{path} holds {scores.shape} scores but the dataset has {tokens} tokens: it "
             "belongs to another dataset; delete it to rescore"
         )
+    return scores
+
+
+def cached_difficulty(
+    prefix: Path,
+    documents: Sequence[np.ndarray],
+    proxy_name: str,
+    proxy_signature,
+    load_model: Callable[[], torch.nn.Module],
+    tokenizer,
+    config: RMTConfig,
+) -> np.ndarray:
+    """The proxy's entropy at every token of the dataset at `prefix`: from the cache beside it
+    when one matches the key (the data, the proxy's weights `proxy_signature`, the tokenizer and
+    the scoring settings), else scored with `load_model()` (called only then) and cached as
+    `difficulty_cache_path(prefix, proxy_name, key)` with the key beside it as `.json`."""
+    key = {
+        "data": file_signature(prefix),
+        "proxy": proxy_signature,
+        "tokenizer": fingerprint(tokenizer),
+        "entropy_top_k": config.curriculum.entropy_top_k,
+        "seq_length": config.model.seq_length,
+    }
+    path = difficulty_cache_path(prefix, proxy_name, key)
+    if path.is_file():
+        return cached_scores(path, sum(len(d) for d in documents))
+    scores = score_difficulty(
+        load_model(),
+        documents,
+        path,
+        config.curriculum.entropy_top_k,
+        config.model.seq_length,
+        config.train.micro_batch_size,
+        tokenizer.eos_id,
+    )
+    if parallel.is_main_rank():
+        atomic_write(path.with_suffix(".json"), json.dumps(key, indent=1))
     return scores
 
 

@@ -41,7 +41,8 @@ from rmt_megatron.errors import TrainingError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.checkpoint import latest_step
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
-from rmt_megatron.method.budget import budget_at
+from rmt_megatron.method.budget import final_budget
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.checkpoint_eval import build_parser as build_eval_parser
 from rmt_megatron.run.checkpoint_eval import evaluate_checkpoint
 from rmt_megatron.run.replication_report import eval_path, read_metrics, run_dir, write_report
@@ -56,17 +57,15 @@ class Arm:
     name: str
     table: str
     flags: tuple[str, ...]
-    own_prompt: str
-    """The prompt form the arm trains with: "budget" or "none"."""
 
 
 ARMS = (
-    Arm("rpt", "main", ("--rmt-method", "rpt"), "none"),
-    Arm("rmt", "main", (), "budget"),
-    Arm("ntp", "main", ("--rmt-method", "ntp"), "none"),
-    Arm("rmt_no_budget", "ablations", ("--rmt-no-budget",), "none"),
-    Arm("rmt_no_curriculum", "ablations", ("--rmt-no-curriculum",), "budget"),
-    Arm("rmt_no_ntp", "ablations", ("--rmt-ntp-weight", "0"), "budget"),
+    Arm("rpt", "main", ("--rmt-method", "rpt")),
+    Arm("rmt", "main", ()),
+    Arm("ntp", "main", ("--rmt-method", "ntp")),
+    Arm("rmt_no_budget", "ablations", ("--rmt-no-budget",)),
+    Arm("rmt_no_curriculum", "ablations", ("--rmt-no-curriculum",)),
+    Arm("rmt_no_ntp", "ablations", ("--rmt-ntp-weight", "0")),
 )
 TABLES = ("main", "ablations")
 BASE = "base"
@@ -86,8 +85,7 @@ class Settings:
 
     @property
     def final_budget(self) -> int:
-        config = get_preset("tiny_cpu")
-        return budget_at(self.train_iters, self.train_iters, config.budget)
+        return final_budget(get_preset("tiny_cpu").budget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,10 +152,9 @@ def token_compute(metrics: list[dict]) -> float:
 def _ntp_steps(settings: Settings, rmt_metrics: list[dict]) -> int:
     """NTP steps whose 3 × trained tokens match the RMT run's `token_compute`."""
     builtin = prepare_builtin_data(settings.work_dir / "builtin_data")
-    tokenizer_vocab = 1 << 16  # only the document lengths are read
-    dataset = load_indexed_dataset(builtin.train_prefix, tokenizer_vocab)
-    lengths = dataset.sequence_lengths
-    tokens_per_step = NTP_PROMPTS_PER_STEP * (float(lengths.mean()) - 1)
+    vocab_size = SentencePieceTokenizer(builtin.tokenizer_model).vocab_size
+    dataset = load_indexed_dataset(builtin.train_prefix, vocab_size)  # keeps the mmap open
+    tokens_per_step = NTP_PROMPTS_PER_STEP * (float(dataset.sequence_lengths.mean()) - 1)
     return max(1, math.ceil(token_compute(rmt_metrics) / (3 * tokens_per_step)))
 
 

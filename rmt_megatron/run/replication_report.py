@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from rmt_megatron.files import atomic_write
+from rmt_megatron.method.tallies import paired_difference
 
-MEASURES = ("reasoning_accuracy", "ntp_accuracy", "mean_reasoning_length")
 TIERS = ("easy", "medium", "hard")
-KINDS = ("computed", "operand", "text")
+MODES = {"reasoning": "reasoning_accuracy", "argmax": "ntp_accuracy"}
+"""How a table names an accuracy -> the evaluation report's key."""
 
 
 def run_dir(work_dir: Path, arm: str, seed: int) -> Path:
@@ -92,12 +93,11 @@ def _mean_std(values: list[float], spec: str = ".3f") -> str:
 def paired(first: list[dict], second: list[dict], measures: tuple[str, str], kind=None):
     """Mean and SE over positions of (seed-mean of `first`'s measure) − (seed-mean of
     `second`'s), both over the same positions. The SE is over positions only: seed-to-seed
-    variation of a method shows in the per-seed differences beside it (`_per_seed`)."""
+    variation of a method shows in the per-seed differences beside it (`_seed_means`)."""
     a = np.mean([_position_values(r, measures[0], kind) for r in first], axis=0)
     b = np.mean([_position_values(r, measures[1], kind) for r in second], axis=0)
-    difference = a - b
-    se = difference.std(ddof=1) / math.sqrt(len(difference)) if len(difference) > 1 else math.nan
-    return float(difference.mean()), float(se), len(difference)
+    result = paired_difference(a.tolist(), b.tolist())
+    return result["mean"], result["se"], result["n"]
 
 
 class Collected:
@@ -125,7 +125,10 @@ class Collected:
                     if report is not None:
                         self.reports[arm.name, seed, prompt] = report
 
-    def seeds_of(self, arm: str, prompt: str) -> list[dict]:
+    def reports_of(self, arm: str, prompt: str) -> list[dict]:
+        """The evaluations of `arm` under `prompt`, one per seed that has one (the base: one)."""
+        if arm == "base":
+            return [self.base[prompt]] if self.base[prompt] is not None else []
         return [
             self.reports[arm, s, prompt]
             for s in self.settings.seeds
@@ -155,31 +158,21 @@ def _rows(collected: Collected) -> list[dict]:
     return rows
 
 
-COLUMNS = (
-    ("all", "all"),
-    ("easy", "easy"),
-    ("medium", "medium"),
-    ("hard", "hard"),
-    ("computed", "computed"),
-    ("operand", "operand"),
-    ("text", "text"),
-)
+COLUMNS = ("all", *TIERS, "computed", "operand", "text")
+"""The accuracy columns of a table: all positions, the entropy tiers, the corpus's kinds."""
 
 
 def _table(collected: Collected, entries: list[tuple[str, str, str, str]]) -> list[str]:
     """Markdown rows for (label, arm, prompt, "reasoning"|"argmax") entries."""
-    header = "| method | prompt | " + " | ".join(c for c, _ in COLUMNS)
+    header = "| method | prompt | " + " | ".join(COLUMNS)
     header += " | length | rollout tokens | wall s |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 5)]
     for label, arm, prompt, mode in entries:
-        reports = [collected.base[prompt]] if arm == "base" else collected.seeds_of(arm, prompt)
-        reports = [r for r in reports if r is not None]
+        reports = collected.reports_of(arm, prompt)
         if not reports:
             continue
         cells = [_cells(r) for r in reports]
-        values = [
-            _mean_std([c.get(f"{key}/{mode}", math.nan) for c in cells]) for _, key in COLUMNS
-        ]
+        values = [_mean_std([c.get(f"{key}/{mode}", math.nan) for c in cells]) for key in COLUMNS]
         length = _mean_std([c["length"] for c in cells], ".1f") if mode == "reasoning" else "–"
         runs = [(arm, s) for s in collected.settings.seeds if (arm, s) in collected.metrics]
         tokens = _mean_std(
@@ -201,21 +194,17 @@ def _paired_lines(collected: Collected, comparisons) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for label, (arm_a, prompt_a, mode_a), (arm_b, prompt_b, mode_b), kinds in comparisons:
-        first = (
-            [collected.base[prompt_a]] if arm_a == "base" else collected.seeds_of(arm_a, prompt_a)
-        )
-        second = (
-            [collected.base[prompt_b]] if arm_b == "base" else collected.seeds_of(arm_b, prompt_b)
-        )
-        if not first or not second or None in first or None in second:
+        first = collected.reports_of(arm_a, prompt_a)
+        second = collected.reports_of(arm_b, prompt_b)
+        if not first or not second:
             continue
-        measures = (f"{mode_a}_accuracy", f"{mode_b}_accuracy")
-        measures = tuple(m.replace("argmax_accuracy", "ntp_accuracy") for m in measures)
+        measures = (MODES[mode_a], MODES[mode_b])
         for kind in kinds:
             mean, se, n = paired(first, second, measures, kind)
-            per_seed = _per_seed(first, second, measures, kind)
-            spread = np.std(per_seed, ddof=1) / math.sqrt(len(per_seed)) if per_seed else 0
-            over_seeds = f"{np.mean(per_seed):+.3f} ± {spread:.3f}" if len(per_seed) > 1 else "–"
+            a, b = _seed_means(first, second, measures, kind)
+            per_seed = [x - y for x, y in zip(a, b, strict=True)]
+            seeds = paired_difference(a, b)
+            over_seeds = f"{seeds['mean']:+.3f} ± {seeds['se']:.3f}" if len(per_seed) > 1 else "–"
             lines.append(
                 f"| {label} | {kind or 'all'} | {mean:+.3f} ± {se:.3f} | {n} | "
                 f"{' '.join(f'{d:+.3f}' for d in per_seed)} | {over_seeds} |"
@@ -223,20 +212,17 @@ def _paired_lines(collected: Collected, comparisons) -> list[str]:
     return lines
 
 
-def _per_seed(first: list[dict], second: list[dict], measures, kind) -> list[float]:
-    """The difference of means seed by seed (an unseeded side, the base, pairs with each)."""
-    pairs = (
-        zip(first, second, strict=True)
-        if len(first) == len(second)
-        else (
-            [(f, second[0]) for f in first] if len(second) == 1 else [(first[0], s) for s in second]
-        )
+def _seed_means(first: list[dict], second: list[dict], measures, kind):
+    """Each seed's mean of `first`'s and of `second`'s measure, paired seed by seed (an unseeded
+    side, the base, pairs with each seed of the other)."""
+    if len(first) == 1:
+        first = first * len(second)
+    elif len(second) == 1:
+        second = second * len(first)
+    return (
+        [float(_position_values(r, measures[0], kind).mean()) for r in first],
+        [float(_position_values(r, measures[1], kind).mean()) for r in second],
     )
-    return [
-        float(_position_values(a, measures[0], kind).mean())
-        - float(_position_values(b, measures[1], kind).mean())
-        for a, b in pairs
-    ]
 
 
 def _header(settings) -> list[str]:
@@ -461,8 +447,7 @@ def _bars(plt, collected: Collected, path: Path, entries, columns) -> None:
     width = 0.8 / len(entries)
     drawn = False
     for index, (arm, prompt) in enumerate(entries):
-        reports = [collected.base[prompt]] if arm == "base" else collected.seeds_of(arm, prompt)
-        reports = [r for r in reports if r is not None]
+        reports = collected.reports_of(arm, prompt)
         if not reports:
             continue
         cells = [_cells(r) for r in reports]

@@ -49,14 +49,8 @@ from rmt_megatron.model_io.checkpoints import (
 )
 from rmt_megatron.model_io.position_kinds import load_position_kinds
 from rmt_megatron.model_io.preprocess import check_tokenizer
-from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, fingerprint
-from rmt_megatron.run.difficulty import (
-    cached_scores,
-    difficulty_cache_path,
-    file_signature,
-    proxy_label,
-    score_difficulty,
-)
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.difficulty import cached_difficulty, file_signature, proxy_label
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.metrics import MetricsWriter, progress_line, replica_means
 from rmt_megatron.run.step_builder import StepBatchBuilder, eligible_positions
@@ -256,36 +250,23 @@ class Run:
 
     def _difficulty(self, prefix: Path, documents: list[np.ndarray]) -> np.ndarray:
         """Proxy-model entropies (--rmt-proxy-checkpoint, else the starting policy), cached next
-        to the data under a key of the data, the proxy's weights and the scoring settings."""
-        top_k = self.config.curriculum.entropy_top_k
+        to the data (`difficulty.cached_difficulty`)."""
         proxy_path = self.config.curriculum.proxy_checkpoint
-        key = {
-            "data": file_signature(prefix),
-            "proxy": file_signature(proxy_path) if proxy_path else self.starting_weights,
-            "tokenizer": fingerprint(self.data.tokenizer),
-            "entropy_top_k": top_k,
-            "seq_length": self.config.model.seq_length,
-        }
-        path = difficulty_cache_path(
-            prefix, proxy_label(proxy_path) if proxy_path else "policy", key
-        )
-        if path.is_file():
-            return cached_scores(path, sum(len(d) for d in documents))
-        if proxy_path and self._proxy is None:
-            self._proxy = load_proxy(proxy_path, self.config.model, self.data.tokenizer)
-        model = self.state.module if self._proxy is None else self._proxy
-        scores = score_difficulty(
-            model,
+
+        def load_model():
+            if proxy_path and self._proxy is None:
+                self._proxy = load_proxy(proxy_path, self.config.model, self.data.tokenizer)
+            return self.state.module if self._proxy is None else self._proxy
+
+        return cached_difficulty(
+            prefix,
             documents,
-            path,
-            top_k,
-            self.config.model.seq_length,
-            self.config.train.micro_batch_size,
-            self.data.tokenizer.eos_id,
+            proxy_label(proxy_path) if proxy_path else "policy",
+            file_signature(proxy_path) if proxy_path else self.starting_weights,
+            load_model,
+            self.data.tokenizer,
+            self.config,
         )
-        if parallel.is_main_rank():
-            atomic_write(path.with_suffix(".json"), json.dumps(key, indent=1))
-        return scores
 
     def _starting_weights(self):
         """What this run's policy started from, as a signature of its files: the difficulty

@@ -73,6 +73,7 @@ def _replicate_smoke(work: Path, timeout: int) -> subprocess.CompletedProcess:
             "--smoke",
             "--tables",
             "main",
+            "posttrain",
             "--work-dir",
             str(work),
         ],
@@ -84,7 +85,7 @@ def _replicate_smoke(work: Path, timeout: int) -> subprocess.CompletedProcess:
     )
 
 
-def test_replicate_smoke_runs_every_main_arm_and_writes_the_tables(tmp_path):
+def test_replicate_smoke_runs_every_main_arm_and_post_training_and_writes_the_tables(tmp_path):
     work = tmp_path / "work"
     completed = _replicate_smoke(work, timeout=900)
     assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
@@ -100,6 +101,14 @@ def test_replicate_smoke_runs_every_main_arm_and_writes_the_tables(tmp_path):
     final = budget_at(2, 2, tiny_cpu().budget)
     assert report["prompt_budget"] == final and len(report["outcomes"]) == 8
     assert set(report["kinds"]) <= {"computed", "operand", "text"}
+    assert "## Post-training" in tables and "| rmt − ntp | after grpo |" in tables
+    for source in ("base", "ntp", "rpt", "rmt"):
+        posttrained = json.loads((work / "posttrain" / f"{source}_seed1.json").read_text())
+        assert len(posttrained["after_grpo"]["outcomes"]) == 4
+        assert len(posttrained["grpo_steps"]) == 2 and len(posttrained["sft_loss"]) == 2
+    measures = {(r["arm"], r["measure"]) for r in rows}
+    assert ("rmt", "posttrain/after_grpo") in measures and ("base", "posttrain/before") in measures
     # a finished replication is reused, not retrained
     again = _replicate_smoke(work, timeout=300)
-    assert again.returncode == 0 and "train " not in again.stdout
+    assert again.returncode == 0
+    assert "train " not in again.stdout and "post-train " not in again.stdout

@@ -58,6 +58,14 @@ class TrainingState:
                 group["max_lr"], group["min_lr"] = self.scheduler.max_lr, self.scheduler.min_lr
             self.scheduler.step(increment=0)
 
+    def set_constant_lr(self, lr: float) -> None:
+        """From now on, a constant learning rate `lr` (a phase of another kind of training,
+        e.g. post-training's SFT then GRPO, on the same optimizer)."""
+        self.scheduler.max_lr = self.scheduler.min_lr = lr
+        for group in self.optimizer.param_groups:
+            group["max_lr"], group["min_lr"] = lr, lr
+        self.scheduler.step(increment=0)
+
     def weights_loaded(self) -> None:
         """Make the optimizer start from the weights now in the model: the mixed-precision
         optimizers keep fp32 master copies made when they were built, which the first step would

@@ -1,7 +1,7 @@
 """The replication: train every method of a table for several seeds, evaluate each checkpoint on
 the held-out test split under both prompt forms, and write the tables (`run.replication_report`).
 
-    python -m rmt_megatron.replicate [--tables main ablations] [--seeds 1 2 3]
+    python -m rmt_megatron.replicate [--tables main ablations posttrain] [--seeds 1 2 3]
         [--train-iters 100] [--eval-positions 400] [--work-dir runs/replicate]
         [--output-dir docs/results/replication] [--threads N] [--smoke]
 
@@ -10,6 +10,8 @@ Arms (one trained configuration each; `ARMS`):
   `rpt` (RL without budget, curriculum or NTP term), `rmt` (everything); the untrained base is
   evaluated once.
 - ablations: RMT without the budget, without the curriculum, without the NTP term.
+- posttrain: the base and the main arms' checkpoints, each post-trained (`run.posttrain`: SFT
+  then GRPO on question-answer problems, the same settings for all) with each seed.
 
 Every run starts from the same shipped base model, which was warm-started on both prompt forms;
 every checkpoint is evaluated with the budget clause (B_T of the preset) and without one, on the
@@ -45,11 +47,17 @@ from rmt_megatron.method.budget import final_budget
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.checkpoint_eval import build_parser as build_eval_parser
 from rmt_megatron.run.checkpoint_eval import evaluate_checkpoint
+from rmt_megatron.run.posttrain_report import SOURCES as POSTTRAIN_SOURCES
+from rmt_megatron.run.posttrain_report import posttrain_path
 from rmt_megatron.run.replication_report import eval_path, read_metrics, run_dir, write_report
 
 ROOT = Path(__file__).resolve().parents[2]
 NTP_PROMPTS_PER_STEP = 64
 """Documents per step of the compute-matched NTP run (fewer, larger steps than RL's 16)."""
+SMOKE_POSTTRAIN_FLAGS = (
+    "--sft-iters", "2", "--grpo-iters", "2", "--eval-problems", "4", "--prompts-per-step", "2",
+    "--group-size", "2", "--sft-batch", "4",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,7 @@ ARMS = (
     Arm("rmt_no_curriculum", "ablations", ("--rmt-no-curriculum",)),
     Arm("rmt_no_ntp", "ablations", ("--rmt-ntp-weight", "0")),
 )
-TABLES = ("main", "ablations")
+TABLES = ("main", "ablations", "posttrain")
 BASE = "base"
 PROMPTS = ("budget", "none")
 
@@ -82,6 +90,8 @@ class Settings:
     work_dir: Path
     output_dir: Path
     threads: int
+    posttrain_flags: tuple[str, ...] = ()
+    """Extra `python -m rmt_megatron.posttrain` flags (the smoke mode's small sizes)."""
 
     @property
     def final_budget(self) -> int:
@@ -116,7 +126,15 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     work_dir = Path(args.work_dir)
     if args.smoke:
         return Settings(
-            tuple(args.tables), (args.seeds[0],), 2, 8, 4, work_dir, work_dir / "tables", 1
+            tuple(args.tables),
+            (args.seeds[0],),
+            2,
+            8,
+            4,
+            work_dir,
+            work_dir / "tables",
+            1,
+            SMOKE_POSTTRAIN_FLAGS,
         )
     return Settings(
         tuple(args.tables),
@@ -221,6 +239,32 @@ def evaluate(settings: Settings, checkpoint: Path, output: Path, prompt: str) ->
     atomic_write(output, json.dumps(report, indent=1))
 
 
+def post_train(settings: Settings, source: str, seed: int) -> None:
+    """Post-train the checkpoint of `source` (the base or a main arm) with `seed` (unless done),
+    as a `python -m rmt_megatron.posttrain` subprocess."""
+    output = posttrain_path(settings.work_dir, source, seed)
+    if output.is_file():
+        return
+    if source == BASE:
+        checkpoint = ASSETS / CHECKPOINT_DIR
+    else:
+        checkpoint = train(settings, next(a for a in ARMS if a.name == source), seed)
+    command = [
+        sys.executable,
+        "-m",
+        "rmt_megatron.posttrain",
+        "--load",
+        str(checkpoint),
+        "--output",
+        str(output),
+        "--seed",
+        str(seed),
+        *settings.posttrain_flags,
+    ]
+    print(f"post-train {source} seed {seed} -> {output}", flush=True)
+    _run(command, settings, output.with_suffix(".log"))
+
+
 def replicate(settings: Settings) -> None:
     """Every run and evaluation the chosen tables need, then the tables."""
     os.environ["OMP_NUM_THREADS"] = str(settings.threads)  # the evaluations' share, as the runs'
@@ -233,6 +277,11 @@ def replicate(settings: Settings) -> None:
             prompt,
         )
     for table in settings.tables:
+        if table == "posttrain":
+            for seed in settings.seeds:
+                for _, source in POSTTRAIN_SOURCES:
+                    post_train(settings, source, seed)
+            continue
         for seed in settings.seeds:
             for arm in (a for a in ARMS if a.table == table):
                 directory = train(settings, arm, seed)

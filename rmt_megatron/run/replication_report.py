@@ -4,9 +4,11 @@ Writes into `settings.output_dir`:
 - `results.csv`: one row per (arm, seed, prompt, measure), every number the tables show;
 - `tables.md`: the main table and the ablations (mean ± std over seeds), then paired
   comparisons: the mean over positions of the seed-averaged difference of two arms on the same
-  positions, ± its standard error over positions (n = positions);
+  positions, ± its standard error over positions (n = positions); then the post-training table
+  (`run.posttrain_report`);
 - `*.png` plots where matplotlib is installed (`pip install matplotlib`): validation accuracy vs
-  step, reasoning length vs step with B_t, accuracy per tier, ablation bars;
+  step, reasoning length vs step with B_t, accuracy per tier, ablation bars, post-training
+  bars;
 - the header of `tables.md` records the command, machine, commit and time.
 """
 
@@ -26,6 +28,7 @@ import numpy as np
 
 from rmt_megatron.files import atomic_write
 from rmt_megatron.method.tallies import paired_difference
+from rmt_megatron.run import posttrain_report
 
 TIERS = ("easy", "medium", "hard")
 MODES = {"reasoning": "reasoning_accuracy", "argmax": "ntp_accuracy"}
@@ -124,6 +127,14 @@ class Collected:
                     report = _load(eval_path(settings.work_dir, arm.name, seed, prompt))
                     if report is not None:
                         self.reports[arm.name, seed, prompt] = report
+        self.posttrain: dict[tuple[str, int], dict] = {}
+        if "posttrain" in settings.tables:
+            for _, source in posttrain_report.SOURCES:
+                for seed in settings.seeds:
+                    path = posttrain_report.posttrain_path(settings.work_dir, source, seed)
+                    report = _load(path)
+                    if report is not None:
+                        self.posttrain[source, seed] = report
 
     def reports_of(self, arm: str, prompt: str) -> list[dict]:
         """The evaluations of `arm` under `prompt`, one per seed that has one (the base: one)."""
@@ -155,7 +166,7 @@ def _rows(collected: Collected) -> list[dict]:
         }
         for measure, value in run_measures.items():
             rows.append(dict(arm=arm, seed=seed, prompt="", measure=measure, value=value))
-    return rows
+    return rows + posttrain_report.rows(collected.posttrain)
 
 
 COLUMNS = ("all", *TIERS, "computed", "operand", "text")
@@ -360,6 +371,7 @@ def write_report(settings, arms, base: str, prompts) -> None:
                 ),
             ],
         )
+    lines += posttrain_report.lines(collected.posttrain, settings.seeds)
     atomic_write(output / "tables.md", "\n".join(lines) + "\n")
     _plots(collected, output)
     print(f"tables: {output / 'tables.md'}", flush=True)
@@ -439,6 +451,10 @@ def _plots(collected: Collected, output: Path) -> None:
                 ("rmt_no_ntp", "budget"),
             ],
             ("all", "computed"),
+        )
+    if "posttrain" in tables:
+        posttrain_report.plot(
+            plt, collected.posttrain, collected.settings.seeds, output / "posttrain.png"
         )
 
 

@@ -4,6 +4,7 @@ Every test forks its ranks (tests/ranks.py), so torch.distributed never starts i
 """
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -227,3 +228,45 @@ def test_cpu_threads_are_a_share_of_the_cores_and_never_raised(monkeypatch):
         assert set_cpu_threads() == 1
     finally:
         torch.set_num_threads(original)
+
+
+def _metadata_copy(tmp_path):
+    """A copy of the shipped base checkpoint's step directory."""
+    import shutil
+
+    from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR
+
+    source = next((ASSETS / CHECKPOINT_DIR).glob("iter_*"))
+    return Path(shutil.copytree(source, tmp_path / source.name))
+
+
+def test_checkpoint_metadata_is_vetted_before_torch_unpickles_it(tmp_path):
+    import pickle
+
+    from rmt_megatron.errors import CheckpointError
+    from rmt_megatron.mcore.checkpoint_metadata import check_metadata
+
+    directory = _metadata_copy(tmp_path)
+    check_metadata(directory)  # what torch writes passes
+    marker = tmp_path / "unpickled"
+    (directory / ".metadata").write_bytes(pickle.dumps(_Planted(str(marker))))
+    with pytest.raises(CheckpointError, match=r"asks to build io\.open.*refusing"):
+        check_metadata(directory)
+    assert not marker.exists()
+    (directory / ".metadata").write_bytes(pickle.dumps(os.system))
+    with pytest.raises(CheckpointError, match="refusing"):
+        check_metadata(directory)
+
+
+def test_a_damaged_or_missing_metadata_file_is_named(tmp_path):
+    from rmt_megatron.errors import CheckpointError
+    from rmt_megatron.mcore.checkpoint_metadata import check_metadata
+
+    directory = _metadata_copy(tmp_path)
+    metadata = directory / ".metadata"
+    metadata.write_bytes(metadata.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match=r"\.metadata is damaged \(UnpicklingError"):
+        check_metadata(directory)
+    metadata.unlink()
+    with pytest.raises(CheckpointError, match=r"\.metadata is missing"):
+        check_metadata(directory)

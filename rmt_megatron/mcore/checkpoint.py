@@ -30,6 +30,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from rmt_megatron.errors import CheckpointError
 from rmt_megatron.files import atomic_write
+from rmt_megatron.mcore.checkpoint_metadata import check_metadata
 from rmt_megatron.mcore.parallel import all_finite, barrier, is_main_rank, world_rank
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -161,9 +162,10 @@ def load_checkpoint(
     require_state: bool = True,
 ) -> LoadedCheckpoint:
     """Load step `step` (default: the tracker's) into `model` and, if given, `optimizer`.
-    RNG states are restored when this rank's file exists and `restore_rng`. Without
-    `require_state`, a checkpoint with no `rmt_state.json` (e.g. written by Megatron-LM, same
-    layout) loads its model weights with an empty state."""
+    The step's `.metadata` is vetted first (`checkpoint_metadata.check_metadata`). RNG states
+    are restored when this rank's file exists and `restore_rng`. Without `require_state`, a
+    checkpoint with no `rmt_state.json` (e.g. written by Megatron-LM, same layout) loads its
+    model weights with an empty state."""
     step = latest_step(root) if step is None else step
     if step is None:
         raise CheckpointError(f"{root} holds no checkpoint ({TRACKER} is missing): check --load")
@@ -172,6 +174,7 @@ def load_checkpoint(
         raise CheckpointError(f"{directory} is missing although {TRACKER} names step {step}")
     if require_state and not (directory / STATE_FILE).is_file():
         raise CheckpointError(f"{directory} is incomplete ({STATE_FILE} not found)")
+    check_metadata(directory)  # before torch unpickles it
     model_state = model.sharded_state_dict()
     sharded = {"model": model_state}
     if optimizer is not None:

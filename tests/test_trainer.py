@@ -6,6 +6,11 @@ with torchrun's environment, as `torchrun pretrain_rmt.py ...` would start them.
 """
 
 import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 from golden_run import data_args
@@ -13,6 +18,8 @@ from ranks import run_ranks
 
 import pretrain_rmt
 from rmt_megatron.builtin.corpus import arithmetic_documents
+
+ROOT = Path(__file__).resolve().parents[1]
 
 COMPARED = (
     "loss_rl",
@@ -231,3 +238,43 @@ def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(corp
     assert result["metrics"] == [] and len(result["evaluations"]) == 1
     assert json.loads((tmp_path / "s" / "eval" / "latest.json").read_text())["step"] == 2
     assert list(fresh.glob("valid_entropy*.npy")) and not list(fresh.glob("train_entropy*"))
+
+
+def _children(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; prctl is Linux's")
+def test_a_killed_run_leaves_no_process_behind(corpus_data, tmp_path):
+    """SIGKILL after the first checkpoint: the checkpoint writer's helper processes (a spawned
+    multiprocessing manager and its resource tracker) end with the run."""
+    save = tmp_path / "save"
+    argv = _argv(corpus_data, "--train-iters", "200", "--save", str(save), "--save-interval", "1")
+    run = subprocess.Popen(
+        [sys.executable, str(ROOT / "pretrain_rmt.py"), *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    deadline = time.time() + 300
+    while not (save / "latest_checkpointed_iteration.txt").is_file():
+        assert run.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.5)
+    helpers = _children(run.pid)
+    assert helpers, "expected the checkpoint writer's helper processes"
+    run.kill()
+    run.wait()
+    deadline = time.time() + 15
+    while any(Path(f"/proc/{pid}").exists() for pid in helpers) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in helpers if Path(f"/proc/{pid}").exists()]
+    assert not left, f"processes outlived the killed run: {left}"

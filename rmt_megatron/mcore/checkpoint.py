@@ -31,6 +31,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from rmt_megatron.errors import CheckpointError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.checkpoint_metadata import check_metadata
+from rmt_megatron.mcore.checkpoint_writer import install_write_results_queue
 from rmt_megatron.mcore.parallel import all_finite, barrier, is_main_rank, world_rank
 
 TRACKER = "latest_checkpointed_iteration.txt"
@@ -72,6 +73,7 @@ def save_checkpoint(
     sharded = {"model": model_state}
     if optimizer is not None:
         sharded["optimizer"] = optimizer.sharded_state_dict(model_state)
+    install_write_results_queue()  # its helper process must not outlive a killed run
     dist_checkpointing.save(sharded, str(temporary))
     (temporary / "rng").mkdir(exist_ok=True)
     torch.save(_rng_states(), temporary / "rng" / f"rank_{world_rank():05d}.pt")

@@ -4,6 +4,7 @@ in gguf_files.py."""
 
 import contextlib
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -180,3 +181,16 @@ def fused_objective_against_reference(backend=None):
     ref_loss = objective(*token_logprob_entropy_reference(h2 @ w2.T, labels))
     (2 * ref_loss).backward()
     return (loss.detach(), h1.grad, w1.grad), (ref_loss.detach(), h2.grad, w2.grad)
+
+
+def child_processes(pid: int) -> list[int]:
+    """Processes whose parent is `pid` (read from /proc; Linux)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found

@@ -47,3 +47,21 @@ def test_warm_start_command_runs_and_records_what_it_did(tmp_path):
     assert summary["train_iters"] == 2 and summary["worked_examples"] > 1000
     assert (tmp_path / "tokenizer.model").is_file()
     assert (tmp_path / "checkpoint" / "latest_checkpointed_iteration.txt").read_text() == "2"
+
+
+def test_the_slurm_script_gives_flags_pretrain_rmt_accepts():
+    """examples/slurm_rmt.sbatch cannot run here (no Slurm, no GPUs); its pretrain_rmt.py flags
+    must at least parse and make a valid config of the layout the docs describe."""
+    import shlex
+
+    import pretrain_rmt
+    from rmt_megatron.config.flags import config_from_args
+
+    script = (EXAMPLES / "slurm_rmt.sbatch").read_text().replace("\\\n", " ")
+    launch = next(line for line in script.splitlines() if "pretrain_rmt.py" in line)
+    words = shlex.split(launch.split("pretrain_rmt.py", 1)[1])
+    words = ["/placeholder" if word.startswith("$") else word for word in words]
+    config = config_from_args(pretrain_rmt.build_parser().parse_args(words), "tiny_cpu")
+    assert config.model.tensor_model_parallel_size == 8 and config.model.num_layers == 40
+    assert config.train.save == config.train.load
+    assert "--nnodes" in launch and "--rdzv-backend c10d" in launch

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from golden_run import data_args
+from helpers import child_processes
 from ranks import run_ranks
 
 import pretrain_rmt
@@ -240,19 +241,6 @@ def test_skip_train_evaluates_a_checkpoint_without_scoring_the_training_set(corp
     assert list(fresh.glob("valid_entropy*.npy")) and not list(fresh.glob("train_entropy*"))
 
 
-def _children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (from /proc)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; prctl is Linux's")
 def test_a_killed_run_leaves_no_process_behind(corpus_data, tmp_path):
     """SIGKILL after the first checkpoint: the checkpoint writer's helper processes (a spawned
@@ -269,7 +257,7 @@ def test_a_killed_run_leaves_no_process_behind(corpus_data, tmp_path):
     while not (save / "latest_checkpointed_iteration.txt").is_file():
         assert run.poll() is None and time.time() < deadline, "no checkpoint was written"
         time.sleep(0.5)
-    helpers = _children(run.pid)
+    helpers = child_processes(run.pid)
     assert helpers, "expected the checkpoint writer's helper processes"
     run.kill()
     run.wait()

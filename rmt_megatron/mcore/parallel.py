@@ -24,7 +24,7 @@ from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
 from rmt_megatron.config.sections import ModelConfig
-from rmt_megatron.errors import ConfigError
+from rmt_megatron.errors import ConfigError, TrainingError
 from rmt_megatron.mcore.cpu import (
     apply_cpu_patches,
     cpu_model_parallel_seed,
@@ -228,6 +228,35 @@ def share_from_last_stage(value):
         group=parallel_state.get_pipeline_model_parallel_group(),
     )
     return box[0]
+
+
+COMMUNICATION_FAILURES = (
+    "gloo",
+    "nccl",
+    "connection reset",
+    "connection closed",
+    "broken pipe",
+    "timed out",
+)
+"""Words in a collective's error that mean the other side stopped answering."""
+
+
+def lost_rank_error(error: RuntimeError, timeout_minutes: float) -> TrainingError | None:
+    """The message for a collective that failed because another rank stopped, crashed or was
+    killed (its connection broke, or the wait passed the collective timeout); None for any other
+    error."""
+    text = str(error).strip()
+    if not isinstance(error, dist.DistError) and not any(
+        word in text.lower() for word in COMMUNICATION_FAILURES
+    ):
+        return None
+    first = text.splitlines()[0] if text else type(error).__name__
+    return TrainingError(
+        f"lost contact with another rank ({first[:200]}): a rank or node stopped, crashed or "
+        f"was killed, or a collective waited past --distributed-timeout-minutes "
+        f"{timeout_minutes:g}. This rank stops too; see the other ranks' logs for the cause, "
+        "then resume from the last checkpoint with --load"
+    )
 
 
 def shutdown() -> None:

@@ -482,5 +482,10 @@ def run_training(config: RMTConfig) -> dict:
     try:
         with cpu.device_mode():
             return Run(config).train()
+    except RuntimeError as error:  # torch's distributed errors are RuntimeErrors too
+        lost = parallel.lost_rank_error(error, config.train.distributed_timeout_minutes)
+        if lost is None:
+            raise
+        raise lost from None
     finally:
         parallel.shutdown()

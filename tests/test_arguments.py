@@ -85,6 +85,23 @@ def test_a_namespace_without_our_flags_gives_the_spec_defaults():
     assert config_from_args(argparse.Namespace()) == RMTConfig()
 
 
+def test_a_megatron_lm_namespace_maps_precision_switches_and_norm_epsilon():
+    """Megatron-LM's parser stores every switch it was not given as False (not None) and
+    --norm-epsilon as layernorm_epsilon; neither may change the preset silently."""
+    megatron_defaults = dict(
+        bf16=False, fp16=False, qk_layernorm=False, untie_embeddings_and_output_weights=False,
+        sequence_parallel=False, layernorm_epsilon=None, rmt_preset="qwen3_14b",
+    )  # fmt: skip
+    config = config_from_args(argparse.Namespace(**megatron_defaults))
+    assert config.model.params_dtype == "bfloat16"  # the preset's, not overwritten by False
+    assert config.model.qk_layernorm and config.model.untie_embeddings_and_output_weights
+    given = {**megatron_defaults, "rmt_preset": "tiny_cpu", "bf16": True}
+    config = config_from_args(argparse.Namespace(**{**given, "layernorm_epsilon": 1e-6}))
+    assert config.model.params_dtype == "bfloat16" and config.model.norm_epsilon == 1e-6
+    config = config_from_args(argparse.Namespace(**{**megatron_defaults, "rmt_preset": "tiny_cpu"}))
+    assert config.model.params_dtype == "float32"
+
+
 def test_schedule_table_shows_budget_and_tier_probabilities():
     table = pretrain_rmt.schedule_table(tiny_cpu())
     assert "  0.00     96  0.60, 0.30, 0.10" in table

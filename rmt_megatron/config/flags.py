@@ -38,6 +38,26 @@ class Flag:
     def dest(self) -> str:
         return self.flag.lstrip("-").replace("-", "_")
 
+    @property
+    def switch_value(self) -> Any:
+        """For a flag that takes no value, what giving it sets; None for a flag with a value."""
+        if self.const is not None:
+            return self.const
+        return True if typing.get_type_hints(SECTIONS[self.section])[self.field] is bool else None
+
+    def given_value(self, args: argparse.Namespace) -> Any:
+        """What this flag set in `args`, or None where it was not given. Reads our parser's
+        namespace or Megatron-LM's: there a flag without a value is `store_true` and holds False
+        when not given (so False counts only for a flag whose constant is False), and some flags
+        keep another name (`MEGATRON_DESTS`)."""
+        value = getattr(args, self.dest, None)
+        if value is None and self.dest in MEGATRON_DESTS:
+            value = getattr(args, MEGATRON_DESTS[self.dest], None)
+        switch = self.switch_value
+        if value is None or switch is None:
+            return value
+        return switch if value is True or value == switch else None
+
 
 RMT_FLAGS = (
     Flag("--rmt-no-budget", "budget", "enabled", const=False),
@@ -79,6 +99,8 @@ MEGATRON_SPELLINGS = {
     "use_checkpoint_opt_param_scheduler": "--use-checkpoint-opt_param-scheduler",
 }
 """Megatron-LM flags whose spelling is not the field name with dashes."""
+MEGATRON_DESTS = {"norm_epsilon": "layernorm_epsilon"}
+"""Megatron-LM flags stored under another name in its namespace (`--norm-epsilon`)."""
 
 MEGATRON_FLAGS = (
     *(
@@ -99,8 +121,8 @@ def _add_flag(group: argparse._ArgumentGroup, spec: Flag, defaults: RMTConfig) -
     hint = typing.get_type_hints(section_cls)[spec.field]
     default = getattr(getattr(defaults, spec.section), spec.field)
     help_text = field_docs(section_cls)[spec.field]
-    if spec.const is not None or hint is bool:
-        const = True if spec.const is None else spec.const
+    if spec.switch_value is not None:
+        const = spec.switch_value
         group.add_argument(
             spec.flag,
             dest=spec.dest,
@@ -169,7 +191,7 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
     overrides: dict[str, dict[str, Any]] = {name: {} for name in SECTIONS}
     given: dict[str, str] = {}
     for spec in RMT_FLAGS + MEGATRON_FLAGS:
-        value = getattr(args, spec.dest, None)
+        value = spec.given_value(args)
         if value is None:
             continue
         value = tuple(value) if isinstance(value, list) else value

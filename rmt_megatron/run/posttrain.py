@@ -52,8 +52,6 @@ from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
 EVAL_SEED = 0
 """Seed of the evaluation problems: the same for every source checkpoint and training seed."""
-SHOWN_RESPONSES = 8
-"""Responses kept as text in the report, per phase (for reading what the model does)."""
 TRAIN_PROBLEMS = 4000
 """Distinct training problems drawn from the train operand pairs."""
 
@@ -113,8 +111,8 @@ def _checked(settings: PostTrainSettings) -> PostTrainSettings:
 def evaluate_answers(
     engine: RolloutEngine, tokenizer, problems: list[Problem], max_new_tokens: int
 ) -> dict:
-    """Greedy answers to `problems`: accuracy, mean response length, per-problem outcomes and the
-    first `SHOWN_RESPONSES` responses as text."""
+    """Greedy answers to `problems`: accuracy, mean response length, and per problem its
+    outcome and the response's text."""
     rollouts = engine.generate(
         [question_prompt(tokenizer, p) for p in problems],
         1,
@@ -131,7 +129,7 @@ def evaluate_answers(
         "accuracy": sum(correct) / len(correct),
         "mean_response_length": sum(len(r.tokens) for r in rollouts) / len(rollouts),
         "outcomes": correct,
-        "responses": texts[:SHOWN_RESPONSES],
+        "responses": texts,
     }
 
 

@@ -388,6 +388,38 @@ def _plots(collected: Collected, output: Path) -> None:
         print("matplotlib is not installed: no plots (pip install matplotlib)", flush=True)
         return
     arms = [a.name for a in collected.arms]
+    if arms:  # a post-training-only replication has no training curves of its own
+        _curve_plots(plt, collected, arms, output)
+    tables = collected.settings.tables
+    if "main" in tables:
+        _bars(
+            plt,
+            collected,
+            output / "accuracy_per_tier.png",
+            [("base", "budget"), ("rpt", "none"), ("rmt", "budget")],
+            (*TIERS, "computed"),
+        )
+    if "ablations" in tables:
+        _bars(
+            plt,
+            collected,
+            output / "ablations.png",
+            [
+                ("rmt", "budget"),
+                ("rmt_no_budget", "none"),
+                ("rmt_no_curriculum", "budget"),
+                ("rmt_no_ntp", "budget"),
+            ],
+            ("all", "computed"),
+        )
+    if "posttrain" in tables:
+        posttrain_report.plot(
+            plt, collected.posttrain, collected.settings.seeds, output / "posttrain.png"
+        )
+
+
+def _curve_plots(plt, collected: Collected, arms: list[str], output: Path) -> None:
+    """Validation accuracy vs step, and training reasoning length vs step with B_t."""
     figure, axis = plt.subplots(figsize=(6, 4))
     for arm in arms:
         curves = [collected.curves[arm, s] for s in collected.settings.seeds]
@@ -429,33 +461,6 @@ def _plots(collected: Collected, output: Path) -> None:
     figure.tight_layout()
     figure.savefig(output / "length_vs_step.png", dpi=120)
     plt.close(figure)
-
-    tables = collected.settings.tables
-    if "main" in tables:
-        _bars(
-            plt,
-            collected,
-            output / "accuracy_per_tier.png",
-            [("base", "budget"), ("rpt", "none"), ("rmt", "budget")],
-            (*TIERS, "computed"),
-        )
-    if "ablations" in tables:
-        _bars(
-            plt,
-            collected,
-            output / "ablations.png",
-            [
-                ("rmt", "budget"),
-                ("rmt_no_budget", "none"),
-                ("rmt_no_curriculum", "budget"),
-                ("rmt_no_ntp", "budget"),
-            ],
-            ("all", "computed"),
-        )
-    if "posttrain" in tables:
-        posttrain_report.plot(
-            plt, collected.posttrain, collected.settings.seeds, output / "posttrain.png"
-        )
 
 
 def _bars(plt, collected: Collected, path: Path, entries, columns) -> None:

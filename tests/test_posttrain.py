@@ -8,6 +8,7 @@ from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
 from rmt_megatron.builtin.questions import (
     Problem,
     addition_problems,
+    answer_kind,
     answer_reward,
     question_prompt,
     worked_solution,
@@ -42,6 +43,21 @@ def test_the_worked_solution_earns_the_reward_and_near_misses_do_not(tokenizer):
     assert answer_reward("so 933</think>\\boxed{ 933 }", problem) == 1.0
     for wrong in ("so 933</think>\\boxed{9}", "\\boxed{933}", "</think>\\boxed{9330}", "933"):
         assert answer_reward(wrong, problem) == 0.0
+
+
+@pytest.mark.parametrize(
+    "response, kind",
+    [
+        ("347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933</think>\\boxed{933}", "correct"),
+        ("347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933</think>\\boxed{923}", "copy"),
+        ("347+586: 7+6=13 4+8=12 3+5+1=9 so 923</think>\\boxed{923}", "working"),
+        ("347+586: 7+6=13 4+8=12 3+5+1=9 so 923</think>\\boxed{933}", "correct"),
+        ("347+586: 7+6=13</think>\\boxed{933", "format"),
+        ("347+586: 7+6=13 so 933", "format"),
+    ],
+)
+def test_a_wrong_answer_is_classified_by_where_it_went_wrong(response, kind):
+    assert answer_kind(response, Problem(347, 586)) == kind
 
 
 @pytest.mark.parametrize(

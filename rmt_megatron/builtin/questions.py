@@ -16,6 +16,7 @@ run has seen. The worked solution is the same column working the warm start taug
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 from rmt_megatron.builtin.corpus import PAIR_SPLITS, column_working, pair_split
@@ -34,6 +35,10 @@ QUESTION_INSTRUCTION = (
     f"{THINK_OPEN}{THINK_CLOSE}, then put the whole answer in {BOXED_OPEN}{BOXED_CLOSE}."
 )
 QUESTION_HEADING = "\n### Question\n"
+ANSWER_KINDS = ("correct", "copy", "working", "format")
+"""`answer_kind` values: right; the working's sum right but a different number boxed; the
+working's sum wrong; no sum at the end of the working or no box after it."""
+_WORKING_SUM = re.compile(r"so (\d+)\s*$")
 
 
 @dataclass(frozen=True)
@@ -82,3 +87,14 @@ def answer_reward(response: str, problem: Problem) -> float:
     """1 if the response boxes exactly the sum's digits after `</think>`, else 0."""
     prediction = extract_prediction(response)
     return float(prediction is not None and prediction.strip() == problem.answer)
+
+
+def answer_kind(response: str, problem: Problem) -> str:
+    """Which of `ANSWER_KINDS` a response is: where a wrong answer went wrong."""
+    if answer_reward(response, problem):
+        return "correct"
+    working, closed, _ = response.partition(THINK_CLOSE)
+    found = _WORKING_SUM.search(working.strip())
+    if not closed or found is None or extract_prediction(response) is None:
+        return "format"
+    return "copy" if found.group(1) == problem.answer else "working"

@@ -31,8 +31,10 @@ import torch
 
 from rmt_megatron.builtin.datasets import ASSETS, TOKENIZER_FILE
 from rmt_megatron.builtin.questions import (
+    ANSWER_KINDS,
     Problem,
     addition_problems,
+    answer_kind,
     answer_reward,
     question_prompt,
     worked_solution,
@@ -111,8 +113,9 @@ def _checked(settings: PostTrainSettings) -> PostTrainSettings:
 def evaluate_answers(
     engine: RolloutEngine, tokenizer, problems: list[Problem], max_new_tokens: int
 ) -> dict:
-    """Greedy answers to `problems`: accuracy, mean response length, and per problem its
-    outcome and the response's text."""
+    """Greedy answers to `problems`: accuracy, mean response length, how many answers are of
+    each `ANSWER_KINDS` (right, copied wrong into the box, wrong working, no answer), and per
+    problem its outcome and the response's text."""
     rollouts = engine.generate(
         [question_prompt(tokenizer, p) for p in problems],
         1,
@@ -122,6 +125,7 @@ def evaluate_answers(
         torch.Generator().manual_seed(0),
     )
     texts = [tokenizer.decode(r.tokens) for r in rollouts]
+    kinds = [answer_kind(t, problems[r.prompt_index]) for t, r in zip(texts, rollouts, strict=True)]
     correct = [
         answer_reward(t, problems[r.prompt_index]) for t, r in zip(texts, rollouts, strict=True)
     ]
@@ -129,6 +133,7 @@ def evaluate_answers(
         "accuracy": sum(correct) / len(correct),
         "mean_response_length": sum(len(r.tokens) for r in rollouts) / len(rollouts),
         "outcomes": correct,
+        "answer_kinds": {kind: kinds.count(kind) for kind in ANSWER_KINDS},
         "responses": texts,
     }
 

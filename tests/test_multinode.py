@@ -1,5 +1,6 @@
-"""Two nodes simulated on this machine: two torchrun launchers, one rank each, meeting through a
-c10d rendezvous on the loopback address, as two hosts of a cluster would (docs/multinode.md)."""
+"""Jobs under torchrun that lose a rank: two nodes simulated on this machine (two launchers, one
+rank each, meeting through a c10d rendezvous on the loopback address, as two hosts of a cluster
+would; docs/multinode.md), and a tensor-parallel job one of whose ranks stops."""
 
 import json
 import os
@@ -28,10 +29,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _launch(launcher: list[str], data: Path, save: Path, iters: int, log: Path):
+def _launch(launcher: list[str], data: Path, save: Path, iters: int, log: Path, *extra: str):
     """One torchrun launcher in its own session (so that a whole "node" can be killed)."""
     argv = [*data_args(data), *RUN_FLAGS, "--train-iters", str(iters), "--save", str(save)]
     argv += ["--tensorboard-dir", str(save / "tb"), "--distributed-timeout-minutes", "0.5"]
+    argv += extra
     return subprocess.Popen(
         [str(TORCHRUN), *launcher, str(ROOT / "pretrain_rmt.py"), *argv],
         stdout=log.open("w"),
@@ -90,10 +92,7 @@ def test_two_launchers_train_as_one_and_losing_a_node_ends_the_job(corpus_data, 
     host = _launch(_node(port, "lose"), corpus_data, tmp_path / "lose", 200, tmp_path / "h.log")
     _wait_for_store(port)  # the host launcher holds the rendezvous store; the other is lost
     other = _launch(_node(port, "lose"), corpus_data, tmp_path / "lose", 200, tmp_path / "o.log")
-    deadline = time.time() + 300
-    while "step 2/200" not in (tmp_path / "h.log").read_text():
-        assert host.poll() is None and time.time() < deadline, (tmp_path / "h.log").read_text()
-        time.sleep(0.5)
+    _wait_for_step(host, tmp_path / "h.log", "step 2/200")
     for pid in (other.pid, *child_processes(other.pid)):  # the launcher and its rank
         os.kill(pid, signal.SIGKILL)
     killed_at = time.time()
@@ -102,3 +101,35 @@ def test_two_launchers_train_as_one_and_losing_a_node_ends_the_job(corpus_data, 
     assert code != 0 and time.time() - killed_at < 60
     assert "error: lost contact with another rank" in log
     assert "[rank0]: Traceback" not in log and "RendezvousConnectionError" not in log
+
+
+def _wait_for_step(launcher: subprocess.Popen, log: Path, step: str) -> None:
+    deadline = time.time() + 300
+    while step not in log.read_text():
+        assert launcher.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+        time.sleep(0.5)
+
+
+def test_a_stopped_rank_ends_a_tensor_parallel_job_within_the_timeout(corpus_data, tmp_path):
+    """SIGSTOP one of two TP ranks after step 2: the other rank's next collective fails after
+    --distributed-timeout-minutes (0.25 here, 15 s), it prints the one-line message, and torchrun
+    ends the job (killing the stopped rank) with a non-zero status."""
+    log = tmp_path / "tp.log"
+    job = _launch(["--standalone", "--nproc-per-node", "2"], corpus_data, tmp_path / "tp", 200,
+                  log, "--tensor-model-parallel-size", "2", "--distributed-timeout-minutes",
+                  "0.25")  # fmt: skip
+    _wait_for_step(job, log, "step 2/200")
+    ranks = child_processes(job.pid)
+    assert len(ranks) == 2
+    os.kill(max(ranks), signal.SIGSTOP)
+    stopped_at = time.time()
+    try:
+        code = job.wait(timeout=180)
+    finally:
+        for pid in ranks:  # never leave a stopped process behind, whatever happened
+            if Path(f"/proc/{pid}").exists():
+                os.kill(pid, signal.SIGKILL)
+    text = log.read_text()
+    assert code != 0 and time.time() - stopped_at < 120, text[-3000:]
+    assert "error: lost contact with another rank" in text
+    assert "]: Traceback" not in text

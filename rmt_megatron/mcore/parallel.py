@@ -75,7 +75,7 @@ def initialize(config: ModelConfig, seed: int, timeout_minutes: float = 10.0) ->
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=config.tensor_model_parallel_size,
         pipeline_model_parallel_size=config.pipeline_model_parallel_size,
-        distributed_timeout_minutes=max(1, round(timeout_minutes)),
+        distributed_timeout_minutes=timeout_minutes,  # a timedelta there: minutes may be fractional
     )
     set_seed(seed)
 

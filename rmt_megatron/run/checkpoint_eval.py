@@ -103,16 +103,9 @@ def _prompt_budget(flag: str, state: dict, config: RMTConfig) -> int | None:
 def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, Path]:
     """The report for `args` (see `build_parser`) and the path it belongs at."""
     load = Path(args.load)
-    step = args.ckpt_step if args.ckpt_step is not None else latest_step(load)
-    if step is None:
-        raise ConfigError(f"--load {load} holds no checkpoint ({TRACKER} not found)")
-    state = read_state(load, step)
-    if "config" not in state:
-        raise ConfigError(f"{load} records no config in its state: it was not written by us")
-    recorded = RMTConfig.from_dict(state["config"])
+    step, state, recorded = own_checkpoint_state(load, args.ckpt_step)
     config = replace(
         recorded,
-        model=replace(recorded.model, tensor_model_parallel_size=1, pipeline_model_parallel_size=1),
         data=replace(recorded.data, eval_positions=args.eval_positions, eval_seed=args.eval_seed),
     )
     if args.data_path is None:
@@ -188,15 +181,26 @@ def _proxy_entropy(proxy: Path, prefix: Path, documents, config: RMTConfig, toke
     )
 
 
+def own_checkpoint_state(load: Path, step: int | None = None) -> tuple[int, dict, RMTConfig]:
+    """(step, saved state, the config it records at TP = PP = 1) of a checkpoint of ours at
+    `step` (default: the latest); distributed checkpoints reshard on load, so one process reads
+    any layout."""
+    step = latest_step(load) if step is None else step
+    if step is None:
+        raise ConfigError(f"--load {load} holds no checkpoint ({TRACKER} not found)")
+    state = read_state(load, step)
+    if "config" not in state:
+        raise ConfigError(f"{load} records no config in its state: it was not written by us")
+    recorded = RMTConfig.from_dict(state["config"])
+    model = replace(recorded.model, tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
+    return step, state, replace(recorded, model=model)
+
+
 def load_own_checkpoint(path: Path, vocab_size: int, step: int | None = None):
-    """The model of a checkpoint of ours, built from the config it records at TP = PP = 1
-    (distributed checkpoints reshard on load), in eval mode."""
-    recorded = RMTConfig.from_dict(read_state(path, step)["config"]).model
-    model = build_gpt_model(
-        replace(recorded, tensor_model_parallel_size=1, pipeline_model_parallel_size=1),
-        vocab_size,
-        initialize=False,
-    )
+    """The model of a checkpoint of ours, built from the config it records at TP = PP = 1, in
+    eval mode."""
+    _, _, recorded = own_checkpoint_state(path, step)
+    model = build_gpt_model(recorded.model, vocab_size, initialize=False)
     load_checkpoint(path, model, step=step, restore_rng=False, require_state=False)
     return model.eval()
 

@@ -40,17 +40,18 @@ from rmt_megatron.builtin.questions import (
     worked_solution,
 )
 from rmt_megatron.cli import command
-from rmt_megatron.config.sections import LossConfig, RMTConfig
+from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import cpu, parallel
-from rmt_megatron.mcore.checkpoint import latest_step, load_checkpoint, read_state
+from rmt_megatron.mcore.checkpoint import load_checkpoint
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.optimizer import TrainingState, build_training, train_step
 from rmt_megatron.method.advantages import grpo_advantages, informative_groups
 from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.checkpoint_eval import own_checkpoint_state
 
 EVAL_SEED = 0
 """Seed of the evaluation problems: the same for every source checkpoint and training seed."""
@@ -190,14 +191,8 @@ def _grpo_step(state, forward_step, engine, tokenizer, problems, settings, step,
 def post_train(load: Path, settings: PostTrainSettings) -> dict:
     """Post-train the checkpoint at `load` (see the module docstring); returns the report."""
     settings = _checked(settings)
-    step = latest_step(load)
-    if step is None:
-        raise ConfigError(f"--load {load} holds no checkpoint of ours")
-    state_dict = read_state(load, step)
-    if "config" not in state_dict:
-        raise ConfigError(f"{load} records no config in its state: it was not written by us")
-    recorded = RMTConfig.from_dict(state_dict["config"])
-    model = replace(recorded.model, tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
+    step, state_dict, recorded = own_checkpoint_state(load)
+    model = recorded.model
     tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
     vocab = model.vocab_size or state_dict.get("vocab_size") or tokenizer.vocab_size
     train = replace(

@@ -127,9 +127,7 @@ def evaluate_answers(
     )
     texts = [tokenizer.decode(r.tokens) for r in rollouts]
     kinds = [answer_kind(t, problems[r.prompt_index]) for t, r in zip(texts, rollouts, strict=True)]
-    correct = [
-        answer_reward(t, problems[r.prompt_index]) for t, r in zip(texts, rollouts, strict=True)
-    ]
+    correct = [float(kind == "correct") for kind in kinds]  # answer_kind applies the reward
     return {
         "accuracy": sum(correct) / len(correct),
         "mean_response_length": sum(len(r.tokens) for r in rollouts) / len(rollouts),

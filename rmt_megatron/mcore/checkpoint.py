@@ -53,6 +53,14 @@ def latest_step(root: str | os.PathLike) -> int | None:
     return int(text)
 
 
+OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
+"""How megatron-core's distributed optimizer (GPU runs) writes its state: per parameter, in the
+parameter's own shape, so that a checkpoint reloads under another TP/PP/DP layout (Megatron-LM's
+--dist-ckpt-optim-fully-reshardable). Its default, fully_sharded_model_space, cannot be written
+by megatron-core 0.16 ("flattened_range is not supported"). The plain optimizer of CPU runs
+ignores it."""
+
+
 def save_checkpoint(
     root: str | os.PathLike, step: int, model, optimizer=None, state: dict[str, Any] | None = None
 ) -> Path:
@@ -72,7 +80,9 @@ def save_checkpoint(
     model_state = model.sharded_state_dict()
     sharded = {"model": model_state}
     if optimizer is not None:
-        sharded["optimizer"] = optimizer.sharded_state_dict(model_state)
+        sharded["optimizer"] = optimizer.sharded_state_dict(
+            model_state, metadata=OPTIMIZER_SHARDING
+        )
     install_write_results_queue()  # its helper process must not outlive a killed run
     dist_checkpointing.save(sharded, str(temporary))
     (temporary / "rng").mkdir(exist_ok=True)
@@ -85,6 +95,34 @@ def save_checkpoint(
         set_latest(root, step)
     barrier()
     return final
+
+
+def _give_fresh_optimizer_state(optimizer) -> None:
+    """Give a distributed optimizer that has not stepped yet its state tensors, so that it can
+    describe them for loading. megatron-core 0.16's distributed optimizer over torch's AdamW (no
+    apex or Transformer Engine) reads a step count from that state, and a fresh one has none. One
+    step of zero gradients at learning rate and weight decay 0 creates the tensors and changes no
+    weight; the load then overwrites every value it made."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        if not hasattr(inner, "_init_optimizer_states_with_dummy_values") or inner.optimizer.state:
+            continue
+        groups = inner.optimizer.param_groups
+        settings = [(group["lr"], group["weight_decay"]) for group in groups]
+        for group in groups:
+            group["lr"], group["weight_decay"] = 0.0, 0.0
+        inner._init_optimizer_states_with_dummy_values()
+        for group, (lr, weight_decay) in zip(groups, settings, strict=True):
+            group["lr"], group["weight_decay"] = lr, weight_decay
+
+
+def _unshare_step_counts(optimizer) -> None:
+    """Give every parameter its own Adam step count again. megatron-core 0.16's distributed
+    optimizer, loading into torch's AdamW, leaves one `step` tensor shared by all parameters, so
+    that each step would advance it once per parameter and the bias correction would go wrong."""
+    for inner in getattr(optimizer, "chained_optimizers", [optimizer]):
+        for state in getattr(inner.optimizer, "state", {}).values():
+            if isinstance(state.get("step"), torch.Tensor):
+                state["step"] = state["step"].clone()
 
 
 def _rng_states() -> dict[str, Any]:
@@ -180,7 +218,10 @@ def load_checkpoint(
     model_state = model.sharded_state_dict()
     sharded = {"model": model_state}
     if optimizer is not None:
-        sharded["optimizer"] = optimizer.sharded_state_dict(model_state, is_loading=True)
+        _give_fresh_optimizer_state(optimizer)
+        sharded["optimizer"] = optimizer.sharded_state_dict(
+            model_state, is_loading=True, metadata=OPTIMIZER_SHARDING
+        )
     try:
         loaded = dist_checkpointing.load(sharded, str(directory))
     # dist_checkpointing raises many kinds, and torch's CheckpointException is a BaseException
@@ -197,7 +238,9 @@ def load_checkpoint(
             "checkpoint (an iter_* directory under the same --save)"
         )
     if optimizer is not None:
-        optimizer.load_state_dict(loaded["optimizer"])
+        with torch.no_grad():  # the distributed optimizer copies into parameter views in place
+            optimizer.load_state_dict(loaded["optimizer"])
+        _unshare_step_counts(optimizer)
     rng_file = directory / "rng" / f"rank_{world_rank():05d}.pt"
     if restore_rng and rng_file.is_file():
         _restore_rng_states(rng_file)

@@ -61,9 +61,16 @@ def set_cpu_threads() -> int:
     return torch.get_num_threads()
 
 
+def uses_transformer_engine() -> bool:
+    """Whether the model is built from Transformer Engine's layers: on a GPU where TE imports."""
+    import importlib.util
+
+    return not cpu_only() and importlib.util.find_spec("transformer_engine") is not None
+
+
 def backends_line() -> str:
-    """One line saying where megatron-core runs and which optional fused backends it found (its
-    own import warnings about the missing ones are silenced in `rmt_megatron.mcore`)."""
+    """One line saying where megatron-core runs, which layers it builds and which optional fused
+    backends it lacks (its own import warnings about them are silenced in `rmt_megatron.mcore`)."""
     import importlib.util
 
     missing = [
@@ -72,9 +79,10 @@ def backends_line() -> str:
         if importlib.util.find_spec(module) is None
     ]
     where = "CPU (gloo)" if cpu_only() else f"{torch.cuda.device_count()} GPU(s) (NCCL)"
-    found = f"without {' or '.join(missing)}: local layers" if missing else "with TE and apex"
+    layers = "Transformer Engine layers" if uses_transformer_engine() else "local layers"
+    lacking = f", without {' or '.join(missing)}" if missing else ""
     threads = f", {torch.get_num_threads()} torch threads per rank" if cpu_only() else ""
-    return f"megatron-core on {where}, {found}{threads}"
+    return f"megatron-core on {where}: {layers}{lacking}{threads}"
 
 
 def _is_cuda(device: object) -> bool:

@@ -39,12 +39,13 @@ from megatron.core.utils import unwrap_model
 from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
+from rmt_megatron.mcore.device import to_compute_device
 from rmt_megatron.method.dual_loss import TokenRoles, masked_token_losses
 
 
-def causal_mask(seq_length: int) -> torch.Tensor:
+def causal_mask(seq_length: int, device: torch.device | None = None) -> torch.Tensor:
     """`[1, 1, s, s]` bool, True where attention is not allowed (future keys)."""
-    return torch.ones(1, 1, seq_length, seq_length, dtype=torch.bool).triu(1)
+    return torch.ones(1, 1, seq_length, seq_length, dtype=torch.bool, device=device).triu(1)
 
 
 def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig, output: torch.Tensor):
@@ -163,8 +164,9 @@ def make_forward_step(loss_config: LossConfig) -> Callable:
     require_supported(loss_config)
 
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
-        batch = next(data_iterator)
-        inputs = (batch["tokens"], batch["position_ids"], causal_mask(batch["tokens"].shape[1]))
+        batch = to_compute_device(next(data_iterator))
+        tokens = batch["tokens"]
+        inputs = (tokens, batch["position_ids"], causal_mask(tokens.shape[1], tokens.device))
         if not (loss_config.fused_output_layer and unwrap_model(model).post_process):
             return model(*inputs), partial(dual_loss_func, batch, loss_config)
         with hidden_states_out(model) as used:

@@ -32,6 +32,7 @@ from megatron.core import parallel_state
 from megatron.core.inference.contexts import StaticInferenceContext
 
 from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.mcore.device import compute_device
 from rmt_megatron.mcore.gpt_model import DTYPES
 from rmt_megatron.method.answer_format import AnswerStop
 from rmt_megatron.method.tokenizer import Tokenizer
@@ -68,6 +69,15 @@ def _sample(
         keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p
         probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
+    """`generator` itself on its own device; on another, a generator there seeded from it (one
+    draw), so every TP rank still samples the same tokens."""
+    if generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 class RolloutEngine:
@@ -149,6 +159,7 @@ class RolloutEngine:
         key_pad = key_pad.repeat_interleave(group_size, dim=0)
         tokens = tokens.repeat_interleave(group_size, dim=0)
 
+        generator = _on_device(generator, compute_device())
         active = torch.arange(batch)  # row ids of the batch slots still generating
         generated: list[list[int]] = [[] for _ in range(batch)]
         stops = [AnswerStop() for _ in range(batch)]
@@ -192,14 +203,14 @@ class RolloutEngine:
             logits[:, self.vocab_size :] = float("-inf")
             tokens = _sample(logits, temperature, top_p, generator)
         else:
-            tokens = torch.empty(rows, dtype=torch.long)
+            tokens = torch.empty(rows, dtype=torch.long, device=compute_device())
         if parallel_state.get_pipeline_model_parallel_world_size() > 1:
             dist.broadcast(
                 tokens,
                 src=parallel_state.get_pipeline_model_parallel_last_rank(),
                 group=parallel_state.get_pipeline_model_parallel_group(),
             )
-        return tokens
+        return tokens.cpu()
 
     def _forward(
         self, tokens: torch.Tensor, mask: torch.Tensor, context: StaticInferenceContext | None
@@ -207,14 +218,21 @@ class RolloutEngine:
         """Run this stage on `tokens: [b, s]`; last-position logits `[b, V]` on the last stage,
         None on the others (which pass their hidden states on)."""
         rows, fed = tokens.shape
+        device = compute_device()
         if not parallel_state.is_pipeline_first_stage():
-            hidden = torch.empty(fed, rows, self.hidden_size, dtype=self.params_dtype)
+            hidden = torch.empty(
+                fed, rows, self.hidden_size, dtype=self.params_dtype, device=device
+            )
             dist.recv(hidden, src=parallel_state.get_pipeline_model_parallel_prev_rank())
             self.model.set_input_tensor(hidden)
         offset = 0 if context is None else context.sequence_len_offset
         positions = torch.arange(offset, offset + fed)[None].expand(rows, fed)
         output = self.model(
-            tokens, positions, mask, inference_context=context, runtime_gather_output=True
+            tokens.to(device),
+            positions.to(device),
+            mask.to(device),
+            inference_context=context,
+            runtime_gather_output=True,
         )
         if context is not None:
             context.sequence_len_offset += fed

@@ -18,7 +18,7 @@ from megatron.core.transformer import TransformerConfig
 
 from rmt_megatron.config.sections import ModelConfig
 from rmt_megatron.errors import ConfigError
-from rmt_megatron.mcore.cpu import cpu_only
+from rmt_megatron.mcore.cpu import cpu_only, uses_transformer_engine
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -67,15 +67,14 @@ def transformer_config(config: ModelConfig, initialize: bool = True) -> Transfor
 
 
 def _layer_spec(config: ModelConfig):
-    if not cpu_only():
-        try:
-            from megatron.core.models.gpt.gpt_layer_specs import (
-                get_gpt_layer_with_transformer_engine_spec,
-            )
+    """Transformer Engine's layers on a GPU that has it, megatron-core's local layers otherwise
+    (megatron's TE spec imports without TE and fails only when built)."""
+    if uses_transformer_engine():
+        from megatron.core.models.gpt.gpt_layer_specs import (
+            get_gpt_layer_with_transformer_engine_spec,
+        )
 
-            return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=config.qk_layernorm)
-        except ImportError:
-            pass
+        return get_gpt_layer_with_transformer_engine_spec(qk_layernorm=config.qk_layernorm)
     return get_gpt_layer_local_spec(normalization="RMSNorm", qk_layernorm=config.qk_layernorm)
 
 

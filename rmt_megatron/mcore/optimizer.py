@@ -90,10 +90,18 @@ class StepOutput:
 
 
 def build_training(
-    model_config: ModelConfig, train_config: TrainConfig, vocab_size: int, initialize: bool = True
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    vocab_size: int,
+    initialize: bool = True,
+    distributed_optimizer: bool | None = None,
 ) -> TrainingState:
     """Model stage, DDP wrapper, Megatron optimizer and scheduler for this rank (`initialize`:
-    see `build_gpt_model`)."""
+    see `build_gpt_model`). The optimizer is megatron-core's distributed one (state sharded over
+    data-parallel ranks) on GPUs, the plain one on CPU, where gloo has no reduce-scatter;
+    `distributed_optimizer` overrides that choice."""
+    if distributed_optimizer is None:
+        distributed_optimizer = not cpu_only()
     model = build_gpt_model(model_config, vocab_size, initialize)
     config = model.config
     config.calculate_per_token_loss = True
@@ -101,7 +109,7 @@ def build_training(
     ddp = DistributedDataParallel(
         config=config,
         ddp_config=DistributedDataParallelConfig(
-            grad_reduce_in_fp32=True, use_distributed_optimizer=not cpu_only()
+            grad_reduce_in_fp32=True, use_distributed_optimizer=distributed_optimizer
         ),
         module=model,
     )
@@ -122,7 +130,7 @@ def build_training(
             fp16=fp16,
             params_dtype=DTYPES[model_config.params_dtype],
             initial_loss_scale=train_config.initial_loss_scale,
-            use_distributed_optimizer=not cpu_only(),
+            use_distributed_optimizer=distributed_optimizer,
         ),
         [ddp],
     )

@@ -31,6 +31,7 @@ from rmt_megatron.mcore.cpu import (
     cpu_only,
     set_cpu_threads,
 )
+from rmt_megatron.mcore.device import compute_device
 
 
 def free_port() -> int:
@@ -63,14 +64,17 @@ def initialize(config: ModelConfig, seed: int, timeout_minutes: float = 10.0) ->
             # a private rendezvous, left out of os.environ so that processes started later
             # (e.g. a torchrun from this one) do not inherit a port that is in use
             init_method = f"tcp://127.0.0.1:{free_port()}"
+        device = None
         if not cpu_only():
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(device)
         dist.init_process_group(
             "gloo" if cpu_only() else "nccl",
             init_method=init_method,
             rank=int(os.environ.get("RANK", "0")),
             world_size=world_size,
             timeout=timeout,
+            device_id=device,
         )
     parallel_state.initialize_model_parallel(
         tensor_model_parallel_size=config.tensor_model_parallel_size,
@@ -111,15 +115,10 @@ def barrier() -> None:
         dist.barrier()
 
 
-def _collective_device() -> torch.device:
-    """Where a tensor must be for a collective: NCCL reduces CUDA tensors, gloo CPU ones."""
-    return torch.device("cpu") if cpu_only() else torch.device("cuda", torch.cuda.current_device())
-
-
 def _all_reduce(tensor: torch.Tensor, op=dist.ReduceOp.SUM, group=None) -> torch.Tensor:
     """`tensor` reduced in place over `group`, wherever it lives (moved to the collective's
     device and back)."""
-    work = tensor.to(_collective_device())
+    work = tensor.to(compute_device())  # NCCL reduces CUDA tensors, gloo CPU ones
     dist.all_reduce(work, op=op, group=group)
     if work is not tensor:
         tensor.copy_(work)

@@ -19,6 +19,7 @@ from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_regi
 from rmt_megatron.kernels import token_logprob_entropy
 from rmt_megatron.kernels.topk_entropy import vocab_parallel_topk_entropy
 from rmt_megatron.mcore import parallel
+from rmt_megatron.mcore.device import to_compute_device
 from rmt_megatron.mcore.forward_step import causal_mask
 
 Statistic = Callable[[torch.Tensor, dict[str, torch.Tensor]], torch.Tensor]
@@ -29,8 +30,9 @@ def _collect(statistic: Statistic, batch, output, non_loss_data=True):
 
 
 def _forward_logits(statistic: Statistic, data_iterator, model):
-    batch = next(data_iterator)
-    logits = model(batch["tokens"], batch["position_ids"], causal_mask(batch["tokens"].shape[1]))
+    batch = to_compute_device(next(data_iterator))
+    tokens = batch["tokens"]
+    logits = model(tokens, batch["position_ids"], causal_mask(tokens.shape[1], tokens.device))
     return logits, partial(_collect, statistic, batch)
 
 
@@ -38,8 +40,8 @@ def _forward_logits(statistic: Statistic, data_iterator, model):
 def forward_statistics(
     model, micro_batches: list[dict[str, torch.Tensor]], statistic: Statistic
 ) -> list[torch.Tensor] | None:
-    """`statistic(logits [b, s, V_local], batch)` for each micro-batch, on the last pipeline
-    stage (None on the others). `model` is a GPTModel stage (or its DDP wrapper)."""
+    """`statistic(logits [b, s, V_local], batch)` for each micro-batch, moved to the host, on the
+    last pipeline stage (None on the others). `model` is a GPTModel stage (or its DDP wrapper)."""
     was_training = model.training
     model.eval()
     try:
@@ -55,7 +57,7 @@ def forward_statistics(
         )
     finally:
         model.train(was_training)
-    return list(outputs) if parallel.is_last_stage() else None
+    return [output.cpu() for output in outputs] if parallel.is_last_stage() else None
 
 
 def entropy_statistic(top_k: int) -> Statistic:
@@ -67,7 +69,7 @@ def entropy_statistic(top_k: int) -> Statistic:
         if top_k:
             values = vocab_parallel_topk_entropy(flat, top_k, group)
         else:
-            unlabelled = torch.full(flat.shape[:1], -100, dtype=torch.long)
+            unlabelled = torch.full(flat.shape[:1], -100, dtype=torch.long, device=flat.device)
             values = token_logprob_entropy(flat, unlabelled, tp_group=group)[1]
         return values.reshape(logits.shape[:2])
 

@@ -194,3 +194,36 @@ def child_processes(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             found.append(int(stat.parent.name))
     return found
+
+
+def tiny_step_micro_batches() -> list[dict[str, torch.Tensor]]:
+    """Two micro-batches (2 rows × 4 tokens) of two RL sequences (advantages ±1) and one NTP
+    sequence, weighted for λ = 0.1, over token ids below 16."""
+    from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
+
+    sequences = [
+        rl_sequence([5, 6, 7], [8, 9], 1.0),
+        rl_sequence([5, 6, 7], [10], -1.0),
+        ntp_sequence([11, 12, 13, 14, 15], [3]),
+    ]
+    weights = token_weights(
+        sum(s.rl_tokens for s in sequences), sum(s.ntp_tokens for s in sequences), 1.0, 0.1
+    )
+    return collate(sequences, 2, 4, 0, *weights)
+
+
+def schedule_step(model, forward_step_func, micro_batches) -> list[dict]:
+    """Forward and backward of `micro_batches` (`tiny_step_micro_batches`' shapes) through
+    megatron-core's schedule, as Megatron-LM's train_step calls it; the losses it returns."""
+    from megatron.core.pipeline_parallel import get_forward_backward_func
+
+    return get_forward_backward_func()(
+        forward_step_func=forward_step_func,
+        data_iterator=iter(micro_batches),
+        model=[model],
+        num_microbatches=len(micro_batches),
+        seq_length=4,
+        micro_batch_size=2,
+        decoder_seq_length=None,
+        forward_only=False,
+    )

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import torch
-from helpers import VOCAB, layout
+from helpers import VOCAB, layout, schedule_step, tiny_step_micro_batches
 from ranks import run_ranks
 
 from rmt_megatron.config.sections import RMTConfig, TrainConfig
@@ -14,23 +14,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     from rmt_megatron import dropin
     from rmt_megatron.mcore import cpu, parallel
     from rmt_megatron.mcore.optimizer import build_training
-    from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
     parallel.initialize(layout(), seed=3)
-    sequences = [
-        rl_sequence([5, 6, 7], [8, 9], 1.0),
-        rl_sequence([5, 6, 7], [10], -1.0),
-        ntp_sequence([11, 12, 13, 14, 15], [3]),
-    ]
-    weights = token_weights(
-        sum(s.rl_tokens for s in sequences), sum(s.ntp_tokens for s in sequences), 1.0, 0.1
-    )
-    micro = collate(sequences, 2, 4, 0, *weights)
+    micro = tiny_step_micro_batches()
     if configured:
         dropin.configure(RMTConfig())
     try:
@@ -38,16 +27,7 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
             state = build_training(layout(), TrainConfig(lr=1e-3), VOCAB)
             state.model.config.calculate_per_token_loss = per_token_loss
             state.model.zero_grad_buffer()
-            losses = get_forward_backward_func()(
-                forward_step_func=dropin.forward_step,
-                data_iterator=iter(micro),
-                model=[state.model],
-                num_microbatches=len(micro),
-                seq_length=4,
-                micro_batch_size=2,
-                decoder_seq_length=None,
-                forward_only=False,
-            )
+            losses = schedule_step(state.model, dropin.forward_step, micro)
             grad_norm = state.optimizer.step()[1]
         return [{k: v.tolist() for k, v in x.items()} for x in losses], grad_norm
     except (RuntimeError, ValueError) as error:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import VOCAB, layout, save_small_model
+from helpers import VOCAB, layout, save_small_model, schedule_step, tiny_step_micro_batches
 from ranks import run_ranks
 
 
@@ -96,31 +96,17 @@ def test_checkpoint_reloads_under_another_layout_with_equal_outputs(tmp_path, tp
 def _resume_with_the_distributed_optimizer(directory: str):
     """Step, save, load into a fresh model and optimizer, step both again: the parameters of
     the two (megatron-core's distributed optimizer, as GPU runs use it)."""
-    from megatron.core.pipeline_parallel import get_forward_backward_func
-
     from rmt_megatron.config.sections import LossConfig, TrainConfig
     from rmt_megatron.mcore import cpu, parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint, save_checkpoint
     from rmt_megatron.mcore.forward_step import make_forward_step
     from rmt_megatron.mcore.optimizer import build_training
-    from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
-    sequences = [rl_sequence([5, 6, 7], [8, 9], 1.0), ntp_sequence([11, 12, 13, 14, 15], [3])]
-    counts = sum(s.rl_tokens for s in sequences), sum(s.ntp_tokens for s in sequences)
-    micro = collate(sequences, 2, 4, 0, *token_weights(*counts, 1.0, 0.1))
+    micro = tiny_step_micro_batches()
 
     def step(state):
         state.model.zero_grad_buffer()
-        get_forward_backward_func()(
-            forward_step_func=make_forward_step(LossConfig()),
-            data_iterator=iter(micro),
-            model=[state.model],
-            num_microbatches=len(micro),
-            seq_length=4,
-            micro_batch_size=2,
-            decoder_seq_length=None,
-            forward_only=False,
-        )
+        schedule_step(state.model, make_forward_step(LossConfig()), micro)
         state.optimizer.step()
 
     parallel.initialize(layout(), seed=0)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The trainer on one GPU: four RMT steps of the built-in default through the fused output layer,
-# in fp32 and in bf16, each stopped after step 2 with a checkpoint and resumed from it. Prepared like gpu_check.sh
-# (wheels carried; see CONTRIBUTING.md, "On a GPU"):
+# in fp32 and in bf16, each stopped after step 2 with a checkpoint and resumed from it. Prepared
+# like gpu_check.sh (wheels carried; see CONTRIBUTING.md, "On a GPU"):
 #   run: bash benchmarks/gpu_train_check.sh        (carry: wheels)
 # Logs land in $OUT (or benchmarks/results when run by hand); exits 1 if any run fails.
 set -uo pipefail

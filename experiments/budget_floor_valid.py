@@ -11,11 +11,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-from rmt_megatron.run.replication_report import _seed_means, paired
+from paired_lines import print_paired
 
 SEEDS = (1, 2, 3)
-REASONING = ("reasoning_accuracy", "reasoning_accuracy")
 
 
 def main(out: Path) -> None:
@@ -56,15 +54,7 @@ def main(out: Path) -> None:
         ("RMT B_T=48, prompt 48", "RMT B_T=40, prompt 40"),
     )
     for first, second in pairs:
-        for kind in (None, "computed"):
-            mean, se, n = paired(arms[first], arms[second], REASONING, kind)
-            a, b = _seed_means(arms[first], arms[second], REASONING, kind)
-            per_seed = np.array(a) - np.array(b)
-            print(
-                f"{first} − {second}, {kind or 'all'} (n={n}): {mean:+.3f} ± {se:.3f}; "
-                f"per seed {', '.join(f'{d:+.3f}' for d in per_seed)} "
-                f"(± {per_seed.std(ddof=1) / np.sqrt(len(per_seed)):.3f} over seeds)"
-            )
+        print_paired(f"{first} − {second}", arms[first], arms[second])
 
 
 if __name__ == "__main__":

@@ -9,12 +9,9 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from rmt_megatron.run.replication_report import _seed_means, paired
+from paired_lines import print_paired
 
 SEEDS = (1, 2, 3, 4, 5)
-REASONING = ("reasoning_accuracy", "reasoning_accuracy")
 
 
 def main(out: Path) -> None:
@@ -25,15 +22,7 @@ def main(out: Path) -> None:
     for name, reports in (("RMT", rmt), ("RPT", rpt)):
         lengths = ", ".join(f"{r['mean_reasoning_length']:.1f}" for r in reports)
         print(f"{name}: mean reasoning length per seed {lengths}")
-    for kind in (None, "computed"):
-        mean, se, n = paired(rmt, rpt, REASONING, kind)
-        a, b = _seed_means(rmt, rpt, REASONING, kind)
-        per_seed = np.array(a) - np.array(b)
-        print(
-            f"RMT − RPT, prompt 40, {kind or 'all'} (n={n}): {mean:+.3f} ± {se:.3f}; per seed "
-            f"{', '.join(f'{d:+.3f}' for d in per_seed)} "
-            f"(± {per_seed.std(ddof=1) / np.sqrt(len(per_seed)):.3f} over seeds)"
-        )
+    print_paired("RMT − RPT, prompt 40", rmt, rpt)
 
 
 if __name__ == "__main__":

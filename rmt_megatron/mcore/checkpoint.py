@@ -54,11 +54,12 @@ def latest_step(root: str | os.PathLike) -> int | None:
 
 
 OPTIMIZER_SHARDING = {"distrib_optim_sharding_type": "dp_reshardable"}
-"""How megatron-core's distributed optimizer (GPU runs) writes its state: per parameter, in the
-parameter's own shape, so that a checkpoint reloads under another TP/PP/DP layout (Megatron-LM's
---dist-ckpt-optim-fully-reshardable). Its default, fully_sharded_model_space, cannot be written
-by megatron-core 0.16 ("flattened_range is not supported"). The plain optimizer of CPU runs
-ignores it."""
+"""How megatron-core's distributed optimizer (GPU runs) writes its state: its own buffers, one
+sharded tensor each (Megatron-LM's default), which reload under another data-parallel size only;
+the model weights still reload under any TP/PP layout. megatron-core 0.16 cannot write its default
+type (fully_sharded_model_space: "flattened_range is not supported"), and its fully_reshardable
+type fails to load over torch's AdamW (the per-parameter state lacks Adam's step). The plain
+optimizer of CPU runs ignores it."""
 
 
 def save_checkpoint(

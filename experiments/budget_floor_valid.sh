@@ -30,4 +30,4 @@ for seed in 1 2 3; do
   evaluate $RUNS/rmt_seed$seed 40 rmt_seed${seed}_p40
   evaluate $RUNS/rpt_seed$seed 40 rpt_seed${seed}_p40
 done
-python experiments/budget_floor_valid.py $OUT
+python experiments/budget_floor_valid.py $OUT 48

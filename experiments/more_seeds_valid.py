@@ -5,20 +5,17 @@ seed's difference and its SE over seeds.
     python experiments/more_seeds_valid.py runs/budget_floor
 """
 
-import json
 import sys
 from pathlib import Path
 
-from paired_lines import print_paired
+from paired_lines import load_reports, print_paired
 
 SEEDS = (1, 2, 3, 4, 5)
 
 
 def main(out: Path) -> None:
-    def load(arm: str) -> list[dict]:
-        return [json.loads((out / f"eval_{arm}_seed{s}_p40.json").read_text()) for s in SEEDS]
-
-    rmt, rpt = load("rmt"), load("rpt")
+    rmt = load_reports(out, "rmt_seed{s}_p40", SEEDS)
+    rpt = load_reports(out, "rpt_seed{s}_p40", SEEDS)
     for name, reports in (("RMT", rmt), ("RPT", rpt)):
         lengths = ", ".join(f"{r['mean_reasoning_length']:.1f}" for r in reports)
         print(f"{name}: mean reasoning length per seed {lengths}")

@@ -1,12 +1,48 @@
-"""The comparison line both validation experiments print: a paired difference of reasoning
-accuracy over the same positions (± SE over positions), with each seed's difference and its SE
-over seeds."""
+"""What the validation experiments print: a table of arms (reasoning accuracy per seed, on all
+positions and on sum digits, and length), and paired differences of reasoning accuracy over the
+same positions (± SE over positions) with each seed's difference and its SE over seeds."""
+
+import json
+from pathlib import Path
 
 import numpy as np
 
 from rmt_megatron.run.replication_report import _seed_means, paired
 
 REASONING = ("reasoning_accuracy", "reasoning_accuracy")
+
+
+def load_reports(out: Path, name: str, seeds: tuple[int, ...]) -> list[dict]:
+    """The evaluation reports `out`/eval_`name`.json, `name` formatted with each seed `s`."""
+    return [json.loads((out / f"eval_{name.format(s=s)}.json").read_text()) for s in seeds]
+
+
+def print_arm_table(arms: dict[str, list[dict]]) -> None:
+    """A markdown row per arm (its reports, one per seed): reasoning accuracy on all positions
+    and on sum digits, and mean reasoning length, each per seed. Exits if the arms were not
+    evaluated on the same positions."""
+    positions = {
+        tuple((o["document"], o["position"]) for o in report["outcomes"])
+        for reports in arms.values()
+        for report in reports
+    }
+    if len(positions) != 1:
+        raise SystemExit("the evaluations are not on the same positions")
+    print("| arm | all positions (per seed) | sum digits (per seed) | length (per seed) |")
+    print("|---|---|---|---|")
+    for name, reports in arms.items():
+        cells = []
+        for kind in (None, "computed"):
+            values = [
+                np.mean(
+                    [o["reasoning_accuracy"] for o in r["outcomes"] if kind in (None, o["kind"])]
+                )
+                for r in reports
+            ]
+            cells.append(f"{np.mean(values):.3f} ({', '.join(f'{v:.3f}' for v in values)})")
+        lengths = ", ".join(f"{r['mean_reasoning_length']:.1f}" for r in reports)
+        print(f"| {name} | {cells[0]} | {cells[1]} | {lengths} |")
+    print()
 
 
 def print_paired(label: str, first: list[dict], second: list[dict]) -> None:

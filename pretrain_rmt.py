@@ -12,8 +12,7 @@ import argparse
 import sys
 
 from rmt_megatron.cli import command
-from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
-from rmt_megatron.config.presets import get_preset
+from rmt_megatron.config.flags import config_from_args, pretrain_parser
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.mcore.cpu import backends_line, cpu_only, set_cpu_threads
 from rmt_megatron.mcore.parallel import is_main_rank
@@ -26,15 +25,7 @@ DEFAULT_PRESET = "tiny_cpu"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Reinforcement Mid-Training on megatron-core. The defaults shown are the "
-        f"{DEFAULT_PRESET} preset's, which a run without --rmt-preset uses.",
-        allow_abbrev=False,
-    )
-    defaults = get_preset(DEFAULT_PRESET)
-    add_megatron_args(parser, defaults)
-    add_rmt_args(parser, defaults)
-    return parser
+    return pretrain_parser(DEFAULT_PRESET)
 
 
 def schedule_table(config: RMTConfig, rows: int = 11) -> str:

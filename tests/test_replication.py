@@ -4,6 +4,7 @@ replication command end to end in its 2-step smoke mode."""
 import csv
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,12 +12,17 @@ from pathlib import Path
 import pytest
 
 from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR
+from rmt_megatron.config.flags import config_from_args, pretrain_parser
 from rmt_megatron.config.presets import tiny_cpu
+from rmt_megatron.errors import TrainingError
+from rmt_megatron.files import atomic_write
+from rmt_megatron.mcore.checkpoint import STATE_FILE, TRACKER, set_latest, step_dir
 from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.tallies import paired_difference
+from rmt_megatron.run import replication
 from rmt_megatron.run.checkpoint_eval import main as evaluate_main
 from rmt_megatron.run.checkpoint_eval import prompt_budget_of
-from rmt_megatron.run.replication import token_compute
+from rmt_megatron.run.replication import PRESET, Settings, token_compute
 from rmt_megatron.run.replication_report import paired
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,6 +52,59 @@ def test_paired_comparison_averages_seeds_position_by_position():
 def test_compute_counts_trained_tokens_thrice_and_generated_tokens_once():
     metrics = [{"loss_tokens": 100, "rollout_tokens": 40}, {"loss_tokens": 10, "rollout_tokens": 0}]
     assert token_compute(metrics) == 3 * 110 + 40
+
+
+def _finished_run(directory: Path, config: dict) -> Path:
+    """A run directory whose newest step (2) records `config`, as a trainer's save does."""
+    step_dir(directory, 2).mkdir(parents=True)
+    atomic_write(step_dir(directory, 2) / STATE_FILE, json.dumps({"step": 2, "config": config}))
+    set_latest(directory, 2)
+    return directory
+
+
+def test_a_finished_run_is_reused_only_with_the_settings_its_arm_has_now(tmp_path):
+    flags = ["--seed", "1", "--train-iters", "2", "--save", "a", "--eval-positions", "8"]
+    config = config_from_args(pretrain_parser(PRESET).parse_args(flags), PRESET).to_dict()
+    same = _finished_run(tmp_path / "same", config)
+    replication._check_reusable(same, [*flags[:4], "--save", "b"])  # paths may differ
+    stale = json.loads(json.dumps(config))
+    stale["budget"]["minimum"] -= 8
+    stale["train"]["lr"] *= 2
+    run = _finished_run(tmp_path / "stale", stale)
+    final = config["budget"]["minimum"]
+    with pytest.raises(
+        TrainingError, match=rf"budget.minimum: run {final - 8}, now {final}.*train.lr"
+    ):
+        replication._check_reusable(run, flags)
+    # a switched-off budget's other fields do not matter (RPT after a change of B_T)
+    rpt = ["--rmt-method", "rpt", *flags]
+    off = config_from_args(pretrain_parser(PRESET).parse_args(rpt), PRESET).to_dict()
+    off["budget"]["minimum"] -= 8
+    replication._check_reusable(_finished_run(tmp_path / "rpt", off), rpt)
+
+
+def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newer(
+    tmp_path, monkeypatch
+):
+    settings = Settings(("main",), (1,), 2, 8, 8, tmp_path, tmp_path / "tables", 1)
+    checkpoint = tmp_path / "run"
+    checkpoint.mkdir()
+    (checkpoint / TRACKER).write_text("2")
+    output = tmp_path / "eval.json"
+    redone = []
+    monkeypatch.setattr(
+        replication, "evaluate_checkpoint", lambda args: redone.append(1) or ({}, None)
+    )
+    output.write_text(json.dumps({"prompt_budget": settings.final_budget}))
+    replication.evaluate(settings, checkpoint, output, "budget")
+    assert not redone  # the same prompt, newer than the checkpoint: reused
+    replication.evaluate(settings, checkpoint, output, "none")
+    assert len(redone) == 1  # another prompt
+    output.write_text(json.dumps({"prompt_budget": None}))
+    (checkpoint / TRACKER).touch()
+    os.utime(output, (0, 0))
+    replication.evaluate(settings, checkpoint, output, "none")
+    assert len(redone) == 2  # older than the checkpoint
 
 
 def test_a_checkpoint_is_evaluated_with_the_prompt_it_was_trained_with():

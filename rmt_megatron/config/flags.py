@@ -179,6 +179,20 @@ def add_megatron_args(
     return parser
 
 
+def pretrain_parser(default_preset: str) -> argparse.ArgumentParser:
+    """The parser of `pretrain_rmt.py`: every Megatron-LM and `--rmt-*` flag it honours, the
+    help showing `default_preset`'s values (the preset a run without --rmt-preset uses)."""
+    parser = argparse.ArgumentParser(
+        description="Reinforcement Mid-Training on megatron-core. The defaults shown are the "
+        f"{default_preset} preset's, which a run without --rmt-preset uses.",
+        allow_abbrev=False,
+    )
+    defaults = get_preset(default_preset)
+    add_megatron_args(parser, defaults)
+    add_rmt_args(parser, defaults)
+    return parser
+
+
 def config_from_args(args: argparse.Namespace, default_preset: str | None = None) -> RMTConfig:
     """Build the run's `RMTConfig`: the preset (`--rmt-preset`, else `default_preset`, else the
     method's defaults), then `--rmt-method`, then every flag that was given. Flags missing from

@@ -18,7 +18,10 @@ every checkpoint is evaluated with the budget clause (B_T of the preset) and wit
 same positions (`--eval-seed 0`, difficulty from the fixed base model). Training runs are
 subprocesses (`pretrain_rmt.py`, log in the run's directory), evaluations run in this process
 (`run.checkpoint_eval`), one thing at a time with `--threads` torch threads; finished runs and
-evaluations are reused, so an interrupted replication resumes where it stopped.
+evaluations are reused, so an interrupted replication resumes where it stopped. A finished run is
+reused only if it trained with the settings its arm's flags give now (else the replication stops
+and names what differs), and an evaluation only if it has the prompt asked for and is newer than
+its checkpoint (else it is redone).
 
 Compute matching of NTP: an RL step costs about 3 × its trained tokens (forward and backward)
 plus its generated rollout tokens (`token_compute`); the NTP run gets as many steps of
@@ -38,10 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, prepare_builtin_data
+from rmt_megatron.config.flags import config_from_args, pretrain_parser
 from rmt_megatron.config.presets import get_preset
 from rmt_megatron.errors import TrainingError
 from rmt_megatron.files import atomic_write
-from rmt_megatron.mcore.checkpoint import latest_step
+from rmt_megatron.mcore.checkpoint import TRACKER, latest_step, read_state
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
 from rmt_megatron.method.budget import final_budget
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
@@ -176,6 +180,54 @@ def _ntp_steps(settings: Settings, rmt_metrics: list[dict]) -> int:
     return max(1, math.ceil(token_compute(rmt_metrics) / (3 * tokens_per_step)))
 
 
+PRESET = "tiny_cpu"
+"""The preset every arm trains from (pretrain_rmt.py's default)."""
+TRAINING_FIELDS = (
+    "train_iters",
+    "micro_batch_size",
+    "lr",
+    "lr_warmup_iters",
+    "weight_decay",
+    "seed",
+)
+"""The `train` fields that change what a run learns (its paths and intervals do not)."""
+
+
+def training_settings(config: dict) -> dict[str, object]:
+    """What decides how a run trains, flattened to "section.field": every method and model
+    field (a switched-off budget or curriculum by its switch alone) and `TRAINING_FIELDS`.
+    `config` is an `RMTConfig.to_dict()`, as saved in a checkpoint's state."""
+    config = json.loads(json.dumps(config))  # tuples as saved: lists
+    flat: dict[str, object] = {}
+    for section in ("budget", "reward", "curriculum", "loss", "rollout", "model"):
+        values = config[section]
+        if values.get("enabled") is False:
+            values = {"enabled": False}
+        flat.update({f"{section}.{k}": v for k, v in values.items()})
+    flat.update({f"train.{k}": config["train"][k] for k in TRAINING_FIELDS})
+    return flat
+
+
+def _check_reusable(directory: Path, flags: list[str]) -> None:
+    """Refuse to reuse the finished run in `directory` if it trained with other settings than
+    `flags` (pretrain_rmt.py's) give now, e.g. after the preset changed."""
+    expected = training_settings(
+        config_from_args(pretrain_parser(PRESET).parse_args(flags), PRESET).to_dict()
+    )
+    recorded = training_settings(read_state(directory)["config"])
+    changed = [
+        f"{k}: run {recorded.get(k)!r}, now {v!r}"
+        for k, v in expected.items()
+        if recorded.get(k) != v
+    ]
+    if changed:
+        raise TrainingError(
+            f"{directory} finished with other settings than its arm has now "
+            f"({'; '.join(changed)}): give a new --work-dir, or remove that run and its "
+            "evaluations to train it again"
+        )
+
+
 def train(settings: Settings, arm: Arm, seed: int) -> Path:
     """Train `arm` with `seed` (unless a finished run is there); returns its directory."""
     directory = run_dir(settings.work_dir, arm.name, seed)
@@ -185,12 +237,7 @@ def train(settings: Settings, arm: Arm, seed: int) -> Path:
         rmt = train(settings, next(a for a in ARMS if a.name == "rmt"), seed)
         iters = _ntp_steps(settings, read_metrics(rmt))
         flags += ["--rmt-prompts-per-step", str(NTP_PROMPTS_PER_STEP)]
-    if latest_step(directory) == iters:
-        return directory
-    command = [
-        sys.executable,
-        "pretrain_rmt.py",
-        *flags,
+    flags += [
         "--seed",
         str(seed),
         "--train-iters",
@@ -210,6 +257,10 @@ def train(settings: Settings, arm: Arm, seed: int) -> Path:
         "--builtin-data-dir",
         str(settings.work_dir / "builtin_data"),
     ]
+    if latest_step(directory) == iters:
+        _check_reusable(directory, flags)
+        return directory
+    command = [sys.executable, "pretrain_rmt.py", *flags]
     print(f"train {arm.name} seed {seed}: {iters} steps -> {directory}", flush=True)
     seconds = _run(command, settings, directory / "train.log")
     atomic_write(directory / "wall_time.json", json.dumps({"seconds": seconds}))
@@ -217,10 +268,15 @@ def train(settings: Settings, arm: Arm, seed: int) -> Path:
 
 
 def evaluate(settings: Settings, checkpoint: Path, output: Path, prompt: str) -> None:
-    """Evaluate `checkpoint` on the test split under `prompt` (unless done), in this process."""
-    if output.is_file():
-        return
+    """Evaluate `checkpoint` on the test split under `prompt`, in this process, unless `output`
+    holds an evaluation under that prompt newer than the checkpoint."""
     budget = str(settings.final_budget) if prompt == "budget" else "none"
+    if output.is_file():
+        report = json.loads(output.read_text())
+        asked = settings.final_budget if prompt == "budget" else None
+        newer = output.stat().st_mtime >= (checkpoint / TRACKER).stat().st_mtime
+        if report.get("prompt_budget") == asked and newer:
+            return
     args = build_eval_parser().parse_args(
         [
             "--load",

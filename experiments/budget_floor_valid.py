@@ -1,8 +1,8 @@
-"""The comparison of `budget_floor_valid.sh` (floor 48) and `budget_covers_working_valid.sh`
-(floor 64): reasoning accuracy on the same 400 validation positions, RMT trained with B_T =
-FLOOR against RPT (both under the B = FLOOR prompt), and the replication's RMT (B_T = 40)
-against RPT under the B = 40 prompt. Differences are paired over positions (± SE over
-positions) with each seed's difference beside them (± SE over seeds).
+"""The comparison of `budget_floor_valid.sh FLOOR`: reasoning accuracy on the same 400
+validation positions, RMT trained with B_T = FLOOR against RPT (both under the B = FLOOR
+prompt), and the replication's RMT (B_T = 40) against RPT under the B = 40 prompt. Differences
+are paired over positions (± SE over positions) with each seed's difference beside them (± SE
+over seeds).
 
     python experiments/budget_floor_valid.py runs/budget_floor 48
 """

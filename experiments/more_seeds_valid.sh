@@ -3,7 +3,8 @@
 # RMT for seeds 4 and 5 exactly as the replication does (into runs/replicate/runs/, so a later
 # replication with --seeds 1 2 3 4 5 reuses them) and compares RMT with RPT under the B = 40
 # prompt over seeds 1-5, on the 400 validation positions of budget_floor_valid.sh (run that
-# first: it evaluates seeds 1-3). From the repository root (~35 min on 2 cores):
+# first: it evaluates seeds 1-3). From the repository root with the venv active (~35 min on 2
+# cores):
 #   bash experiments/more_seeds_valid.sh
 set -euo pipefail
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1

@@ -14,6 +14,7 @@ from rmt_megatron.builtin.questions import (
     worked_solution,
 )
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.posttrain import build_parser
 from rmt_megatron.run.posttrain import main as posttrain_main
 
 
@@ -72,6 +73,12 @@ def test_post_training_refuses_bad_settings_with_a_message(tmp_path, capsys, fla
     load = str(ASSETS / CHECKPOINT_DIR)
     code = posttrain_main(["--load", load, "--output", str(tmp_path / "r.json"), *flags])
     assert code == 1 and message in capsys.readouterr().err
+
+
+def test_every_post_training_flag_says_what_it_sets_and_its_default():
+    for action in build_parser()._actions:
+        if action.dest not in ("help", "load", "output"):
+            assert action.help and f"(default: {action.default})" in action.help, action.dest
 
 
 def test_post_training_never_overwrites_a_report(tmp_path, capsys):

@@ -40,7 +40,7 @@ from rmt_megatron.builtin.questions import (
     worked_solution,
 )
 from rmt_megatron.cli import command
-from rmt_megatron.config.sections import LossConfig
+from rmt_megatron.config.sections import LossConfig, field_docs
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import cpu, parallel
@@ -62,34 +62,48 @@ TRAIN_PROBLEMS = 4000
 @dataclass(frozen=True)
 class PostTrainSettings:
     seed: int = 1
+    """Seed of the training problems drawn, their order and the GRPO samples."""
     sft_iters: int = 60
+    """Supervised steps on worked solutions before GRPO (0: none)."""
     sft_batch: int = 32
+    """Problems per supervised step."""
     sft_lr: float = 1e-3
+    """Learning rate of the supervised phase."""
     grpo_iters: int = 30
+    """GRPO steps after the supervised phase (0: none)."""
     grpo_lr: float = 1e-4
+    """Learning rate of the GRPO phase."""
     prompts_per_step: int = 16
+    """Problems per GRPO step."""
     group_size: int = 8
+    """Sampled answers per problem in a GRPO step."""
     temperature: float = 1.0
+    """Sampling temperature of the GRPO answers (evaluation is greedy)."""
     max_new_tokens: int = 48
+    """The longest answer generated, in tokens."""
     eval_problems: int = 200
+    """Held-out problems each evaluation answers."""
     eval_split: str = "test"
+    """Operand-pair split of the evaluation problems: valid (for choosing settings) or test."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = PostTrainSettings()
     parser = argparse.ArgumentParser(
         prog="python -m rmt_megatron.posttrain",
-        description=__doc__.splitlines()[0],
+        description=" ".join(__doc__.split("\n\n")[0].split()),
         allow_abbrev=False,
     )
     parser.add_argument("--load", required=True, help="A checkpoint directory of ours.")
     parser.add_argument("--output", required=True, help="Report file (JSON); never overwritten.")
+    docs = field_docs(PostTrainSettings)
     for name, value in asdict(defaults).items():
         flag = "--" + name.replace("_", "-")
+        helped = f"{docs[name]} (default: {value})"
         if name == "eval_split":
-            parser.add_argument(flag, choices=("valid", "test"), default=value)
+            parser.add_argument(flag, choices=("valid", "test"), default=value, help=helped)
         else:
-            parser.add_argument(flag, type=type(value), default=value)
+            parser.add_argument(flag, type=type(value), default=value, help=helped)
     return parser
 
 

@@ -7,6 +7,7 @@ import math
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,8 @@ from rmt_megatron.method.tallies import paired_difference
 from rmt_megatron.run import replication
 from rmt_megatron.run.checkpoint_eval import main as evaluate_main
 from rmt_megatron.run.checkpoint_eval import prompt_budget_of
+from rmt_megatron.run.posttrain import PostTrainSettings
+from rmt_megatron.run.posttrain_report import posttrain_path
 from rmt_megatron.run.replication import PRESET, Settings, token_compute
 from rmt_megatron.run.replication_report import paired
 
@@ -105,6 +108,22 @@ def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newe
     os.utime(output, (0, 0))
     replication.evaluate(settings, checkpoint, output, "none")
     assert len(redone) == 2  # older than the checkpoint
+
+
+def test_a_post_training_report_is_replaced_if_its_settings_differ(tmp_path, monkeypatch):
+    settings = Settings(("posttrain",), (1,), 2, 8, 8, tmp_path, tmp_path / "tables", 1)
+    output = posttrain_path(tmp_path, "base", 1)
+    output.parent.mkdir(parents=True)
+    commands = []
+    monkeypatch.setattr(replication, "_run", lambda command, *_: commands.append(command))
+    current = asdict(PostTrainSettings())
+    output.write_text(json.dumps({"settings": current}))
+    replication.post_train(settings, "base", 1)
+    assert not commands and output.is_file()  # the same settings, newer than the base: reused
+    output.write_text(json.dumps({"settings": {**current, "sft_iters": 60}}))
+    replication.post_train(settings, "base", 1)
+    assert len(commands) == 1 and not output.exists()  # stale: removed for the new report
+    assert commands[0][commands[0].index("--seed") + 1] == "1"
 
 
 def test_a_checkpoint_is_evaluated_with_the_prompt_it_was_trained_with():

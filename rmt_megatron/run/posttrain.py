@@ -2,7 +2,7 @@
 with the held-out answer accuracy before, after SFT and after GRPO.
 
     python -m rmt_megatron.posttrain --load CKPT --output REPORT.json [--seed 1]
-        [--sft-iters 60] [--grpo-iters 30] [--eval-problems 200] [--eval-split test]
+        [--sft-iters 180] [--grpo-iters 30] [--eval-problems 200] [--eval-split test]
 
 The question format (`builtin.questions`: "What is 347 + 586?", the whole sum boxed) is one no
 mid-training run uses, so a checkpoint first learns it from a short supervised phase on worked
@@ -63,7 +63,7 @@ TRAIN_PROBLEMS = 4000
 class PostTrainSettings:
     seed: int = 1
     """Seed of the training problems drawn, their order and the GRPO samples."""
-    sft_iters: int = 60
+    sft_iters: int = 180
     """Supervised steps on worked solutions before GRPO (0: none)."""
     sft_batch: int = 32
     """Problems per supervised step."""
@@ -271,13 +271,18 @@ def post_train(load: Path, settings: PostTrainSettings) -> dict:
 
 
 @command
+def settings_from_args(args: argparse.Namespace) -> PostTrainSettings:
+    """The settings `build_parser`'s `args` give."""
+    values = vars(args)
+    return PostTrainSettings(**{k: values[k] for k in asdict(PostTrainSettings())})
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output)
     if output.exists():
         raise ConfigError(f"{output} exists: post-training reports are never overwritten")
-    values = vars(args)
-    settings = PostTrainSettings(**{k: values[k] for k in asdict(PostTrainSettings())})
+    settings = settings_from_args(args)
     report = post_train(Path(args.load), settings)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, json.dumps(report, indent=1))

@@ -21,7 +21,8 @@ subprocesses (`pretrain_rmt.py`, log in the run's directory), evaluations run in
 evaluations are reused, so an interrupted replication resumes where it stopped. A finished run is
 reused only if it trained with the settings its arm's flags give now (else the replication stops
 and names what differs), and an evaluation only if it has the prompt asked for and is newer than
-its checkpoint (else it is redone).
+its checkpoint (else it is redone), and a post-training report only if it has the settings
+asked for and is newer than its checkpoint (else it is replaced).
 
 Compute matching of NTP: an RL step costs about 3 × its trained tokens (forward and backward)
 plus its generated rollout tokens (`token_compute`); the NTP run gets as many steps of
@@ -37,7 +38,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, prepare_builtin_data
@@ -51,6 +52,8 @@ from rmt_megatron.method.budget import final_budget
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.checkpoint_eval import build_parser as build_eval_parser
 from rmt_megatron.run.checkpoint_eval import evaluate_checkpoint
+from rmt_megatron.run.posttrain import build_parser as build_posttrain_parser
+from rmt_megatron.run.posttrain import settings_from_args as posttrain_settings
 from rmt_megatron.run.posttrain_report import SOURCES as POSTTRAIN_SOURCES
 from rmt_megatron.run.posttrain_report import posttrain_path
 from rmt_megatron.run.replication_report import eval_path, read_metrics, run_dir, write_report
@@ -296,27 +299,23 @@ def evaluate(settings: Settings, checkpoint: Path, output: Path, prompt: str) ->
 
 
 def post_train(settings: Settings, source: str, seed: int) -> None:
-    """Post-train the checkpoint of `source` (the base or a main arm) with `seed` (unless done),
-    as a `python -m rmt_megatron.posttrain` subprocess."""
+    """Post-train the checkpoint of `source` (the base or a main arm) with `seed`, as a
+    `python -m rmt_megatron.posttrain` subprocess, unless its report holds the same settings and
+    is newer than the checkpoint (a stale report is replaced)."""
     output = posttrain_path(settings.work_dir, source, seed)
-    if output.is_file():
-        return
     if source == BASE:
         checkpoint = ASSETS / CHECKPOINT_DIR
     else:
         checkpoint = train(settings, next(a for a in ARMS if a.name == source), seed)
-    command = [
-        sys.executable,
-        "-m",
-        "rmt_megatron.posttrain",
-        "--load",
-        str(checkpoint),
-        "--output",
-        str(output),
-        "--seed",
-        str(seed),
-        *settings.posttrain_flags,
-    ]
+    flags = ["--load", str(checkpoint), "--output", str(output), "--seed", str(seed)]
+    flags += settings.posttrain_flags
+    if output.is_file():
+        wanted = asdict(posttrain_settings(build_posttrain_parser().parse_args(flags)))
+        newer = output.stat().st_mtime >= (checkpoint / TRACKER).stat().st_mtime
+        if json.loads(output.read_text()).get("settings") == wanted and newer:
+            return
+        output.unlink()
+    command = [sys.executable, "-m", "rmt_megatron.posttrain", *flags]
     print(f"post-train {source} seed {seed} -> {output}", flush=True)
     _run(command, settings, output.with_suffix(".log"))
 

@@ -270,13 +270,13 @@ def post_train(load: Path, settings: PostTrainSettings) -> dict:
     return report
 
 
-@command
 def settings_from_args(args: argparse.Namespace) -> PostTrainSettings:
     """The settings `build_parser`'s `args` give."""
     values = vars(args)
     return PostTrainSettings(**{k: values[k] for k in asdict(PostTrainSettings())})
 
 
+@command
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     output = Path(args.output)

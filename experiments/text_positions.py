@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 from paired_lines import load_reports
 
-from rmt_megatron.builtin.datasets import builtin_documents, located_tokens
+from rmt_megatron.builtin.datasets import ASSETS, TOKENIZER_FILE, builtin_documents, located_tokens
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
-TOKENIZER = Path(__file__).parents[1] / "rmt_megatron/builtin/assets/tiny_base/tokenizer.model"
+TOKENIZER = ASSETS / TOKENIZER_FILE
 SEEDS = (1, 2, 3, 4, 5)
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from rmt_megatron.builtin.datasets import (
+    ASSETS,
+    TOKENIZER_FILE,
     builtin_documents,
     located_tokens,
     token_kind,
@@ -24,7 +26,7 @@ from rmt_megatron.builtin.datasets import (
 from rmt_megatron.builtin.warmstart import reasoning_core
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 
-TOKENIZER = Path(__file__).parents[1] / "rmt_megatron/builtin/assets/tiny_base/tokenizer.model"
+TOKENIZER = ASSETS / TOKENIZER_FILE
 
 
 def necessary_lengths(tokenizer: SentencePieceTokenizer, split: str) -> dict[tuple[int, int], int]:

@@ -44,6 +44,7 @@ from pathlib import Path
 from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, prepare_builtin_data
 from rmt_megatron.config.flags import config_from_args, pretrain_parser
 from rmt_megatron.config.presets import get_preset
+from rmt_megatron.config.sections import SECTIONS
 from rmt_megatron.errors import TrainingError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.checkpoint import TRACKER, latest_step, read_state
@@ -83,6 +84,8 @@ ARMS = (
     Arm("rmt_no_ntp", "ablations", ("--rmt-ntp-weight", "0")),
 )
 TABLES = ("main", "ablations", "posttrain")
+PRESET = "tiny_cpu"
+"""The preset every arm trains from (pretrain_rmt.py's default)."""
 BASE = "base"
 PROMPTS = ("budget", "none")
 
@@ -102,7 +105,7 @@ class Settings:
 
     @property
     def final_budget(self) -> int:
-        return final_budget(get_preset("tiny_cpu").budget)
+        return final_budget(get_preset(PRESET).budget)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,8 +186,6 @@ def _ntp_steps(settings: Settings, rmt_metrics: list[dict]) -> int:
     return max(1, math.ceil(token_compute(rmt_metrics) / (3 * tokens_per_step)))
 
 
-PRESET = "tiny_cpu"
-"""The preset every arm trains from (pretrain_rmt.py's default)."""
 TRAINING_FIELDS = (
     "train_iters",
     "micro_batch_size",
@@ -202,7 +203,7 @@ def training_settings(config: dict) -> dict[str, object]:
     `config` is an `RMTConfig.to_dict()`, as saved in a checkpoint's state."""
     config = json.loads(json.dumps(config))  # tuples as saved: lists
     flat: dict[str, object] = {}
-    for section in ("budget", "reward", "curriculum", "loss", "rollout", "model"):
+    for section in (name for name in SECTIONS if name not in ("train", "data")):
         values = config[section]
         if values.get("enabled") is False:
             values = {"enabled": False}
@@ -229,6 +230,11 @@ def _check_reusable(directory: Path, flags: list[str]) -> None:
             f"({'; '.join(changed)}): give a new --work-dir, or remove that run and its "
             "evaluations to train it again"
         )
+
+
+def _newer_than(output: Path, checkpoint: Path) -> bool:
+    """Whether `output` was written after `checkpoint`'s newest step was."""
+    return output.stat().st_mtime >= (checkpoint / TRACKER).stat().st_mtime
 
 
 def train(settings: Settings, arm: Arm, seed: int) -> Path:
@@ -273,19 +279,16 @@ def train(settings: Settings, arm: Arm, seed: int) -> Path:
 def evaluate(settings: Settings, checkpoint: Path, output: Path, prompt: str) -> None:
     """Evaluate `checkpoint` on the test split under `prompt`, in this process, unless `output`
     holds an evaluation under that prompt newer than the checkpoint."""
-    budget = str(settings.final_budget) if prompt == "budget" else "none"
-    if output.is_file():
-        report = json.loads(output.read_text())
-        asked = settings.final_budget if prompt == "budget" else None
-        newer = output.stat().st_mtime >= (checkpoint / TRACKER).stat().st_mtime
-        if report.get("prompt_budget") == asked and newer:
-            return
+    asked = settings.final_budget if prompt == "budget" else None
+    fresh = output.is_file() and _newer_than(output, checkpoint)
+    if fresh and json.loads(output.read_text()).get("prompt_budget") == asked:
+        return
     args = build_eval_parser().parse_args(
         [
             "--load",
             str(checkpoint),
             "--prompt-budget",
-            budget,
+            "none" if asked is None else str(asked),
             "--eval-positions",
             str(settings.eval_positions),
             "--builtin-data-dir",
@@ -309,12 +312,11 @@ def post_train(settings: Settings, source: str, seed: int) -> None:
         checkpoint = train(settings, next(a for a in ARMS if a.name == source), seed)
     flags = ["--load", str(checkpoint), "--output", str(output), "--seed", str(seed)]
     flags += settings.posttrain_flags
-    if output.is_file():
-        wanted = asdict(posttrain_settings(build_posttrain_parser().parse_args(flags)))
-        newer = output.stat().st_mtime >= (checkpoint / TRACKER).stat().st_mtime
-        if json.loads(output.read_text()).get("settings") == wanted and newer:
-            return
-        output.unlink()
+    wanted = asdict(posttrain_settings(build_posttrain_parser().parse_args(flags)))
+    fresh = output.is_file() and _newer_than(output, checkpoint)
+    if fresh and json.loads(output.read_text()).get("settings") == wanted:
+        return
+    output.unlink(missing_ok=True)  # posttrain never overwrites a report
     command = [sys.executable, "-m", "rmt_megatron.posttrain", *flags]
     print(f"post-train {source} seed {seed} -> {output}", flush=True)
     _run(command, settings, output.with_suffix(".log"))

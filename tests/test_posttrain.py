@@ -39,7 +39,7 @@ def test_the_worked_solution_earns_the_reward_and_near_misses_do_not(tokenizer):
     prompt = tokenizer.decode(question_prompt(tokenizer, problem))
     assert prompt.endswith("What is 347 + 586?\n<think>")
     solution = tokenizer.decode(worked_solution(tokenizer, problem))
-    assert solution == "347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933</think>\\boxed{933}"
+    assert solution == "347+586: 13 13 9 so 933</think>\\boxed{933}"
     assert answer_reward(solution, problem) == 1.0
     assert answer_reward("so 933</think>\\boxed{ 933 }", problem) == 1.0
     for wrong in ("so 933</think>\\boxed{9}", "\\boxed{933}", "</think>\\boxed{9330}", "933"):
@@ -49,12 +49,12 @@ def test_the_worked_solution_earns_the_reward_and_near_misses_do_not(tokenizer):
 @pytest.mark.parametrize(
     "response, kind",
     [
-        ("347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933</think>\\boxed{933}", "correct"),
-        ("347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933</think>\\boxed{923}", "copy"),
-        ("347+586: 7+6=13 4+8=12 3+5+1=9 so 923</think>\\boxed{923}", "working"),
-        ("347+586: 7+6=13 4+8=12 3+5+1=9 so 923</think>\\boxed{933}", "correct"),
-        ("347+586: 7+6=13</think>\\boxed{933", "format"),
-        ("347+586: 7+6=13 so 933", "format"),
+        ("347+586: 13 13 9 so 933</think>\\boxed{933}", "correct"),
+        ("347+586: 13 13 9 so 933</think>\\boxed{923}", "copy"),
+        ("347+586: 13 12 9 so 923</think>\\boxed{923}", "working"),
+        ("347+586: 13 12 9 so 923</think>\\boxed{933}", "correct"),
+        ("347+586: 13</think>\\boxed{933", "format"),
+        ("347+586: 13 so 933", "format"),
     ],
 )
 def test_a_wrong_answer_is_classified_by_where_it_went_wrong(response, kind):

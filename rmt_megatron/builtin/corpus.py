@@ -1,13 +1,14 @@
 """The built-in corpus: short stories that add three-digit numbers, and the column-by-column
 working behind every sum.
 
-Why this world (docs/results/world.md says more): RMT needs text where some next tokens are hard
+Why this world (docs/world.md says more): RMT needs text where some next tokens are hard
 to guess but can be worked out in a short chain of thought. In "Ben has 347 coins. Ana gives him
 586 more, so Ben has 933 coins." the words are predictable from the template and the operands
 are random, but each digit of "933" follows from the operands through carries that a small model
-reading left to right cannot resolve in one forward pass, while the written-out columns
-("347+586: 7+6=13 4+8+1=13 3+5+1=9") make every step a one-digit lookup. Digits are single tokens
-(the built-in tokenizer splits them), so each digit of a sum is its own prediction.
+reading left to right cannot resolve in one forward pass, while the written-out column totals
+("347+586: 13 13 9", least significant first, carries included) make every step a one-digit
+lookup. Digits are single tokens (the built-in tokenizer splits them), so each digit of a sum is
+its own prediction.
 
 Facts are split, not only documents: every unordered operand pair belongs to exactly one of
 "train", "valid" or "test" (a fixed hash, 80/10/10), and a document of a split only adds pairs of
@@ -55,19 +56,22 @@ def pair_split(a: int, b: int) -> str:
 
 
 def column_working(a: int, b: int) -> str:
-    """The working of a + b: the operands restated, then the columns least significant first,
-    each carry added explicitly, then the sum:
-    column_working(347, 586) == "347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933"."""
+    """The working of a + b: the operands restated, then each column's total (its two digits
+    plus the carry from the column before), least significant column first, then the sum:
+    column_working(347, 586) == "347+586: 13 13 9 so 933" (7+6=13, 4+8+1=13, 3+5+1=9).
+
+    Each total needs two digits at fixed places in the restatement and whether the total
+    before it reached 10, so every step is a one-digit lookup; the sum is the totals' last
+    digits read backwards, with the final carry in front."""
     digits_a, digits_b = str(a)[::-1], str(b)[::-1]
-    steps, carry = [], 0
+    totals, carry = [], 0
     for column in range(max(len(digits_a), len(digits_b))):
         x = int(digits_a[column]) if column < len(digits_a) else 0
         y = int(digits_b[column]) if column < len(digits_b) else 0
-        terms = f"{x}+{y}" + ("+1" if carry else "")
         total = x + y + carry
-        steps.append(f"{terms}={total}")
+        totals.append(str(total))
         carry = total // 10
-    return f"{a}+{b}: " + " ".join(steps) + f" so {a + b}"
+    return f"{a}+{b}: " + " ".join(totals) + f" so {a + b}"
 
 
 def _operand(rng: random.Random, split: str, other: int) -> int:

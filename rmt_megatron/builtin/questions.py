@@ -4,7 +4,7 @@ Mid-training reads stories and predicts their next token; post-training asks que
 the whole answer, a format no mid-training run sees:
 
     QUESTION_INSTRUCTION + "\\n### Question\\nWhat is 347 + 586?\\n<think>"
-    -> "347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933</think>\\boxed{933}"
+    -> "347+586: 13 13 9 so 933</think>\\boxed{933}"
 
 The answer is the full sum (three or four digit tokens in one box); the reward is 1 when the boxed
 text is exactly the sum's digits, else 0. Problems draw operand pairs of one split

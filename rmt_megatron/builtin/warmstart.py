@@ -8,7 +8,7 @@ default run starts from a base model trained here with plain next-token predicti
   reasoning and the boxed next token. Half the prompts carry the budget clause (a budget B drawn
   from [B_T, B_0] of the preset), half none, so every method's prompt form starts from the same
   base. Where the next token is a digit of a sum the reasoning is the sum's column working and
-  which digit comes next ("347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933, after 9 comes 3"); elsewhere
+  which digit comes next ("347+586: 13 13 9 so 933, after 9 comes 3"); elsewhere
   it names the token. Verbosity varies: redundant re-checks of the reasoning pad it to a length
   drawn around B (uniform in [0.4·B, 1.6·B] tokens), so the base model follows the budget only
   loosely and a shrinking budget has reasoning to cut.
@@ -54,19 +54,24 @@ from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sente
 
 CHECKS = ("Check:", "Let me check again:", "Once more:", "To be sure:")
 """Openings of a redundant re-check in the worked examples."""
+CORE_WORDS = (", after", " comes", ", first", "next:", " space")
+"""The words `reasoning_core` writes around a digit or token."""
 VOCAB_SIZE = 512
 """Built-in tokenizer size: a multiple of 256, so TP 1, 2 and 4 pad it alike (checkpoints
 reshard across those TP sizes)."""
 
 
 def tokenizer_texts(documents: list[list[Segment]], config: RMTConfig) -> list[str]:
-    """Everything the built-in tokenizer should encode compactly."""
+    """Everything the built-in tokenizer should encode compactly. The worked examples' words
+    (re-check openings, `CORE_WORDS`) come once per document, about as often as the examples
+    use them, so that BPE merges them into whole-word pieces: the necessary reasoning of a sum
+    digit stays short (23-35 tokens, below the tiny preset's B_T = 40)."""
     budgets = range(1, config.budget.initial + 1)
     return (
         [document_text(doc) for doc in documents]
         + [prompt_header(b) for b in [None, *budgets]]
         + [INSTRUCTION, "\n<think>", "</think>\\boxed{", "}"]
-        + list(CHECKS) * 50
+        + list(CHECKS + CORE_WORDS) * len(documents)
         + [segment.reasoning for doc in documents for segment in doc if segment.reasoning]
     )
 
@@ -79,8 +84,8 @@ def reasoning_core(located: tuple[Segment, int] | None, answer: str) -> str:
         return f"next: {answer.strip() or 'space'}"
     segment, offset = located
     written = segment.text[:offset].strip()
-    where = f"after {written} comes" if written else "first"
-    return f"{segment.reasoning}, {where} {answer}"
+    where = f", after {written} comes" if written else ", first"
+    return f"{segment.reasoning}{where} {answer}"
 
 
 def worked_response(

@@ -10,8 +10,8 @@ default run starts from a base model trained here with plain next-token predicti
   base. Where the next token is a digit of a sum the reasoning is the sum's column working and
   which digit comes next ("347+586: 13 13 9 so 933, after 9 comes 3"); elsewhere
   it names the token. Verbosity varies: redundant re-checks of the reasoning pad it to a length
-  drawn around B (uniform in [0.4·B, 1.6·B] tokens), so the base model follows the budget only
-  loosely and a shrinking budget has reasoning to cut.
+  drawn around B (uniform in [0.4·B, 1.6·B] tokens; at most `MAX_RECHECKS` re-checks), so the
+  base model follows the budget only loosely and a shrinking budget has reasoning to cut.
 
 `rmt-warmstart --output DIR` writes DIR/tokenizer.model, DIR/checkpoint/ and
 DIR/base.json (what was trained, how long it took, the final loss). The shipped
@@ -54,6 +54,10 @@ from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sente
 
 CHECKS = ("Check:", "Let me check again:", "Once more:", "To be sure:")
 """Openings of a redundant re-check in the worked examples."""
+MAX_RECHECKS = 3
+"""At most this many re-checks pad a worked example: a small model copies a short reasoning
+verbatim many times over but cannot count the copies, and greedy decoding then loops to the
+length limit (a base trained with unbounded re-checks did at 76% of text positions)."""
 CORE_WORDS = (", after", " comes", ", first", "next:", " space")
 """The words `reasoning_core` writes around a digit or token."""
 VOCAB_SIZE = 512
@@ -95,11 +99,11 @@ def worked_response(
     target_length: int,
     rng: random.Random,
 ) -> list[int]:
-    """The reasoning `core`, then redundant re-checks of it until about `target_length` tokens,
-    then the boxed answer. The re-checks are the over-thinking a budget can cut: they repeat
-    work already done and change nothing."""
+    """The reasoning `core`, then redundant re-checks of it until about `target_length` tokens
+    (at most `MAX_RECHECKS` of them), then the boxed answer. The re-checks are the over-thinking
+    a budget can cut: they repeat work already done and change nothing."""
     parts = [core]
-    while len(tokenizer.encode(" ".join(parts))) < target_length:
+    while len(tokenizer.encode(" ".join(parts))) < target_length and len(parts) <= MAX_RECHECKS:
         parts.append(f"{rng.choice(CHECKS)} {core}.")
     return tokenizer.encode(" ".join(parts) + f"</think>\\boxed{{{answer}}}")
 

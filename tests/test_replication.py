@@ -86,6 +86,17 @@ def test_a_finished_run_is_reused_only_with_the_settings_its_arm_has_now(tmp_pat
     replication._check_reusable(_finished_run(tmp_path / "rpt", off), rpt)
 
 
+def test_a_work_directory_is_refused_if_its_runs_started_from_another_base(tmp_path, monkeypatch):
+    replication.check_base_model(tmp_path / "work")  # a new work directory records the base
+    replication.check_base_model(tmp_path / "work")  # the same base: accepted
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "tokenizer.model").write_bytes(b"another world")
+    monkeypatch.setattr(replication, "ASSETS", assets)
+    with pytest.raises(TrainingError, match="started from another base model"):
+        replication.check_base_model(tmp_path / "work")
+
+
 def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newer(
     tmp_path, monkeypatch
 ):

@@ -12,9 +12,10 @@ from the curriculum config). Per split:
 without positions reports NaN). "reasoning_minus_argmax" is the paired difference of the two
 accuracies over all sampled positions, with its standard error. Where the dataset labels its
 positions (`model_io.position_kinds`, e.g. the built-in "computed" / "operand" / "text"), "kinds"
-reports the same per kind. "outcomes" lists every position with its own results, so that two
-reports on the same positions can be compared pair by pair. Data-parallel replicas each evaluate
-every D-th position.
+reports the same per kind. "outcomes" lists every position with its own results and the decoded
+reasoning rollout (`response`), so that two reports on the same positions can be compared pair by
+pair and a wrong answer read where it went wrong. Data-parallel replicas each evaluate every D-th
+position.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ OUTCOMES = ("reasoning_accuracy", "ntp_accuracy", "mean_reasoning_length", "vali
 def _outcomes(
     model, engine, tokenizer, documents, positions, config, budget, seed
 ) -> list[dict[str, float]]:
-    """`OUTCOMES` at each of `positions` (greedy reasoning rollout and plain argmax)."""
+    """`OUTCOMES` at each of `positions` (greedy reasoning rollout and plain argmax), and the
+    rollout's text as `response`."""
     if not positions:
         return []
     prompts = [
@@ -171,6 +173,7 @@ def _outcomes(
                 "ntp_accuracy": float(argmax == target[0]),
                 "mean_reasoning_length": float(score.reasoning_tokens),
                 "valid_format": float(score.valid_format),
+                "response": tokenizer.decode(rollout.tokens),
             }
         )
     return outcomes

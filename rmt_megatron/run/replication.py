@@ -19,8 +19,9 @@ same positions (`--eval-seed 0`, difficulty from the fixed base model). Training
 subprocesses (`pretrain_rmt.py`, log in the run's directory), evaluations run in this process
 (`run.checkpoint_eval`), one thing at a time with `--threads` torch threads; finished runs and
 evaluations are reused, so an interrupted replication resumes where it stopped. A finished run is
-reused only if it trained with the settings its arm's flags give now (else the replication stops
-and names what differs), and an evaluation only if it has the prompt asked for and is newer than
+reused only if it trained with the settings its arm's flags give now and the work directory's
+runs started from the shipped base model as it is now (else the replication stops and names what
+differs), and an evaluation only if it has the prompt asked for and is newer than
 its checkpoint (else it is redone), and a post-training report only if it has the settings
 asked for and is newer than its checkpoint (else it is replaced).
 
@@ -32,6 +33,7 @@ plus its generated rollout tokens (`token_compute`); the NTP run gets as many st
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -232,6 +234,29 @@ def _check_reusable(directory: Path, flags: list[str]) -> None:
         )
 
 
+def base_digest() -> str:
+    """SHA-256 over the shipped base model's files (checkpoint and tokenizer), by content."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in ASSETS.rglob("*") if p.is_file() and p.name != "base.json"):
+        digest.update(str(path.relative_to(ASSETS)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def check_base_model(work_dir: Path) -> None:
+    """Record which base model the runs under `work_dir` start from, and refuse a work directory
+    whose runs started from another one (a re-made base or another world)."""
+    record = work_dir / "base_model.json"
+    current = {"base_sha256": base_digest()}
+    if not record.is_file():
+        work_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(record, json.dumps(current, indent=1))
+    elif json.loads(record.read_text()) != current:
+        raise TrainingError(
+            f"the runs under {work_dir} started from another base model than the shipped one "
+            f"({record} differs from {ASSETS}): give a new --work-dir, or remove that one"
+        )
+
+
 def _newer_than(output: Path, checkpoint: Path) -> bool:
     """Whether `output` was written after `checkpoint`'s newest step was."""
     return output.stat().st_mtime >= (checkpoint / TRACKER).stat().st_mtime
@@ -325,6 +350,7 @@ def post_train(settings: Settings, source: str, seed: int) -> None:
 def replicate(settings: Settings) -> None:
     """Every run and evaluation the chosen tables need, then the tables."""
     os.environ["OMP_NUM_THREADS"] = str(settings.threads)  # the evaluations' share, as the runs'
+    check_base_model(settings.work_dir)
 
     for prompt in PROMPTS:
         evaluate(

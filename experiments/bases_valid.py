@@ -11,34 +11,38 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
-KINDS = (None, "computed", "operand", "text")
+from paired_lines import require_same_positions
 
 
 def print_base(name: str, report: dict) -> None:
-    """One line per kind of position for the base `name`."""
+    """One line for all positions, then one per kind of position, for the base `name`: the
+    evaluation report's own per-kind means and paired difference."""
+    outcomes = report["outcomes"]
+    rows = {
+        "all": {
+            "positions": len(outcomes),
+            **{
+                key: np.mean([o[key] for o in outcomes])
+                for key in ("reasoning_accuracy", "ntp_accuracy", "valid_format")
+            },
+            "reasoning_minus_argmax": report["reasoning_minus_argmax"],
+        },
+        **report["kinds"],
+    }
     print(f"{name}: mean reasoning length {report['mean_reasoning_length']:.1f}")
-    for kind in KINDS:
-        chosen = [o for o in report["outcomes"] if kind in (None, o["kind"])]
-        diff = np.array([o["reasoning_accuracy"] - o["ntp_accuracy"] for o in chosen])
-        reasoning = np.mean([o["reasoning_accuracy"] for o in chosen])
-        argmax = np.mean([o["ntp_accuracy"] for o in chosen])
-        unboxed = np.mean([not o["valid_format"] for o in chosen])
-        se = diff.std(ddof=1) / np.sqrt(len(diff))
+    for kind, row in rows.items():
+        diff = row["reasoning_minus_argmax"]
         print(
-            f"  {kind or 'all'} (n={len(chosen)}): reasoning {reasoning:.3f}, argmax "
-            f"{argmax:.3f}, difference {diff.mean():+.3f} ± {se:.3f}, no answer {unboxed:.2f}"
+            f"  {kind} (n={row['positions']}): reasoning {row['reasoning_accuracy']:.3f}, argmax "
+            f"{row['ntp_accuracy']:.3f}, difference {diff['mean']:+.3f} ± {diff['se']:.3f}, "
+            f"no answer {1 - row['valid_format']:.2f}"
         )
 
 
 def main(out: Path, names: list[str]) -> None:
-    reports = {name: json.loads((out / f"eval_{name}.json").read_text()) for name in names}
-    positions = {
-        tuple((o["document"], o["position"]) for o in r["outcomes"]) for r in reports.values()
-    }
-    if len(positions) != 1:
-        raise SystemExit("the evaluations are not on the same positions")
-    for name, report in reports.items():
+    reports = [json.loads((out / f"eval_{name}.json").read_text()) for name in names]
+    require_same_positions(reports)
+    for name, report in zip(names, reports, strict=True):
         print_base(name, report)
 
 

@@ -17,17 +17,18 @@ def load_reports(out: Path, name: str, seeds: tuple[int, ...]) -> list[dict]:
     return [json.loads((out / f"eval_{name.format(s=s)}.json").read_text()) for s in seeds]
 
 
+def require_same_positions(reports: list[dict]) -> None:
+    """Exits unless every evaluation report in `reports` was made on the same positions."""
+    positions = {tuple((o["document"], o["position"]) for o in r["outcomes"]) for r in reports}
+    if len(positions) != 1:
+        raise SystemExit("the evaluations are not on the same positions")
+
+
 def print_arm_table(arms: dict[str, list[dict]]) -> None:
     """A markdown row per arm (its reports, one per seed): reasoning accuracy on all positions
     and on sum digits, and mean reasoning length, each per seed. Exits if the arms were not
     evaluated on the same positions."""
-    positions = {
-        tuple((o["document"], o["position"]) for o in report["outcomes"])
-        for reports in arms.values()
-        for report in reports
-    }
-    if len(positions) != 1:
-        raise SystemExit("the evaluations are not on the same positions")
+    require_same_positions([report for reports in arms.values() for report in reports])
     print("| arm | all positions (per seed) | sum digits (per seed) | length (per seed) |")
     print("|---|---|---|---|")
     for name, reports in arms.items():

@@ -91,7 +91,7 @@ def evaluate(
     rank, size = parallel.data_parallel_rank_and_size()
     mine = [positions[i] for i in replica_share(len(positions), rank, size)]
     outcomes = _outcomes(model, engine, tokenizer, documents, mine, config, budget, seed)
-    results: list[dict[str, float]] = [{} for _ in positions]
+    results: list[dict] = [{} for _ in positions]
     for replica, share in enumerate(parallel.data_parallel_all_gather_object(outcomes)):
         for index, outcome in zip(replica_share(len(positions), replica, size), share, strict=True):
             results[index] = outcome
@@ -126,7 +126,7 @@ def evaluate(
     return report
 
 
-def _reasoning_minus_argmax(results: list[dict[str, float]]) -> dict[str, float]:
+def _reasoning_minus_argmax(results: list[dict]) -> dict[str, float]:
     return paired_difference(
         (r["reasoning_accuracy"] for r in results), (r["ntp_accuracy"] for r in results)
     )
@@ -136,9 +136,7 @@ OUTCOMES = ("reasoning_accuracy", "ntp_accuracy", "mean_reasoning_length", "vali
 """What `evaluate` measures at each position (then averages per split)."""
 
 
-def _outcomes(
-    model, engine, tokenizer, documents, positions, config, budget, seed
-) -> list[dict[str, float]]:
+def _outcomes(model, engine, tokenizer, documents, positions, config, budget, seed) -> list[dict]:
     """`OUTCOMES` at each of `positions` (greedy reasoning rollout and plain argmax), and the
     rollout's text as `response`."""
     if not positions:

@@ -15,9 +15,11 @@ names=()
 for pair in "$@"; do
   name=${pair%%=*} base=${pair#*=}
   names+=("$name")
+  log=$OUT/eval_$name.log
   [ -f $OUT/eval_$name.json ] || python -m rmt_megatron.evaluate --load $base/checkpoint \
     --data-path $DATA/arith_valid --proxy-checkpoint $SHIPPED/checkpoint \
     --tokenizer-model $base/tokenizer.model --prompt-budget 40 --eval-positions 400 \
-    --builtin-data-dir $DATA --output $OUT/eval_$name.json > $OUT/eval_$name.log 2>&1
+    --builtin-data-dir $DATA --output $OUT/eval_$name.json > $log 2>&1 \
+    || { echo "evaluating $name ($base) failed; the end of $log:" >&2; tail -5 $log >&2; exit 1; }
 done
 python experiments/bases_valid.py $OUT "${names[@]}"

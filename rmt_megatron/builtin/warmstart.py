@@ -83,6 +83,16 @@ def reasoning_core(located: tuple[Segment, int] | None, answer: str) -> str:
     return f"{segment.reasoning}, {where} {answer}"
 
 
+def reasoning_steps(core: str) -> list[str]:
+    """The steps of a reasoning core, the units a re-check repeats: for a sum digit the operands,
+    each column and the conclusion ("347+586:", "7+6=13", ..., "so 933, after 9 comes 3");
+    elsewhere the core is one step."""
+    if " so " not in core:
+        return [core]
+    working, conclusion = core.split(" so ", 1)
+    return [*working.split(" "), f"so {conclusion}"]
+
+
 def worked_response(
     tokenizer: SentencePieceTokenizer,
     core: str,
@@ -90,13 +100,21 @@ def worked_response(
     target_length: int,
     rng: random.Random,
 ) -> list[int]:
-    """The reasoning `core`, then redundant re-checks of it until about `target_length` tokens,
-    then the boxed answer. The re-checks are the over-thinking a budget can cut: they repeat
-    work already done and change nothing."""
-    parts = [core]
-    while len(tokenizer.encode(" ".join(parts))) < target_length:
-        parts.append(f"{rng.choice(CHECKS)} {core}.")
-    return tokenizer.encode(" ".join(parts) + f"</think>\\boxed{{{answer}}}")
+    """The reasoning `core`, then redundant re-checks of it, step by step, until about
+    `target_length` tokens, then the boxed answer. The re-checks are the over-thinking a budget
+    can cut: they repeat work already done and change nothing. A re-check may stop after any
+    step, so the reasoning's length is not a multiple of the core's and a budget between one and
+    two cores can be met."""
+    steps = reasoning_steps(core)
+    text = core
+    while len(tokenizer.encode(text)) < target_length:
+        text += f" {rng.choice(CHECKS)}"
+        for step in steps:
+            text += f" {step}"
+            if len(tokenizer.encode(text)) >= target_length:
+                break
+        text += "."
+    return tokenizer.encode(text + f"</think>\\boxed{{{answer}}}")
 
 
 def worked_examples(

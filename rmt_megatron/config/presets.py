@@ -28,7 +28,7 @@ from rmt_megatron.errors import ConfigError
 def tiny_cpu() -> RMTConfig:
     """A 4-layer, 128-wide model (about 1M parameters) with short rollouts, for 2 CPU cores."""
     return RMTConfig(
-        budget=BudgetConfig(initial=96, minimum=40, decay=0.42),
+        budget=BudgetConfig(initial=128, minimum=64, decay=0.5),
         curriculum=CurriculumConfig(min_context=8),
         rollout=RolloutConfig(
             prompts_per_step=16, group_size=4, max_response_length=208, max_prompt_length=192

@@ -4,7 +4,7 @@
 # RPT seeds 1..N from the shipped base (the two arms side by side, one torch thread each),
 # evaluates the base and every run on the same 400 validation positions under the B = B_T
 # prompt and under no budget clause, and prints the comparison (experiments/world_valid.py).
-# From the repository root with the venv active, about 25 min per seed on 2 cores:
+# From the repository root with the venv active, about 15 min per seed on 2 cores:
 #   bash experiments/world_valid.sh [SEEDS]      (default "1 2 3")
 set -euo pipefail
 SEEDS=${1:-1 2 3}

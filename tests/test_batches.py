@@ -6,6 +6,7 @@ import torch
 from rmt_megatron.method.packing import (
     TrainingSequence,
     collate,
+    ntp_batches,
     ntp_sequence,
     rl_sequence,
     token_weights,
@@ -30,6 +31,15 @@ def test_ntp_sequence_excludes_rl_positions_from_its_labels():
     assert batch["ntp_mask"].tolist() == [[True, False, True, False]]
     assert batch["loss_weight"].tolist() == [[2.0, 0.0, 2.0, 0.0]]
     assert sequence.ntp_tokens == 2
+
+
+def test_ntp_batches_weigh_every_kept_label_one_and_fit_the_longest_sequence():
+    sequences = [ntp_sequence([1, 2, 3, 4, 5], rl_positions=[2]), ntp_sequence([6, 7], ())]
+    batches, width = ntp_batches(sequences, micro_batch_size=1, pad_id=0)
+    assert width == 4 and len(batches) == 2
+    assert batches[0]["loss_weight"].tolist() == [[1.0, 0.0, 1.0, 1.0]]
+    assert batches[1]["loss_weight"].tolist() == [[1.0, 0.0, 0.0, 0.0]]
+    assert not any(batch["rl_mask"].any() for batch in batches)
 
 
 def test_collate_pads_rows_and_the_last_micro_batch():

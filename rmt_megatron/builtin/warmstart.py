@@ -48,7 +48,7 @@ from rmt_megatron.mcore.checkpoint import save_checkpoint
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
 from rmt_megatron.method.budget import final_budget
-from rmt_megatron.method.packing import collate, ntp_sequence, token_weights
+from rmt_megatron.method.packing import ntp_batches, ntp_sequence
 from rmt_megatron.method.prompt import INSTRUCTION, build_prompt, prompt_header
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer, train_sentencepiece
 
@@ -179,15 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 order += rng.sample(range(len(sequences)), len(sequences))
             batch = [ntp_sequence(sequences[i], ()) for i in order[: args.sequences_per_step]]
             del order[: args.sequences_per_step]
-            width = max(len(s.tokens) for s in batch) - 1
-            tokens = sum(s.ntp_tokens for s in batch)
-            micro = collate(
-                batch,
-                args.micro_batch_size,
-                width,
-                tokenizer.eos_id,
-                *token_weights(0, tokens, 0.0, 1.0),
-            )
+            micro, width = ntp_batches(batch, args.micro_batch_size, tokenizer.eos_id)
             result = train_step(state, forward_step, micro, width)
             losses.append(report_mean(result.reports, "ntp loss"))
             if step % 50 == 0 or step == args.train_iters - 1:

@@ -130,3 +130,15 @@ def token_weights(
     rl = rl_weight * total / rl_tokens if rl_tokens else 0.0
     ntp = ntp_weight * total / ntp_tokens if ntp_tokens else 0.0
     return rl, ntp
+
+
+def ntp_batches(
+    sequences: Sequence[TrainingSequence], micro_batch_size: int, pad_id: int
+) -> tuple[list[dict[str, torch.Tensor]], int]:
+    """Micro-batches of a plain next-token-prediction step (no RL tokens, every kept label
+    weighted 1, so the loss is the mean over the step's NTP tokens), and their label width: the
+    longest sequence's length − 1."""
+    width = max(len(s.tokens) for s in sequences) - 1
+    tokens = sum(s.ntp_tokens for s in sequences)
+    weights = token_weights(0, tokens, 0.0, 1.0)
+    return collate(sequences, micro_batch_size, width, pad_id, *weights), width

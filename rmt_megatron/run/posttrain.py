@@ -49,7 +49,13 @@ from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.optimizer import TrainingState, build_training, train_step
 from rmt_megatron.method.advantages import grpo_advantages, informative_groups
-from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
+from rmt_megatron.method.packing import (
+    collate,
+    ntp_batches,
+    ntp_sequence,
+    rl_sequence,
+    token_weights,
+)
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.checkpoint_eval import own_checkpoint_state
 
@@ -159,9 +165,7 @@ def _sft_step(state, forward_step, tokenizer, problems: list[Problem], micro: in
         sequences.append(
             ntp_sequence(prompt + worked_solution(tokenizer, problem), range(1, len(prompt)))
         )
-    width = max(len(s.tokens) for s in sequences) - 1
-    tokens = sum(s.ntp_tokens for s in sequences)
-    batches = collate(sequences, micro, width, tokenizer.eos_id, *token_weights(0, tokens, 0, 1))
+    batches, width = ntp_batches(sequences, micro, tokenizer.eos_id)
     output = train_step(state, forward_step, batches, width)
     total, count = (float(v) for v in output.reports["ntp loss"])
     return total / count

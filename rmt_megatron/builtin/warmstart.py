@@ -10,7 +10,7 @@ default run starts from a base model trained here with plain next-token predicti
   base. Where the next token is a digit of a sum the reasoning is the sum's column working and
   which digit comes next ("347+586: 7+6=13 4+8+1=13 3+5+1=9 so 933, after 9 comes 3"); elsewhere
   it names the token. Verbosity varies: redundant re-checks of the reasoning pad it to a length
-  drawn around B (uniform in [0.4·B, 1.6·B] tokens), so the base model follows the budget only
+  drawn around B (uniform in [0.75·B, 1.25·B] tokens), so the base model follows the budget only
   loosely and a shrinking budget has reasoning to cut.
 
 `rmt-warmstart --output DIR` writes DIR/tokenizer.model, DIR/checkpoint/ and
@@ -143,7 +143,7 @@ def worked_examples(
             text, where = tokens[pos]
             core = reasoning_core(where, text)
             budget = rng.randint(low, high)
-            target = rng.randint(max(1, int(0.4 * budget)), int(1.6 * budget))
+            target = rng.randint(int(0.75 * budget), int(1.25 * budget))
             shown = budget if rng.random() < 0.5 else None
             prompt = build_prompt(tokenizer, ids[:pos], shown, config.rollout.max_prompt_length)
             examples.append(prompt + worked_response(tokenizer, core, text, target, rng))

@@ -12,15 +12,25 @@ OUT=runs/world_valid
 DATA=$OUT/builtin_data
 BASE=rmt_megatron/builtin/assets/tiny_base
 B_T=$(python -c "from rmt_megatron.config.presets import get_preset; from rmt_megatron.method.budget import final_budget; print(final_budget(get_preset('tiny_cpu').budget))")
-mkdir -p $OUT
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+python - <<PY  # refuse runs and evaluations left in $OUT by another base model (another world)
+import sys
+from pathlib import Path
+from rmt_megatron.errors import TrainingError
+from rmt_megatron.run.replication import check_base_model
+try:
+    check_base_model(Path("$OUT"))
+except TrainingError as error:
+    sys.exit(f"error: {error}")
+PY
 python -c "from rmt_megatron.builtin.datasets import prepare_builtin_data; prepare_builtin_data('$DATA')"
 train() {  # arm name, seed, extra flags
-  local d=$OUT/$1_seed$2
+  local d=$OUT/$1_seed$2 log=$OUT/train_$1_seed$2.log
   [ "$(cat $d/latest_checkpointed_iteration.txt 2>/dev/null)" = 100 ] || \
     python pretrain_rmt.py --seed $2 "${@:3}" --train-iters 100 --save $d --load $d \
       --save-interval 50 --eval-interval 25 --eval-positions 100 \
-      --tensorboard-dir $d/tensorboard --builtin-data-dir $DATA > $OUT/train_$1_seed$2.log 2>&1
+      --tensorboard-dir $d/tensorboard --builtin-data-dir $DATA > $log 2>&1 \
+    || { echo "training $1 seed $2 failed; the end of $log:" >&2; tail -5 $log >&2; exit 1; }
 }
 evaluate() {  # checkpoint, prompt budget, report name
   local log=$OUT/eval_$3.log

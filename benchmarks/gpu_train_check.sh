@@ -14,6 +14,7 @@ mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 status=0
 for dtype in fp32 bf16; do
+    rm -rf "/tmp/gpu_$dtype"  # a rerun on a warm machine starts over (a new run refuses a used --save)
     flags=(--train-iters 4 --rmt-fused-output-layer --eval-interval 2 --save "/tmp/gpu_$dtype")
     [ "$dtype" = bf16 ] && flags+=(--bf16)
     echo "== $dtype: steps 1-2, then stop" | tee -a "$out/train_check.txt"

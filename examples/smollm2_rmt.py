@@ -219,6 +219,8 @@ def run_steps(path: Path, workdir: Path, steps: int) -> None:
         "1",
         "--save",
         str(workdir / "checkpoints"),
+        "--load",  # a rerun resumes the run kept there (a new run refuses a used --save)
+        str(workdir / "checkpoints"),
         "--save-interval",
         str(steps),
         "--tensorboard-dir",

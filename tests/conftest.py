@@ -38,6 +38,14 @@ def pytest_collection_modifyitems(items):
         item.add_marker(pytest.mark.ranks if _is_heavy(item) else pytest.mark.unit)
 
 
+@pytest.fixture(autouse=True)
+def _in_an_empty_directory(tmp_path, monkeypatch):
+    """Every test runs in its own empty working directory, so a run that keeps the preset's
+    relative --save (runs/tiny_cpu/checkpoints) never writes into the checkout, where the
+    user's default run lives."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def corpus_data(tmp_path_factory):
     """48 training and 16 held-out corpus documents as indexed datasets with the shipped

@@ -52,9 +52,11 @@ def data_args(data: Path, start: tuple[str, ...] | None = None) -> list[str]:
 
 
 def golden_argv(data: Path) -> list[str]:
-    """The run: shipped tokenizer and base model, tiny_cpu preset, three RMT steps."""
+    """The run: shipped tokenizer and base model, tiny_cpu preset, three RMT steps, saved
+    beside its data."""
     return [
         *data_args(data),
+        *("--save", str(data / "checkpoints"), "--tensorboard-dir", str(data / "tensorboard")),
         *(
             "--train-iters 3 --lr-warmup-iters 0 --rmt-prompts-per-step 4 --rmt-group-size "
             "4 --eval-positions 12 --micro-batch-size 4 --rmt-max-response-length 112 "

@@ -5,6 +5,7 @@ checkpoint, on 48 training documents, so each takes seconds. Ranks are forked (t
 with torchrun's environment, as `torchrun pretrain_rmt.py ...` would start them.
 """
 
+import json
 import math
 import os
 import subprocess
@@ -19,6 +20,10 @@ from ranks import run_ranks
 
 import pretrain_rmt
 from rmt_megatron.builtin.corpus import arithmetic_documents
+from rmt_megatron.config.flags import config_from_args
+from rmt_megatron.errors import CheckpointError
+from rmt_megatron.run.replication_report import read_metrics
+from rmt_megatron.run.trainer import check_save_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,14 +67,32 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(corpus_data, tmp_path)
     first = run_ranks(
         1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--exit-interval", "2")
     )[0]
+    metrics_file = tmp_path / "b" / "metrics.jsonl"
+    with metrics_file.open("a") as stream:  # a step logged after the checkpoint, then a crash
+        stream.write(json.dumps({"step": 3, "loss_tokens": 1, "rollout_tokens": 1}) + "\n")
     resumed = run_ranks(
         1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--load", str(tmp_path / "b"))
     )[0]
     assert first["exited_at"] == 2 and len(first["metrics"]) == 2
     assert _compared(first["metrics"] + resumed["metrics"]) == _compared(straight["metrics"])
+    assert [row["step"] for row in read_metrics(tmp_path / "b")] == [1, 2, 3, 4]
+    assert _compared(read_metrics(tmp_path / "b")) == _compared(read_metrics(tmp_path / "a"))
     assert resumed["evaluations"][-1] == straight["evaluations"][-1]
     assert (tmp_path / "b" / "latest_checkpointed_iteration.txt").read_text() == "4"
     assert (tmp_path / "b" / "eval" / "latest.json").is_file()
+
+
+def test_a_new_run_refuses_a_save_directory_that_holds_another_run(tmp_path):
+    save = tmp_path / "old_run"
+    save.mkdir()
+    (save / "latest_checkpointed_iteration.txt").write_text("3")
+    argv = ["--save", str(save)]
+    config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
+    with pytest.raises(CheckpointError, match=r"already holds a run \(saved at step 3\).*--load"):
+        check_save_directory(config)
+    for allowed in (["--load", str(save)], ["--load", str(save), "--skip-train"]):
+        parsed = pretrain_rmt.build_parser().parse_args([*argv, *allowed])
+        check_save_directory(config_from_args(parsed, "tiny_cpu"))
 
 
 @pytest.mark.parametrize(
@@ -77,8 +100,8 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(corpus_data, tmp_path)
 )
 def test_first_steps_match_the_single_process_run_under_tp_and_pp(corpus_data, tmp_path, layout):
     argv = _argv(corpus_data, "--train-iters", "2")
-    reference = run_ranks(1, _train, argv)[0]["metrics"]
-    parallel = run_ranks(2, _train, [*argv, *layout])
+    reference = run_ranks(1, _train, [*argv, "--save", str(tmp_path / "one")])[0]["metrics"]
+    parallel = run_ranks(2, _train, [*argv, *layout, "--save", str(tmp_path / "two")])
     for rank_result in parallel:
         for got, want in zip(rank_result["metrics"], reference, strict=True):
             assert got["match_reward"] == want["match_reward"]  # the same rollouts
@@ -223,7 +246,7 @@ def test_a_run_can_start_from_a_gguf_file_and_score_with_a_proxy(tmp_path, capfd
 
     byte_level_tokenizer(proxy)  # the vocabulary without the chat tokens
     scores.unlink()
-    assert run_ranks(1, _expect_failure, argv)[0] == 1
+    assert run_ranks(1, _expect_failure, [*argv, "--save", str(tmp_path / "second")])[0] == 1
     assert "another vocabulary than the run's tokenizer" in capfd.readouterr().err
 
 

@@ -47,13 +47,10 @@ def eval_path(work_dir: Path, arm: str, seed: int | None, prompt: str) -> Path:
 
 
 def read_metrics(directory: Path) -> list[dict]:
-    """A run's per-step metrics (the last row of a step where a resume repeated it)."""
-    rows: dict[int, dict] = {}
+    """A run's per-step metrics, one row a step (a resumed run drops the rows after its
+    checkpoint before it redoes those steps: `Run._restart_metrics`)."""
     path = directory / "metrics.jsonl"
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        row = json.loads(line)
-        rows[row["step"]] = row
-    return [rows[step] for step in sorted(rows)]
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _load(path: Path) -> dict | None:

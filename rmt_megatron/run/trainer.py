@@ -131,6 +131,26 @@ def checked_against_resume(config: RMTConfig) -> RMTConfig:
     )
 
 
+def _same_directory(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and Path(a).resolve() == Path(b).resolve()
+
+
+def check_save_directory(config: RMTConfig) -> None:
+    """Refuse to train a new run into a --save directory that holds another run's checkpoint:
+    its tracker, step directories, metrics and evaluations would mix with the new run's, and a
+    later --load would resume whichever saved last. Resuming that run (--load naming the same
+    directory) continues it; an evaluation-only run (--skip-train) saves no checkpoint."""
+    train = config.train
+    if train.skip_train or train.save is None or _same_directory(train.load, train.save):
+        return
+    step = latest_step(train.save)
+    if step is not None:
+        raise CheckpointError(
+            f"--save {train.save} already holds a run (saved at step {step}): resume it with "
+            f"--load {train.save}, give another --save, or remove that directory to start over"
+        )
+
+
 class Run:
     """One training run on this rank (construct inside `cpu.device_mode()`)."""
 
@@ -214,7 +234,7 @@ class Run:
             return False
         if latest_step(load) is not None:
             return True
-        if save is not None and Path(load).resolve() == Path(save).resolve():
+        if _same_directory(load, save):
             return False
         raise CheckpointError(
             f"--load {load} holds no checkpoint ({TRACKER} not found): give the "
@@ -428,6 +448,7 @@ class Run:
                 "exited_at": None,
             }
         evaluations, history = [], []
+        self._restart_metrics()
         if self.start_step == 0:
             evaluations.append(self.evaluate(0))
         exited_at = None
@@ -457,9 +478,26 @@ class Run:
         self.writer.close()
         return {"evaluations": evaluations, "metrics": history, "exited_at": exited_at}
 
+    def _restart_metrics(self) -> None:
+        """Make `<save>/metrics.jsonl` (main rank) hold this run's steps up to where it starts:
+        a run resuming its own --save keeps the rows up to its checkpoint's step (it redoes the
+        later ones); any other run starts the file anew (`check_save_directory` allows it only
+        where no checkpoint was saved, so the rows left there belong to no checkpoint)."""
+        if not self.config.train.save or not parallel.is_main_rank():
+            return
+        path = Path(self.config.train.save) / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        if _same_directory(self.config.train.load, self.config.train.save):
+            rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+            kept = [row for row in rows if row["step"] <= self.start_step]
+        atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
+
     def _append_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """One JSON line per step in `<save>/metrics.jsonl` (main rank), read by the replication
-        tables; a resumed run appends (NaN is written as null)."""
+        tables; a resumed run appends after the rows `_restart_metrics` kept (NaN is written as
+        null)."""
         if not self.config.train.save or not parallel.is_main_rank():
             return
         row = {"step": step, **{k: v if math.isfinite(v) else None for k, v in metrics.items()}}
@@ -478,6 +516,7 @@ def run_training(config: RMTConfig) -> dict:
     """Initialise the process groups, train, and tear down; returns first/final eval reports."""
     require_supported(config.loss)
     config = checked_against_resume(with_imported_model(config))
+    check_save_directory(config)
     parallel.initialize(config.model, config.train.seed, config.train.distributed_timeout_minutes)
     try:
         with cpu.device_mode():

@@ -103,9 +103,11 @@ def test_a_megatron_lm_namespace_maps_precision_switches_and_norm_epsilon():
 
 
 def test_schedule_table_shows_budget_and_tier_probabilities():
-    table = pretrain_rmt.schedule_table(tiny_cpu())
-    assert "  0.00     96  0.60, 0.30, 0.10" in table
-    assert "  1.00     40  0.10, 0.30, 0.60" in table
+    config = tiny_cpu()
+    table = pretrain_rmt.schedule_table(config)
+    first, last = config.budget.initial, config.budget.minimum
+    assert f"  0.00  {first:5d}  0.60, 0.30, 0.10" in table
+    assert f"  1.00  {last:5d}  0.10, 0.30, 0.60" in table
 
 
 def test_pretrain_rmt_rejects_a_bad_value_with_one_line_and_exit_status_1(capsys):

@@ -4,9 +4,9 @@
   (`pytest -m unit`, well under a minute).
 - `ranks`: forks ranks with `tests/ranks.py:run_ranks`, starts a subprocess, or trains.
 
-The marker is set from what a test does: a test whose body or fixtures call `run_ranks(` or start
-a subprocess is `ranks`, every other test is `unit`. Nothing has to be remembered when a test is
-added.
+The marker is set from what a test does: a test whose body, fixtures or the module's helper
+functions it calls call `run_ranks(` or start a subprocess is `ranks`, every other test is
+`unit`. Nothing has to be remembered when a test is added.
 """
 
 import inspect
@@ -25,8 +25,20 @@ def _source(function) -> str:
         return ""
 
 
+def _helpers_called(function) -> list:
+    """The functions of `function`'s module that its source calls by name (one level)."""
+    source = _source(function)
+    module = inspect.getmodule(function)
+    return [
+        value
+        for name, value in vars(module).items()
+        if inspect.isfunction(value) and value is not function and f"{name}(" in source
+    ]
+
+
 def _is_heavy(item) -> bool:
     sources = [_source(item.function)]
+    sources += [_source(helper) for helper in _helpers_called(item.function)]
     for name in item.fixturenames:
         for definition in item._fixtureinfo.name2fixturedefs.get(name, ()):
             sources.append(_source(definition.func))

@@ -26,13 +26,17 @@ def _source(function) -> str:
 
 
 def _helpers_called(function) -> list:
-    """The functions of `function`'s module that its source calls by name (one level)."""
+    """The functions defined in `function`'s module that its source calls by name (one level;
+    imported functions are not read)."""
     source = _source(function)
     module = inspect.getmodule(function)
     return [
         value
         for name, value in vars(module).items()
-        if inspect.isfunction(value) and value is not function and f"{name}(" in source
+        if inspect.isfunction(value)
+        and value.__module__ == module.__name__
+        and value is not function
+        and f"{name}(" in source
     ]
 
 

@@ -478,15 +478,20 @@ class Run:
         self.writer.close()
         return {"evaluations": evaluations, "metrics": history, "exited_at": exited_at}
 
+    def _metrics_file(self) -> Path | None:
+        """`<save>/metrics.jsonl`, written by the main rank only (None elsewhere or without
+        --save)."""
+        if not self.config.train.save or not parallel.is_main_rank():
+            return None
+        return Path(self.config.train.save) / "metrics.jsonl"
+
     def _restart_metrics(self) -> None:
         """Make `<save>/metrics.jsonl` (main rank) hold this run's steps up to where it starts:
         a run resuming its own --save keeps the rows up to its checkpoint's step (it redoes the
         later ones); any other run starts the file anew (`check_save_directory` allows it only
         where no checkpoint was saved, so the rows left there belong to no checkpoint)."""
-        if not self.config.train.save or not parallel.is_main_rank():
-            return
-        path = Path(self.config.train.save) / "metrics.jsonl"
-        if not path.is_file():
+        path = self._metrics_file()
+        if path is None or not path.is_file():
             return
         kept = []
         if _same_directory(self.config.train.load, self.config.train.save):
@@ -498,10 +503,10 @@ class Run:
         """One JSON line per step in `<save>/metrics.jsonl` (main rank), read by the replication
         tables; a resumed run appends after the rows `_restart_metrics` kept (NaN is written as
         null)."""
-        if not self.config.train.save or not parallel.is_main_rank():
+        path = self._metrics_file()
+        if path is None:
             return
         row = {"step": step, **{k: v if math.isfinite(v) else None for k, v in metrics.items()}}
-        path = Path(self.config.train.save) / "metrics.jsonl"
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as stream:
             stream.write(json.dumps(row) + "\n")

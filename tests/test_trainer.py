@@ -22,7 +22,7 @@ import pretrain_rmt
 from rmt_megatron.builtin.corpus import arithmetic_documents
 from rmt_megatron.config.flags import config_from_args
 from rmt_megatron.errors import CheckpointError
-from rmt_megatron.run.replication_report import read_metrics
+from rmt_megatron.run.metrics_log import read_metrics
 from rmt_megatron.run.trainer import check_save_directory
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,8 +68,9 @@ def test_resumed_run_matches_an_uninterrupted_one_bitwise(corpus_data, tmp_path)
         1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--exit-interval", "2")
     )[0]
     metrics_file = tmp_path / "b" / "metrics.jsonl"
-    with metrics_file.open("a") as stream:  # a step logged after the checkpoint, then a crash
+    with metrics_file.open("a") as stream:  # steps logged after the checkpoint, then a crash
         stream.write(json.dumps({"step": 3, "loss_tokens": 1, "rollout_tokens": 1}) + "\n")
+        stream.write('{"step": 4, "loss_tok')  # torn as it was written
     resumed = run_ranks(
         1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--load", str(tmp_path / "b"))
     )[0]

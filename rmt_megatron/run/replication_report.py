@@ -29,6 +29,7 @@ import numpy as np
 from rmt_megatron.files import atomic_write
 from rmt_megatron.method.tallies import paired_difference
 from rmt_megatron.run import posttrain_report
+from rmt_megatron.run.metrics_log import read_metrics
 
 TIERS = ("easy", "medium", "hard")
 MODES = {"reasoning": "reasoning_accuracy", "argmax": "ntp_accuracy"}
@@ -44,13 +45,6 @@ def eval_path(work_dir: Path, arm: str, seed: int | None, prompt: str) -> Path:
     """Where the replication keeps the test evaluation of `arm`/`seed` under `prompt`."""
     name = arm if seed is None else f"{arm}_seed{seed}"
     return work_dir / "evals" / f"{name}_{prompt}.json"
-
-
-def read_metrics(directory: Path) -> list[dict]:
-    """A run's per-step metrics, one row a step (a resumed run drops the rows after its
-    checkpoint before it redoes those steps: `Run._restart_metrics`)."""
-    path = directory / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
 def _load(path: Path) -> dict | None:

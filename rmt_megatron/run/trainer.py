@@ -53,6 +53,7 @@ from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.difficulty import cached_difficulty, file_signature, proxy_label
 from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
 from rmt_megatron.run.metrics import MetricsWriter, progress_line, replica_means
+from rmt_megatron.run.metrics_log import append_metrics, keep_metrics_up_to
 from rmt_megatron.run.step_builder import StepBatchBuilder, eligible_positions
 
 
@@ -478,38 +479,23 @@ class Run:
         self.writer.close()
         return {"evaluations": evaluations, "metrics": history, "exited_at": exited_at}
 
-    def _metrics_file(self) -> Path | None:
-        """`<save>/metrics.jsonl`, written by the main rank only (None elsewhere or without
-        --save)."""
-        if not self.config.train.save or not parallel.is_main_rank():
-            return None
-        return Path(self.config.train.save) / "metrics.jsonl"
+    def _writes_metrics(self) -> bool:
+        """Whether this rank keeps the run's metrics log (`run.metrics_log`): the main rank of a
+        run with --save."""
+        return bool(self.config.train.save) and parallel.is_main_rank()
 
     def _restart_metrics(self) -> None:
-        """Make `<save>/metrics.jsonl` (main rank) hold this run's steps up to where it starts:
-        a run resuming its own --save keeps the rows up to its checkpoint's step (it redoes the
-        later ones); any other run starts the file anew (`check_save_directory` allows it only
-        where no checkpoint was saved, so the rows left there belong to no checkpoint)."""
-        path = self._metrics_file()
-        if path is None or not path.is_file():
-            return
-        kept = []
-        if _same_directory(self.config.train.load, self.config.train.save):
-            rows = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-            kept = [row for row in rows if row["step"] <= self.start_step]
-        atomic_write(path, "".join(json.dumps(row) + "\n" for row in kept))
+        """Make the metrics log hold this run's steps up to where it starts: a run resuming its
+        own --save keeps the rows up to its checkpoint's step (it redoes the later ones); any
+        other run starts the log anew (`check_save_directory` allows it only where no checkpoint
+        was saved, so the rows left there belong to no checkpoint)."""
+        if self._writes_metrics():
+            resumes_own = _same_directory(self.config.train.load, self.config.train.save)
+            keep_metrics_up_to(self.config.train.save, self.start_step if resumes_own else 0)
 
     def _append_metrics(self, step: int, metrics: dict[str, float]) -> None:
-        """One JSON line per step in `<save>/metrics.jsonl` (main rank), read by the replication
-        tables; a resumed run appends after the rows `_restart_metrics` kept (NaN is written as
-        null)."""
-        path = self._metrics_file()
-        if path is None:
-            return
-        row = {"step": step, **{k: v if math.isfinite(v) else None for k, v in metrics.items()}}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as stream:
-            stream.write(json.dumps(row) + "\n")
+        if self._writes_metrics():
+            append_metrics(self.config.train.save, step, metrics)
 
     @staticmethod
     def _log(message: str) -> None:

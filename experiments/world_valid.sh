@@ -27,8 +27,8 @@ python -c "from rmt_megatron.builtin.datasets import prepare_builtin_data; prepa
 train() {  # arm name, seed, extra flags
   local d=$OUT/$1_seed$2 log=$OUT/train_$1_seed$2.log
   [ "$(cat $d/latest_checkpointed_iteration.txt 2>/dev/null)" = 100 ] || \
-    python pretrain_rmt.py --seed $2 "${@:3}" --train-iters 100 --save $d --load $d \
-      --save-interval 50 --eval-interval 25 --eval-positions 100 \
+    python pretrain_rmt.py --seed $2 "${@:3}" --train-iters 100 --lr-warmup-iters 5 \
+      --save $d --load $d --save-interval 50 --eval-interval 25 --eval-positions 100 \
       --tensorboard-dir $d/tensorboard --builtin-data-dir $DATA > $log 2>&1 \
     || { echo "training $1 seed $2 failed; the end of $log:" >&2; tail -5 $log >&2; exit 1; }
 }

@@ -119,11 +119,11 @@ def test_pretrain_rmt_rejects_a_bad_value_with_one_line_and_exit_status_1(capsys
 
 def test_help_shows_the_defaults_the_standalone_run_uses():
     text = pretrain_rmt.build_parser().format_help()
-    assert "(default: 100)" in text  # tiny_cpu's train_iters, not the method's 1000
+    assert "(default: 60)" in text  # tiny_cpu's train_iters, not the method's 1000
     assert "(default: 5e-05)" in text and "(default: 1e-06)" not in text
 
 
-@pytest.mark.parametrize(("iters", "warmup"), [(2, 0), (100, 5), (1000, 50)])
+@pytest.mark.parametrize(("iters", "warmup"), [(2, 0), (60, 3), (140, 7), (1000, 50)])
 def test_a_shorter_or_longer_run_keeps_the_preset_warm_up_share(iters, warmup):
     parse = pretrain_rmt.build_parser().parse_args
     config = config_from_args(parse(["--train-iters", str(iters)]), "tiny_cpu")

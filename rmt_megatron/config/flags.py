@@ -198,7 +198,7 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
     method's defaults), then `--rmt-method`, then every flag that was given. Flags missing from
     `args` (e.g. Megatron-LM owns the model flags) are skipped. A `--train-iters` without
     `--lr-warmup-iters` keeps the preset's warm-up as the same share of the run (the tiny
-    preset's 5 of 100 steps become 0 of 2). Bad values raise `ConfigError`."""
+    preset's 3 of 60 steps become 0 of 2). Bad values raise `ConfigError`."""
     preset = getattr(args, "rmt_preset", None) or default_preset
     config = get_preset(preset) if preset else RMTConfig()
     config = apply_method(config, getattr(args, "rmt_method", None) or "rmt")

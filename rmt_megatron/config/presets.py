@@ -43,14 +43,14 @@ def tiny_cpu() -> RMTConfig:
             max_position_embeddings=512,
         ),
         train=TrainConfig(
-            train_iters=100,
+            train_iters=60,
             lr=5e-5,
-            lr_warmup_iters=5,
+            lr_warmup_iters=3,
             micro_batch_size=16,
             log_interval=10,
             save="runs/tiny_cpu/checkpoints",
-            save_interval=50,
-            eval_interval=50,
+            save_interval=30,
+            eval_interval=30,
             tensorboard_dir="runs/tiny_cpu/tensorboard",
         ),
     )

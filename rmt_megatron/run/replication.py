@@ -69,6 +69,9 @@ WARMUP_PERCENT = 5
 """Every arm warms its learning rate up over this share of its steps, rounded down (5 of 100
 steps for the RL arms; the committed tables were made so). Given explicitly, because a bare
 `--train-iters` scales the preset's own warm-up, which follows the preset's run length."""
+SMOKE_TRAIN_FLAGS = (
+    "--rmt-prompts-per-step", "2", "--rmt-group-size", "2", "--rmt-max-response-length", "48",
+)  # fmt: skip
 SMOKE_POSTTRAIN_FLAGS = (
     "--sft-iters", "2", "--grpo-iters", "2", "--eval-problems", "4", "--prompts-per-step", "2",
     "--group-size", "2", "--sft-batch", "4",
@@ -107,6 +110,8 @@ class Settings:
     work_dir: Path
     output_dir: Path
     threads: int
+    train_flags: tuple[str, ...] = ()
+    """Extra `pretrain_rmt.py` flags for every arm (the smoke mode's small steps)."""
     posttrain_flags: tuple[str, ...] = ()
     """Extra `python -m rmt_megatron.posttrain` flags (the smoke mode's small sizes)."""
 
@@ -134,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="2 steps, one seed, 8 positions, into --work-dir only: checks the pipeline.",
+        help="2 small steps (2 positions x 2 rollouts, 48-token responses), one seed, 8 "
+        "positions, into --work-dir only: checks the pipeline.",
     )
     return parser
 
@@ -151,6 +157,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
             work_dir,
             work_dir / "tables",
             1,
+            SMOKE_TRAIN_FLAGS,
             SMOKE_POSTTRAIN_FLAGS,
         )
     return Settings(
@@ -271,7 +278,7 @@ def train(settings: Settings, arm: Arm, seed: int) -> Path:
     """Train `arm` with `seed` (unless a finished run is there); returns its directory."""
     directory = run_dir(settings.work_dir, arm.name, seed)
     iters = settings.train_iters
-    flags = list(arm.flags)
+    flags = [*arm.flags, *settings.train_flags]
     if arm.name == "ntp":
         rmt = train(settings, next(a for a in ARMS if a.name == "rmt"), seed)
         iters = _ntp_steps(settings, read_metrics(rmt))

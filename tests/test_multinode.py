@@ -2,7 +2,6 @@
 rank each, meeting through a c10d rendezvous on the loopback address, as two hosts of a cluster
 would; docs/multinode.md), and a tensor-parallel job one of whose ranks stops."""
 
-import json
 import os
 import signal
 import socket
@@ -13,6 +12,8 @@ from pathlib import Path
 
 from golden_run import data_args
 from helpers import child_processes
+
+from rmt_megatron.run.metrics_log import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = Path(sys.executable).with_name("torchrun")
@@ -62,10 +63,6 @@ def _wait_for_store(port: int) -> None:
             time.sleep(0.2)
 
 
-def _metrics(save: Path) -> list[dict]:
-    return [json.loads(line) for line in (save / "metrics.jsonl").read_text().splitlines()]
-
-
 def test_two_launchers_train_as_one_and_losing_a_node_ends_the_job(corpus_data, tmp_path):
     one = _launch(["--standalone", "--nproc-per-node", "2"], corpus_data, tmp_path / "one", 2,
                   tmp_path / "one.log")  # fmt: skip
@@ -83,8 +80,8 @@ def test_two_launchers_train_as_one_and_losing_a_node_ends_the_job(corpus_data, 
     for index, node in enumerate(nodes):
         assert node.wait(timeout=300) == 0, (tmp_path / f"n{index}.log").read_text()[-3000:]
     keys = ("loss_ntp", "loss_rl", "grad_norm", "match_reward", "reasoning_length")
-    assert [{k: m[k] for k in keys} for m in _metrics(tmp_path / "two")] == [
-        {k: m[k] for k in keys} for m in _metrics(tmp_path / "one")
+    assert [{k: m[k] for k in keys} for m in read_metrics(tmp_path / "two")] == [
+        {k: m[k] for k in keys} for m in read_metrics(tmp_path / "one")
     ]
 
     # a second job; its second node is lost (launcher and rank killed) after step 2

@@ -24,7 +24,8 @@ for seed in 1 2 3; do
   [ "$(cat $d/latest_checkpointed_iteration.txt 2>/dev/null)" = 100 ] || \
     python pretrain_rmt.py --seed $seed --rmt-budget-min $FLOOR --rmt-budget-decay $DECAY \
       --train-iters 100 --lr-warmup-iters 5 --save $d --load $d --save-interval 50 \
-      --eval-interval 25 --eval-positions 100 --tensorboard-dir $d/tensorboard --builtin-data-dir $DATA \
+      --eval-interval 25 --eval-positions 100 --tensorboard-dir $d/tensorboard \
+      --builtin-data-dir $DATA \
       > $OUT/train_b${FLOOR}_seed$seed.log 2>&1
 done
 evaluate() {  # checkpoint, prompt budget, report name

@@ -14,12 +14,16 @@ from rmt_megatron.files import atomic_write
 FILE_NAME = "metrics.jsonl"
 
 
+def _log_path(directory: Path | str) -> Path:
+    return Path(directory) / FILE_NAME
+
+
 def read_metrics(directory: Path | str) -> list[dict]:
     """The rows of `directory`'s log ([] without one). A last line that is not JSON was torn by
     a crash while it was written and is dropped: its step came after the run's last checkpoint,
     as a step's row is written before that step's checkpoint. A bad line before the last raises
     `TrainingError`."""
-    path = Path(directory) / FILE_NAME
+    path = _log_path(directory)
     if not path.is_file():
         return []
     lines = [line for line in path.read_text().splitlines() if line.strip()]
@@ -40,14 +44,14 @@ def read_metrics(directory: Path | str) -> list[dict]:
 def keep_metrics_up_to(directory: Path | str, step: int) -> None:
     """Rewrite `directory`'s log (if any) with its rows up to `step` (none for step 0), so that a
     run restarting at `step` appends its own rows after them."""
-    if (Path(directory) / FILE_NAME).is_file():
+    if _log_path(directory).is_file():
         kept = [row for row in read_metrics(directory) if row["step"] <= step]
-        atomic_write(Path(directory) / FILE_NAME, "".join(json.dumps(row) + "\n" for row in kept))
+        atomic_write(_log_path(directory), "".join(json.dumps(row) + "\n" for row in kept))
 
 
 def append_metrics(directory: Path | str, step: int, metrics: dict[str, float]) -> None:
     """Append `step`'s row to `directory`'s log."""
     row = {"step": step, **{k: v if math.isfinite(v) else None for k, v in metrics.items()}}
     Path(directory).mkdir(parents=True, exist_ok=True)
-    with (Path(directory) / FILE_NAME).open("a") as stream:
+    with _log_path(directory).open("a") as stream:
         stream.write(json.dumps(row) + "\n")

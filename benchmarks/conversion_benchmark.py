@@ -105,37 +105,33 @@ def write_checkpoint(directory: Path, layers: int, hidden: int) -> None:
 
 def worker(source: str) -> None:
     """One rank (under torchrun): build the stage, load it, print a CSV row."""
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
 
     tp = int(os.environ["WORLD_SIZE"])
     config = import_model_config(source, tensor_model_parallel_size=tp)
-    parallel.initialize(config, seed=0)
-    try:
-        with cpu.device_mode():
-            baseline = rss_anon()
-            sampler = AnonPeak()
-            started = time.perf_counter()
-            model = build_gpt_model(config, config.vocab_size, initialize=False)
-            built = time.perf_counter()
-            load_imported_weights(model, config, source)
-            loaded = time.perf_counter()
-            peak_anon = sampler.stop()
-        row = {
-            "source": Path(source).name,
-            "tp": tp,
-            "rank": int(os.environ["RANK"]),
-            "parameters_on_rank": sum(p.numel() for p in model.parameters()),
-            "build_s": round(built - started, 2),
-            "load_s": round(loaded - built, 2),
-            "baseline_gb": round(baseline / 2**30, 3),
-            "peak_anon_gb": round(peak_anon / 2**30, 3),
-            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-        }
-        print("ROW " + json.dumps(row), flush=True)
-    finally:
-        parallel.shutdown()
+    with parallel.process_group(config, seed=0):
+        baseline = rss_anon()
+        sampler = AnonPeak()
+        started = time.perf_counter()
+        model = build_gpt_model(config, config.vocab_size, initialize=False)
+        built = time.perf_counter()
+        load_imported_weights(model, config, source)
+        loaded = time.perf_counter()
+        peak_anon = sampler.stop()
+    row = {
+        "source": Path(source).name,
+        "tp": tp,
+        "rank": int(os.environ["RANK"]),
+        "parameters_on_rank": sum(p.numel() for p in model.parameters()),
+        "build_s": round(built - started, 2),
+        "load_s": round(loaded - built, 2),
+        "baseline_gb": round(baseline / 2**30, 3),
+        "peak_anon_gb": round(peak_anon / 2**30, 3),
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+    }
+    print("ROW " + json.dumps(row), flush=True)
 
 
 def measure(source: str, tp: int) -> list[dict]:

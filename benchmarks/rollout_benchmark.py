@@ -26,7 +26,7 @@ import torch
 
 from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.presets import tiny_cpu
-from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.gpt_model import build_gpt_model
@@ -65,14 +65,16 @@ def main() -> None:
     args = parser.parse_args()
     config = tiny_cpu()
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    parallel.initialize(config.model, config.train.seed)
     device = (
         torch.cuda.get_device_name()
         if torch.cuda.is_available()
         else (f"cpu-{platform.machine()}-{torch.get_num_threads()}threads")
     )
     rows = []
-    with cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
+    with (
+        parallel.process_group(config.model, config.train.seed),
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         builtin = prepare_builtin_data(scratch)
         tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
         documents = documents_of(load_indexed_dataset(builtin.valid_prefix, tokenizer.vocab_size))
@@ -119,7 +121,6 @@ def main() -> None:
                     "tokens_per_s": round(tokens / seconds, 1),
                 }
             )
-    parallel.shutdown()
     cached, recompute, capped, uncapped = rows
     rows.append(
         {

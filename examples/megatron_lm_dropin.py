@@ -21,7 +21,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func
 from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.flags import add_megatron_args, config_from_args
 from rmt_megatron.dropin import add_rmt_args, configure, forward_step  # RMT
-from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
@@ -60,8 +60,10 @@ def main() -> None:
     args = parser.parse_args()
     config = config_from_args(args, default_preset="tiny_cpu")
     configure(config)  # inside Megatron-LM the --rmt-* arguments are read instead
-    parallel.initialize(config.model, config.train.seed)
-    with cpu.device_mode(), tempfile.TemporaryDirectory() as scratch:
+    with (
+        parallel.process_group(config.model, config.train.seed),
+        tempfile.TemporaryDirectory() as scratch,
+    ):
         builtin = prepare_builtin_data(scratch)
         tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
         documents = documents_of(load_indexed_dataset(builtin.train_prefix, tokenizer.vocab_size))[
@@ -105,7 +107,6 @@ def main() -> None:
                 f"grad norm {grad_norm:.4f}",
                 flush=True,
             )
-    parallel.shutdown()
 
 
 if __name__ == "__main__":

@@ -83,7 +83,7 @@ def _reference_model(checkpoint):
 def check_import(path: Path) -> None:
     from megatron.core.tensor_parallel import gather_from_tensor_model_parallel_region
 
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.generation import RolloutEngine
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.mcore.teacher_forcing import forward_statistics
@@ -97,71 +97,67 @@ def check_import(path: Path) -> None:
 
     tokenizer = load_tokenizer(path)
     config = import_model_config(path, seq_length=512)
-    parallel.initialize(config, seed=0)
-    try:
-        with cpu.device_mode():
-            started = time.time()
-            model = build_gpt_model(config, config.vocab_size, initialize=False)
-            load_imported_weights(model, config, path)
-            model.eval()
-            print(
-                f"[1] imported {path.name}: {sum(p.numel() for p in model.parameters()):,} "
-                f"parameters in {time.time() - started:.1f} s"
-            )
+    with parallel.process_group(config, seed=0):
+        started = time.time()
+        model = build_gpt_model(config, config.vocab_size, initialize=False)
+        load_imported_weights(model, config, path)
+        model.eval()
+        print(
+            f"[1] imported {path.name}: {sum(p.numel() for p in model.parameters()):,} "
+            f"parameters in {time.time() - started:.1f} s"
+        )
 
-            def logits_of(ids):
-                batch = {
-                    "tokens": torch.tensor([ids]),
-                    "position_ids": torch.arange(len(ids))[None],
-                }
-                return forward_statistics(
-                    model,
-                    [batch],
-                    lambda logits, _: gather_from_tensor_model_parallel_region(logits)[
-                        ..., : tokenizer.vocab_size
-                    ],
-                )[0][0]
-
-            chat = tokenizer.encode(render_chat(tokenizer, [{"role": "user", "content": QUESTION}]))
-            ours = logits_of(chat)
-            with torch.no_grad():
-                theirs = _reference_model(GGUFCheckpoint(path))(torch.tensor([chat])).logits[0]
-            agree = (ours.argmax(-1) == theirs.argmax(-1)).float().mean()
-            print(
-                f"    logits vs transformers on the same weights ({len(chat)} tokens): max "
-                f"|Δ| {(ours - theirs).abs().max():.2e} (max |logit| {theirs.abs().max():.1f})"
-                f", argmax agreement {agree:.0%}"
-            )
-
-            engine = RolloutEngine(
+        def logits_of(ids):
+            batch = {
+                "tokens": torch.tensor([ids]),
+                "position_ids": torch.arange(len(ids))[None],
+            }
+            return forward_statistics(
                 model,
-                tokenizer.vocab_size,
-                tokenizer.eos_id,
-                tokenizer.token_bytes,
-                config.hidden_size,
-            )
-            answer = engine.generate(
-                [chat],
-                1,
-                32,
-                temperature=0.0,
-                top_p=1.0,
-                generator=torch.Generator().manual_seed(0),
-            )[0]
-            print(f"[2] greedy chat: {QUESTION!r} -> {tokenizer.decode(answer.tokens)!r}")
+                [batch],
+                lambda logits, _: gather_from_tensor_model_parallel_region(logits)[
+                    ..., : tokenizer.vocab_size
+                ],
+            )[0][0]
 
-            nll, count = 0.0, 0
-            for text in PARAGRAPHS:
-                ids = tokenizer.encode(text)
-                logprobs = torch.log_softmax(logits_of(ids)[:-1].float(), dim=-1)
-                nll -= logprobs.gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
-                count += len(ids) - 1
-            print(
-                f"[3] perplexity of the {len(PARAGRAPHS)} paragraphs: {math.exp(nll / count):.2f}"
-                f" over {count} predicted tokens (no BOS)"
-            )
-    finally:
-        parallel.shutdown()
+        chat = tokenizer.encode(render_chat(tokenizer, [{"role": "user", "content": QUESTION}]))
+        ours = logits_of(chat)
+        with torch.no_grad():
+            theirs = _reference_model(GGUFCheckpoint(path))(torch.tensor([chat])).logits[0]
+        agree = (ours.argmax(-1) == theirs.argmax(-1)).float().mean()
+        print(
+            f"    logits vs transformers on the same weights ({len(chat)} tokens): max "
+            f"|Δ| {(ours - theirs).abs().max():.2e} (max |logit| {theirs.abs().max():.1f})"
+            f", argmax agreement {agree:.0%}"
+        )
+
+        engine = RolloutEngine(
+            model,
+            tokenizer.vocab_size,
+            tokenizer.eos_id,
+            tokenizer.token_bytes,
+            config.hidden_size,
+        )
+        answer = engine.generate(
+            [chat],
+            1,
+            32,
+            temperature=0.0,
+            top_p=1.0,
+            generator=torch.Generator().manual_seed(0),
+        )[0]
+        print(f"[2] greedy chat: {QUESTION!r} -> {tokenizer.decode(answer.tokens)!r}")
+
+        nll, count = 0.0, 0
+        for text in PARAGRAPHS:
+            ids = tokenizer.encode(text)
+            logprobs = torch.log_softmax(logits_of(ids)[:-1].float(), dim=-1)
+            nll -= logprobs.gather(1, torch.tensor(ids[1:])[:, None]).sum().item()
+            count += len(ids) - 1
+        print(
+            f"[3] perplexity of the {len(PARAGRAPHS)} paragraphs: {math.exp(nll / count):.2f}"
+            f" over {count} predicted tokens (no BOS)"
+        )
 
 
 def run_steps(path: Path, workdir: Path, steps: int) -> None:

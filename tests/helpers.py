@@ -36,16 +36,14 @@ def layout(tp: int = 1, pp: int = 1) -> ModelConfig:
 
 
 def save_small_model(directory: str) -> None:
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import save_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
-    parallel.initialize(layout(), seed=7)
-    with cpu.device_mode():
+    with parallel.process_group(layout(), seed=7):
         save_checkpoint(
             directory, 3, build_gpt_model(layout(), VOCAB), state={"note": "reference weights"}
         )
-    parallel.shutdown()
 
 
 def byte_level_tokenizer(directory):
@@ -83,7 +81,7 @@ TOKENS = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(
 def imported(directory, tp, pp):
     """(config, GPTModel stage) with the weights of the checkpoint (a Hugging Face directory
     or a GGUF file), inside this rank's process group."""
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.model_io.checkpoints import import_model_config, load_imported_weights
 
@@ -93,14 +91,10 @@ def imported(directory, tp, pp):
         pipeline_model_parallel_size=pp,
         make_vocab_size_divisible_by=64,
     )
-    parallel.initialize(config, seed=0)
-    try:
-        with cpu.device_mode():
-            model = build_gpt_model(config, config.vocab_size, initialize=False)
-            load_imported_weights(model, config, directory)
-            yield config, model
-    finally:
-        parallel.shutdown()
+    with parallel.process_group(config, seed=0):
+        model = build_gpt_model(config, config.vocab_size, initialize=False)
+        load_imported_weights(model, config, directory)
+        yield config, model
 
 
 def megatron_logits(directory, tp, pp):

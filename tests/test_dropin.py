@@ -15,15 +15,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
     from rmt_megatron import dropin
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.optimizer import build_training
 
-    parallel.initialize(layout(), seed=3)
-    micro = tiny_step_micro_batches()
-    if configured:
-        dropin.configure(RMTConfig())
     try:
-        with cpu.device_mode():
+        with parallel.process_group(layout(), seed=3):
+            micro = tiny_step_micro_batches()
+            if configured:
+                dropin.configure(RMTConfig())
             state = build_training(layout(), TrainConfig(lr=1e-3), VOCAB)
             state.model.config.calculate_per_token_loss = per_token_loss
             state.model.zero_grad_buffer()
@@ -32,8 +31,6 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
         return [{k: v.tolist() for k, v in x.items()} for x in losses], grad_norm
     except (RuntimeError, ValueError) as error:
         return str(error)
-    finally:
-        parallel.shutdown()
 
 
 def test_forward_step_runs_through_get_forward_backward_func():

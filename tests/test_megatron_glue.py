@@ -19,16 +19,14 @@ def _tokens() -> torch.Tensor:
 def _loss_after_load(directory: str, tp: int, pp: int):
     """Per-token loss of the checkpointed weights under a TP/PP layout (last stage), via
     Megatron's schedule."""
-    from megatron.core import parallel_state
-
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.mcore.parallel import share_from_last_stage
     from rmt_megatron.mcore.teacher_forcing import forward_statistics
 
-    parallel.initialize(layout(tp, pp), seed=99)  # other init: the checkpoint must win
-    with cpu.device_mode():
+    # another seed than the saved model's: the checkpoint must win
+    with parallel.process_group(layout(tp, pp), seed=99):
         model = build_gpt_model(layout(tp, pp), VOCAB)
         state = load_checkpoint(directory, model).state
         tokens = _tokens()
@@ -41,8 +39,7 @@ def _loss_after_load(directory: str, tp: int, pp: int):
             return torch.log_softmax(full.float(), -1)
 
         values = share_from_last_stage(forward_statistics(model, [batch], log_softmax_of_next))
-        stage = parallel_state.get_pipeline_model_parallel_rank()
-    parallel.shutdown()
+        stage = parallel.pipeline_stage()
     return values[0], state, stage
 
 
@@ -97,7 +94,7 @@ def _resume_with_the_distributed_optimizer(directory: str):
     """Step, save, load into a fresh model and optimizer, step both again: the parameters of
     the two (megatron-core's distributed optimizer, as GPU runs use it)."""
     from rmt_megatron.config.sections import LossConfig, TrainConfig
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint, save_checkpoint
     from rmt_megatron.mcore.forward_step import make_forward_step
     from rmt_megatron.mcore.optimizer import build_training
@@ -109,26 +106,17 @@ def _resume_with_the_distributed_optimizer(directory: str):
         schedule_step(state.model, make_forward_step(LossConfig()), micro)
         state.optimizer.step()
 
-    parallel.initialize(layout(), seed=0)
-    try:
-        with cpu.device_mode():
-            trained = build_training(
-                layout(), TrainConfig(lr=1e-3), VOCAB, distributed_optimizer=True
-            )
-            step(trained)
-            save_checkpoint(directory, 1, trained.module, trained.optimizer, {})
-            resumed = build_training(
-                layout(), TrainConfig(lr=1e-3), VOCAB, distributed_optimizer=True
-            )
-            load_checkpoint(directory, resumed.module, resumed.optimizer)
-            step(trained)
-            step(resumed)
-            return [
-                [p.detach().clone() for p in state.module.parameters()]
-                for state in (trained, resumed)
-            ]
-    finally:
-        parallel.shutdown()
+    with parallel.process_group(layout(), seed=0):
+        trained = build_training(layout(), TrainConfig(lr=1e-3), VOCAB, distributed_optimizer=True)
+        step(trained)
+        save_checkpoint(directory, 1, trained.module, trained.optimizer, {})
+        resumed = build_training(layout(), TrainConfig(lr=1e-3), VOCAB, distributed_optimizer=True)
+        load_checkpoint(directory, resumed.module, resumed.optimizer)
+        step(trained)
+        step(resumed)
+        return [
+            [p.detach().clone() for p in state.module.parameters()] for state in (trained, resumed)
+        ]
 
 
 def test_the_distributed_optimizer_resumes_exactly(tmp_path):
@@ -173,19 +161,16 @@ class _Planted:
 
 def _resume_with_planted_rng(directory: str, marker: str):
     from rmt_megatron.errors import CheckpointError
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     torch.save({"python": _Planted(marker)}, f"{directory}/iter_0000003/rng/rank_00000.pt")
-    parallel.initialize(layout(), seed=0)
     try:
-        with cpu.device_mode():
+        with parallel.process_group(layout(), seed=0):
             load_checkpoint(directory, build_gpt_model(layout(), VOCAB))
     except CheckpointError as error:
         return str(error)
-    finally:
-        parallel.shutdown()
 
 
 def test_a_checkpoint_s_rng_file_is_never_unpickled(tmp_path):
@@ -225,18 +210,15 @@ def test_a_collective_waiting_for_a_stopped_rank_fails_within_the_timeout():
 
 def _load_error(directory: str):
     from rmt_megatron.errors import CheckpointError
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
-    parallel.initialize(layout(), seed=0)
     try:
-        with cpu.device_mode():
+        with parallel.process_group(layout(), seed=0):
             load_checkpoint(directory, build_gpt_model(layout(), VOCAB), restore_rng=False)
     except CheckpointError as error:
         return str(error)
-    finally:
-        parallel.shutdown()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "random"])

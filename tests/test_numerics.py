@@ -98,19 +98,15 @@ def test_a_changed_schedule_on_resume_is_refused_overridden_or_taken_from_the_ch
 
 def _checkpoint_weights_are_finite(save, step):
     from rmt_megatron.config.presets import get_preset
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     config = get_preset("tiny_cpu").model
-    parallel.initialize(config, 0)
-    try:
-        with cpu.device_mode():
-            model = build_gpt_model(config, 512)
-            load_checkpoint(save, model, step=step, restore_rng=False)
-            return all(bool(torch.isfinite(p).all()) for p in model.parameters())
-    finally:
-        parallel.shutdown()
+    with parallel.process_group(config, 0):
+        model = build_gpt_model(config, 512)
+        load_checkpoint(save, model, step=step, restore_rng=False)
+        return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 @pytest.mark.parametrize("clip", ["1.0", "0"])
@@ -148,36 +144,32 @@ def test_a_diverging_run_stops_before_non_finite_values_reach_a_checkpoint(
 def _poison_and_load(save):
     from rmt_megatron.config.presets import get_preset
     from rmt_megatron.errors import CheckpointError
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint, save_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     config = get_preset("tiny_cpu").model
-    parallel.initialize(config, 0)
-    try:
-        with cpu.device_mode():
-            model = build_gpt_model(config, 512)
-            with torch.no_grad():
-                next(model.parameters()).view(-1)[:3] = float("nan")
-            try:
-                save_checkpoint(save, 1, model)
-            except CheckpointError as error:
-                refused_save = str(error)
-            # a file written by someone else: bypass our guard to plant the poisoned weights
-            from rmt_megatron.mcore import checkpoint
+    with parallel.process_group(config, 0):
+        model = build_gpt_model(config, 512)
+        with torch.no_grad():
+            next(model.parameters()).view(-1)[:3] = float("nan")
+        try:
+            save_checkpoint(save, 1, model)
+        except CheckpointError as error:
+            refused_save = str(error)
+        # a file written by someone else: bypass our guard to plant the poisoned weights
+        from rmt_megatron.mcore import checkpoint
 
-            original = checkpoint.all_finite
-            checkpoint.all_finite = lambda tensors: True
-            try:
-                save_checkpoint(save, 1, model, state={})
-            finally:
-                checkpoint.all_finite = original
-            try:
-                load_checkpoint(save, build_gpt_model(config, 512), restore_rng=False)
-            except CheckpointError as error:
-                return refused_save, str(error)
-    finally:
-        parallel.shutdown()
+        original = checkpoint.all_finite
+        checkpoint.all_finite = lambda tensors: True
+        try:
+            save_checkpoint(save, 1, model, state={})
+        finally:
+            checkpoint.all_finite = original
+        try:
+            load_checkpoint(save, build_gpt_model(config, 512), restore_rng=False)
+        except CheckpointError as error:
+            return refused_save, str(error)
 
 
 def test_non_finite_weights_are_never_saved_and_refused_on_load(tmp_path):

@@ -11,14 +11,13 @@ PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
 
 
 def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.generation import RolloutEngine
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
     config = layout(tp, pp)
-    parallel.initialize(config, seed=1)
-    with cpu.device_mode():
+    with parallel.process_group(config, seed=1):
         model = build_gpt_model(config, VOCAB)
         load_checkpoint(directory, model)
         engine = RolloutEngine(
@@ -37,7 +36,6 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
             torch.Generator().manual_seed(0),
             use_kv_cache=use_kv_cache,
         )
-    parallel.shutdown()
     return [(r.prompt_index, r.tokens, r.finished) for r in rollouts]
 
 
@@ -70,14 +68,13 @@ def test_rollouts_are_identical_under_tensor_and_pipeline_parallelism(checkpoint
 
 
 def _train(directory, tp, pp, steps, fused=False):
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.forward_step import make_forward_step
     from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
     from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
     config = layout(tp, pp)
-    parallel.initialize(config, seed=1)
     generator = torch.Generator().manual_seed(0)
 
     def ids(n):
@@ -90,7 +87,7 @@ def _train(directory, tp, pp, steps, fused=False):
     )
     micro = collate(sequences, 2, 16, 0, *weights)
     results = []
-    with cpu.device_mode():
+    with parallel.process_group(config, seed=1):
         state = build_training(config, TrainConfig(train_iters=10, lr=1e-2), VOCAB)
         load_checkpoint(directory, state.module)
         forward_step = make_forward_step(LossConfig(fused_output_layer=fused))
@@ -103,7 +100,6 @@ def _train(directory, tp, pp, steps, fused=False):
                     out.grad_norm,
                 )
             )
-    parallel.shutdown()
     return results
 
 
@@ -132,7 +128,7 @@ def test_dual_loss_gradient_in_megatron_matches_the_reference_objective(checkpoi
 
 def _compare_objectives(directory):
     from rmt_megatron.kernels import token_logprob_entropy_reference
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.forward_step import causal_mask, dual_loss_func
     from rmt_megatron.mcore.gpt_model import build_gpt_model
@@ -140,8 +136,7 @@ def _compare_objectives(directory):
     from rmt_megatron.method.packing import collate, ntp_sequence, rl_sequence, token_weights
 
     config = layout()
-    parallel.initialize(config, seed=1)
-    with cpu.device_mode():
+    with parallel.process_group(config, seed=1):
         model = build_gpt_model(config, VOCAB)
         load_checkpoint(directory, model)
         sequences = [
@@ -176,5 +171,4 @@ def _compare_objectives(directory):
             grads.append(
                 torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
             )
-    parallel.shutdown()
     return grads

@@ -34,13 +34,12 @@ DOCUMENTS = [np.arange(2, 2 + n) % VOCAB for n in (7, 3, 12, 5, 9, 4)]
 
 
 def _score(checkpoint, output, tp):
-    from rmt_megatron.mcore import cpu, parallel
+    from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
     from rmt_megatron.run.difficulty import score_difficulty
 
-    parallel.initialize(layout(tp), seed=0)
-    with cpu.device_mode():
+    with parallel.process_group(layout(tp), seed=0):
         model = build_gpt_model(layout(tp), VOCAB)
         load_checkpoint(checkpoint, model)
         scores = score_difficulty(
@@ -54,7 +53,6 @@ def _score(checkpoint, output, tp):
             chunk_documents=2,
             show_progress=False,
         )
-    parallel.shutdown()
     return scores
 
 

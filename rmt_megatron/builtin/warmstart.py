@@ -43,7 +43,7 @@ from rmt_megatron.cli import command
 from rmt_megatron.config.presets import get_preset
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.files import atomic_write
-from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import save_checkpoint
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
@@ -167,10 +167,9 @@ def main(argv: list[str] | None = None) -> int:
         lr=args.lr,
         lr_warmup_iters=min(20, args.train_iters // 10),
     )
-    parallel.initialize(config.model, args.seed)
     rng = random.Random(args.seed)
     losses = []
-    with cpu.device_mode():
+    with parallel.process_group(config.model, args.seed):
         state = build_training(config.model, train, tokenizer.vocab_size)
         forward_step = make_forward_step(config.loss)
         order: list[int] = []
@@ -199,7 +198,6 @@ def main(argv: list[str] | None = None) -> int:
                 "prompt_forms": "with and without the budget clause",
             },
         )
-    parallel.shutdown()
     summary = {
         "preset": args.preset,
         "train_iters": args.train_iters,

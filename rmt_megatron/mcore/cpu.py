@@ -24,7 +24,6 @@ import os
 from collections.abc import Iterator
 
 import torch
-from megatron.core import parallel_state
 from megatron.core.tensor_parallel import random as mp_random
 from torch.overrides import TorchFunctionMode
 
@@ -118,8 +117,9 @@ def apply_cpu_patches() -> None:
     torch.cuda.synchronize = lambda *args, **kwargs: None
 
 
-def cpu_model_parallel_seed(seed: int) -> None:
-    """CPU stand-in for megatron's `model_parallel_cuda_manual_seed(seed)`.
+def cpu_model_parallel_seed(seed: int, tp_rank: int, ep_rank: int, etp_rank: int) -> None:
+    """CPU stand-in for megatron's `model_parallel_cuda_manual_seed(seed)`, given this rank's
+    tensor-, expert- and expert-tensor-parallel ranks (`parallel.set_seed` asks for them).
 
     Seeds the global generator with `seed` and registers the data-parallel, model-parallel
     (seed + 2718 + tp_rank) and expert (seed + 1024 + 100·ep_rank + etp_rank) states in a tracker
@@ -127,17 +127,8 @@ def cpu_model_parallel_seed(seed: int) -> None:
     torch.manual_seed(seed)
     tracker = CpuRNGStatesTracker()
     tracker.add(mp_random._DATA_PARALLEL_RNG_TRACKER_NAME, seed)
-    tracker.add(
-        mp_random._MODEL_PARALLEL_RNG_TRACKER_NAME,
-        seed + 2718 + parallel_state.get_tensor_model_parallel_rank(),
-    )
-    tracker.add(
-        mp_random._EXPERT_PARALLEL_RNG_TRACKER_NAME,
-        seed
-        + 1024
-        + 100 * parallel_state.get_expert_model_parallel_rank()
-        + parallel_state.get_expert_tensor_parallel_rank(),
-    )
+    tracker.add(mp_random._MODEL_PARALLEL_RNG_TRACKER_NAME, seed + 2718 + tp_rank)
+    tracker.add(mp_random._EXPERT_PARALLEL_RNG_TRACKER_NAME, seed + 1024 + 100 * ep_rank + etp_rank)
     mp_random._CUDA_RNG_STATE_TRACKER = tracker
     mp_random._CUDA_RNG_STATE_TRACKER_INITIALIZED = True
 

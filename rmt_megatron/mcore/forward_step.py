@@ -31,14 +31,13 @@ from collections.abc import Callable, Iterator
 from functools import partial
 
 import torch
-import torch.distributed as dist
-from megatron.core import parallel_state
 from megatron.core.tensor_parallel import gather_from_sequence_parallel_region
 from megatron.core.utils import unwrap_model
 
 from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.device import to_compute_device
 from rmt_megatron.method.dual_loss import TokenRoles, masked_token_losses
 
@@ -55,7 +54,7 @@ def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig, outp
     logprob, entropy = token_logprob_entropy(
         output.reshape(-1, output.shape[-1]),
         labels.reshape(-1),
-        tp_group=parallel_state.get_tensor_model_parallel_group(),
+        tp_group=parallel.tensor_parallel_group(),
     )
     return _dual_terms(batch, loss_config, logprob.view(labels.shape), entropy.view(labels.shape))
 
@@ -80,7 +79,7 @@ def fused_dual_loss_func(
         weight,
         labels.reshape(-1),
         objective,
-        tp_group=parallel_state.get_tensor_model_parallel_group(),
+        tp_group=parallel.tensor_parallel_group(),
     )
     _, tokens, report = _dual_terms(
         batch, loss_config, logprob.view(labels.shape), entropy.view(labels.shape)
@@ -122,10 +121,7 @@ class _AllReduceGradient(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
-        grad = grad.contiguous()
-        if parallel_state.get_tensor_model_parallel_world_size() > 1:
-            dist.all_reduce(grad, group=parallel_state.get_tensor_model_parallel_group())
-        return grad
+        return parallel.tensor_parallel_all_reduce(grad.contiguous())
 
 
 @contextlib.contextmanager

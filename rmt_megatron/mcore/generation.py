@@ -27,11 +27,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
-from megatron.core import parallel_state
 from megatron.core.inference.contexts import StaticInferenceContext
 
 from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.device import compute_device
 from rmt_megatron.mcore.gpt_model import DTYPES
 from rmt_megatron.method.answer_format import AnswerStop
@@ -204,13 +203,7 @@ class RolloutEngine:
             tokens = _sample(logits, temperature, top_p, generator)
         else:
             tokens = torch.empty(rows, dtype=torch.long, device=compute_device())
-        if parallel_state.get_pipeline_model_parallel_world_size() > 1:
-            dist.broadcast(
-                tokens,
-                src=parallel_state.get_pipeline_model_parallel_last_rank(),
-                group=parallel_state.get_pipeline_model_parallel_group(),
-            )
-        return tokens.cpu()
+        return parallel.broadcast_from_last_stage(tokens).cpu()
 
     def _forward(
         self, tokens: torch.Tensor, mask: torch.Tensor, context: StaticInferenceContext | None
@@ -219,12 +212,11 @@ class RolloutEngine:
         None on the others (which pass their hidden states on)."""
         rows, fed = tokens.shape
         device = compute_device()
-        if not parallel_state.is_pipeline_first_stage():
+        if not parallel.is_first_stage():
             hidden = torch.empty(
                 fed, rows, self.hidden_size, dtype=self.params_dtype, device=device
             )
-            dist.recv(hidden, src=parallel_state.get_pipeline_model_parallel_prev_rank())
-            self.model.set_input_tensor(hidden)
+            self.model.set_input_tensor(parallel.receive_from_previous_stage(hidden))
         offset = 0 if context is None else context.sequence_len_offset
         positions = torch.arange(offset, offset + fed)[None].expand(rows, fed)
         output = self.model(
@@ -236,10 +228,8 @@ class RolloutEngine:
         )
         if context is not None:
             context.sequence_len_offset += fed
-        if not parallel_state.is_pipeline_last_stage():
-            dist.send(
-                output.contiguous(), dst=parallel_state.get_pipeline_model_parallel_next_rank()
-            )
+        if not parallel.is_last_stage():
+            parallel.send_to_next_stage(output)
             return None
         return output[:, -1, :]
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from megatron.core import parallel_state
 from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 
 from rmt_megatron.config.sections import ModelConfig
 from rmt_megatron.errors import ConfigError
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.cpu import cpu_only, uses_transformer_engine
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -87,8 +87,8 @@ def build_gpt_model(config: ModelConfig, vocab_size: int, initialize: bool = Tru
         transformer_layer_spec=_layer_spec(config),
         vocab_size=padded_vocab_size(vocab_size, config),
         max_sequence_length=config.max_position_embeddings,
-        pre_process=parallel_state.is_pipeline_first_stage(),
-        post_process=parallel_state.is_pipeline_last_stage(),
+        pre_process=parallel.is_first_stage(),
+        post_process=parallel.is_last_stage(),
         parallel_output=True,
         share_embeddings_and_output_weights=not config.untie_embeddings_and_output_weights,
         position_embedding_type="rope",

@@ -12,10 +12,12 @@ RNG tracker (its CPU stand-in without a GPU).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import random
 import socket
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -23,12 +25,13 @@ import torch.distributed as dist
 from megatron.core import parallel_state
 from megatron.core.tensor_parallel import model_parallel_cuda_manual_seed
 
-from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.config.sections import ParallelConfig
 from rmt_megatron.errors import ConfigError, TrainingError
 from rmt_megatron.mcore.cpu import (
     apply_cpu_patches,
     cpu_model_parallel_seed,
     cpu_only,
+    device_mode,
     set_cpu_threads,
 )
 from rmt_megatron.mcore.device import compute_device
@@ -41,7 +44,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def initialize(config: ModelConfig, seed: int, timeout_minutes: float = 10.0) -> None:
+def initialize(config: ParallelConfig, seed: int, timeout_minutes: float = 10.0) -> None:
     """Start torch.distributed (if needed) and Megatron's model-parallel groups, then seed. A
     collective that waits longer than `timeout_minutes` for a stopped or dead rank fails on the
     ranks that wait (Megatron-LM's --distributed-timeout-minutes), so the job ends instead of
@@ -91,7 +94,12 @@ def set_seed(seed: int) -> None:
     np.random.seed(stage_seed)
     torch.manual_seed(stage_seed)
     if cpu_only():
-        cpu_model_parallel_seed(stage_seed)
+        cpu_model_parallel_seed(
+            stage_seed,
+            parallel_state.get_tensor_model_parallel_rank(),
+            parallel_state.get_expert_model_parallel_rank(),
+            parallel_state.get_expert_tensor_parallel_rank(),
+        )
     else:
         model_parallel_cuda_manual_seed(stage_seed)
 
@@ -165,6 +173,14 @@ def tensor_parallel_rank() -> int:
     return parallel_state.get_tensor_model_parallel_rank()
 
 
+def tensor_parallel_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` summed in place over the tensor-parallel ranks (unchanged without TP); the
+    tensor must live on the collective's device (a gradient in a backward pass does)."""
+    if parallel_state.get_tensor_model_parallel_world_size() > 1:
+        dist.all_reduce(tensor, group=tensor_parallel_group())
+    return tensor
+
+
 def tensor_parallel_all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     """Every tensor-parallel rank's `tensor`, in rank order (one piece without TP)."""
     size = parallel_state.get_tensor_model_parallel_world_size()
@@ -180,8 +196,35 @@ def pipeline_stage() -> int:
     return parallel_state.get_pipeline_model_parallel_rank()
 
 
+def is_first_stage() -> bool:
+    return parallel_state.is_pipeline_first_stage()
+
+
 def is_last_stage() -> bool:
     return parallel_state.is_pipeline_last_stage()
+
+
+def broadcast_from_last_stage(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor` as the last pipeline stage holds it, on every stage (in place; unchanged
+    without PP)."""
+    if parallel_state.get_pipeline_model_parallel_world_size() > 1:
+        dist.broadcast(
+            tensor,
+            src=parallel_state.get_pipeline_model_parallel_last_rank(),
+            group=parallel_state.get_pipeline_model_parallel_group(),
+        )
+    return tensor
+
+
+def receive_from_previous_stage(tensor: torch.Tensor) -> torch.Tensor:
+    """Fill `tensor` with what the previous pipeline stage sends (`send_to_next_stage`)."""
+    dist.recv(tensor, src=parallel_state.get_pipeline_model_parallel_prev_rank())
+    return tensor
+
+
+def send_to_next_stage(tensor: torch.Tensor) -> None:
+    """Send `tensor` to the next pipeline stage (blocking)."""
+    dist.send(tensor.contiguous(), dst=parallel_state.get_pipeline_model_parallel_next_rank())
 
 
 def pipeline_all_gather_object(value) -> list:
@@ -263,3 +306,24 @@ def shutdown() -> None:
     parallel_state.destroy_model_parallel()
     if dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def process_group(
+    config: ParallelConfig, seed: int, timeout_minutes: float = 10.0
+) -> Iterator[None]:
+    """The one way a command runs megatron-core code: `initialize` the groups and seed, run the
+    body in `cpu.device_mode()` (a no-op on a GPU), and `shutdown` in `finally`, whatever the
+    body raised. A collective that failed because another rank was lost leaves as the
+    one-line `TrainingError` of `lost_rank_error` instead of torch's traceback."""
+    initialize(config, seed, timeout_minutes)
+    try:
+        with device_mode():
+            yield
+    except RuntimeError as error:  # torch's distributed errors are RuntimeErrors too
+        lost = lost_rank_error(error, timeout_minutes)
+        if lost is None:
+            raise
+        raise lost from None
+    finally:
+        shutdown()

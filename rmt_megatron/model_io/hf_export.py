@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
     from dataclasses import replace
 
-    from rmt_megatron.mcore import cpu
     from rmt_megatron.mcore.checkpoint import latest_step, load_checkpoint, read_state, step_dir
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
@@ -191,14 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         pipeline_model_parallel_size=args.pipeline_model_parallel_size,
     )
     vocab_size = source_vocab_size(args.hf_source)
-    parallel.initialize(config, seed=0)
-    try:
-        with cpu.device_mode():
-            model = build_gpt_model(config, config.vocab_size or vocab_size)
-            load_checkpoint(args.load, model, restore_rng=False)
-            written = export_hf(model, config, vocab_size, args.hf_source, args.output)
-    finally:
-        parallel.shutdown()
+    with parallel.process_group(config, seed=0):
+        model = build_gpt_model(config, config.vocab_size or vocab_size)
+        load_checkpoint(args.load, model, restore_rng=False)
+        written = export_hf(model, config, vocab_size, args.hf_source, args.output)
     if written:
         print(f"wrote {written} from {step_dir(args.load, step)}")
     return 0

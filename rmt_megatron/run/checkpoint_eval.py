@@ -32,7 +32,7 @@ from rmt_megatron.cli import command
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.files import atomic_write
-from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import TRACKER, latest_step, load_checkpoint, read_state
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.gpt_model import build_gpt_model
@@ -128,24 +128,20 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, Path]:
     documents = documents_of(load_indexed_dataset(prefix, tokenizer.vocab_size))
     budget = _prompt_budget(args.prompt_budget, state, config)
     vocab = config.model.vocab_size or state.get("vocab_size") or tokenizer.vocab_size
-    parallel.initialize(config.model, config.train.seed)
-    try:
-        with cpu.device_mode():
-            model = load_own_checkpoint(load, vocab, step)
-            entropy = _proxy_entropy(proxy, prefix, documents, config, tokenizer)
-            positions = sample_eval_positions(
-                documents,
-                entropy,
-                eligible_positions(documents, tokenizer, config.curriculum.min_context),
-                config.curriculum.tier_thresholds[0],
-                args.eval_positions,
-                args.eval_seed,
-                load_position_kinds(prefix, sum(len(d) for d in documents)),
-            )
-            engine = RolloutEngine.for_model(model, tokenizer, config.model)
-            report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)
-    finally:
-        parallel.shutdown()
+    with parallel.process_group(config.model, config.train.seed):
+        model = load_own_checkpoint(load, vocab, step)
+        entropy = _proxy_entropy(proxy, prefix, documents, config, tokenizer)
+        positions = sample_eval_positions(
+            documents,
+            entropy,
+            eligible_positions(documents, tokenizer, config.curriculum.min_context),
+            config.curriculum.tier_thresholds[0],
+            args.eval_positions,
+            args.eval_seed,
+            load_position_kinds(prefix, sum(len(d) for d in documents)),
+        )
+        engine = RolloutEngine.for_model(model, tokenizer, config.model)
+        report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)
     report.update(
         checkpoint=str(load),
         step=step,

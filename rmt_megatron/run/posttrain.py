@@ -43,7 +43,7 @@ from rmt_megatron.cli import command
 from rmt_megatron.config.sections import LossConfig, field_docs
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.files import atomic_write
-from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
 from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.generation import RolloutEngine
@@ -224,52 +224,46 @@ def post_train(load: Path, settings: PostTrainSettings) -> dict:
     micro = recorded.train.micro_batch_size
     started = time.time()
     report: dict = {"checkpoint": str(load), "step": step, "settings": asdict(settings)}
-    parallel.initialize(model, settings.seed)
-    try:
-        with cpu.device_mode():
-            state: TrainingState = build_training(model, train, vocab, initialize=False)
-            load_checkpoint(load, state.module, step=step, restore_rng=False, require_state=False)
-            state.weights_loaded()
-            engine = RolloutEngine.for_model(state.module, tokenizer, model)
-            forward_step = make_forward_step(LossConfig(rl_weight=1.0, ntp_weight=0.0))
+    with parallel.process_group(model, settings.seed):
+        state: TrainingState = build_training(model, train, vocab, initialize=False)
+        load_checkpoint(load, state.module, step=step, restore_rng=False, require_state=False)
+        state.weights_loaded()
+        engine = RolloutEngine.for_model(state.module, tokenizer, model)
+        forward_step = make_forward_step(LossConfig(rl_weight=1.0, ntp_weight=0.0))
 
-            def phase(name: str) -> None:
-                result = evaluate_answers(engine, tokenizer, eval_problems, settings.max_new_tokens)
-                report[name] = result
-                print(
-                    f"{name}: accuracy {result['accuracy']:.3f} on {len(eval_problems)} "
-                    f"{settings.eval_split} problems ({time.time() - started:.0f} s)",
-                    flush=True,
-                )
+        def phase(name: str) -> None:
+            result = evaluate_answers(engine, tokenizer, eval_problems, settings.max_new_tokens)
+            report[name] = result
+            print(
+                f"{name}: accuracy {result['accuracy']:.3f} on {len(eval_problems)} "
+                f"{settings.eval_split} problems ({time.time() - started:.0f} s)",
+                flush=True,
+            )
 
-            phase("before")
-            losses = [
-                _sft_step(
-                    state,
-                    forward_step,
-                    tokenizer,
-                    rng.sample(training_problems, settings.sft_batch),
-                    micro,
-                )
-                for _ in range(settings.sft_iters)
-            ]
-            report["sft_loss"] = losses
-            phase("after_sft")
-            state.set_constant_lr(settings.grpo_lr)
-            steps = []
-            for index in range(settings.grpo_iters):
-                chosen = rng.sample(training_problems, settings.prompts_per_step)
-                steps.append(
-                    _grpo_step(
-                        state, forward_step, engine, tokenizer, chosen, settings, index, micro
-                    )
-                )
-                if (index + 1) % 10 == 0:
-                    print(f"grpo step {index + 1}: reward {steps[-1]['reward']:.3f}", flush=True)
-            report["grpo_steps"] = steps
-            phase("after_grpo")
-    finally:
-        parallel.shutdown()
+        phase("before")
+        losses = [
+            _sft_step(
+                state,
+                forward_step,
+                tokenizer,
+                rng.sample(training_problems, settings.sft_batch),
+                micro,
+            )
+            for _ in range(settings.sft_iters)
+        ]
+        report["sft_loss"] = losses
+        phase("after_sft")
+        state.set_constant_lr(settings.grpo_lr)
+        steps = []
+        for index in range(settings.grpo_iters):
+            chosen = rng.sample(training_problems, settings.prompts_per_step)
+            steps.append(
+                _grpo_step(state, forward_step, engine, tokenizer, chosen, settings, index, micro)
+            )
+            if (index + 1) % 10 == 0:
+                print(f"grpo step {index + 1}: reward {steps[-1]['reward']:.3f}", flush=True)
+        report["grpo_steps"] = steps
+        phase("after_grpo")
     report["seconds"] = round(time.time() - started, 1)
     return report
 

@@ -24,7 +24,7 @@ from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.sections import SCHEDULE_FIELDS, TIER_NAMES, RMTConfig, model_shape
 from rmt_megatron.errors import CheckpointError, ConfigError, TrainingError
 from rmt_megatron.files import atomic_write
-from rmt_megatron.mcore import cpu, parallel
+from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import (
     TRACKER,
     latest_step,
@@ -153,7 +153,7 @@ def check_save_directory(config: RMTConfig) -> None:
 
 
 class Run:
-    """One training run on this rank (construct inside `cpu.device_mode()`)."""
+    """One training run on this rank (construct inside `parallel.process_group`)."""
 
     def __init__(self, config: RMTConfig) -> None:
         self.config = config
@@ -504,18 +504,11 @@ class Run:
 
 
 def run_training(config: RMTConfig) -> dict:
-    """Initialise the process groups, train, and tear down; returns first/final eval reports."""
+    """Check the config, train inside this rank's process group; returns first/final eval
+    reports."""
     require_supported(config.loss)
     config = checked_against_resume(with_imported_model(config))
     check_save_directory(config)
-    parallel.initialize(config.model, config.train.seed, config.train.distributed_timeout_minutes)
-    try:
-        with cpu.device_mode():
-            return Run(config).train()
-    except RuntimeError as error:  # torch's distributed errors are RuntimeErrors too
-        lost = parallel.lost_rank_error(error, config.train.distributed_timeout_minutes)
-        if lost is None:
-            raise
-        raise lost from None
-    finally:
-        parallel.shutdown()
+    train = config.train
+    with parallel.process_group(config.model, train.seed, train.distributed_timeout_minutes):
+        return Run(config).train()

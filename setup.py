@@ -49,7 +49,7 @@ setup(
             "rmt-preprocess=rmt_megatron.model_io.preprocess:main",
             "rmt-warmstart=rmt_megatron.builtin.warmstart:main",
             "rmt-evaluate=rmt_megatron.run.checkpoint_eval:main",
-            "rmt-posttrain=rmt_megatron.run.posttrain:main",
+            "rmt-posttrain=rmt_megatron.study.posttrain:main",
             "rmt-replicate=rmt_megatron.replicate:main",
             "rmt-export-hf=rmt_megatron.model_io.hf_export:main",
         ]

@@ -9,7 +9,7 @@
 set -euo pipefail
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
 python - <<'PY'
-from rmt_megatron.run.replication import ARMS, build_parser, settings_from_args, train
+from rmt_megatron.study.replication import ARMS, build_parser, settings_from_args, train
 
 settings = settings_from_args(build_parser().parse_args(["--threads", "2"]))
 for seed in (4, 5):

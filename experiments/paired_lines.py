@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rmt_megatron.run.replication_report import _seed_means, paired
+from rmt_megatron.study.replication_report import _seed_means, paired
 
 REASONING = ("reasoning_accuracy", "reasoning_accuracy")
 

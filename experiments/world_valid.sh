@@ -17,7 +17,7 @@ python - <<PY  # refuse runs and evaluations left in $OUT by another base model 
 import sys
 from pathlib import Path
 from rmt_megatron.errors import TrainingError
-from rmt_megatron.run.replication import check_base_model
+from rmt_megatron.study.replication import check_base_model
 try:
     check_base_model(Path("$OUT"))
 except TrainingError as error:

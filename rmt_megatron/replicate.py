@@ -1,10 +1,10 @@
 """`python -m rmt_megatron.replicate`: reproduce the evidence tables
-(`rmt_megatron.run.replication`, also installed as `rmt-replicate`)."""
+(`rmt_megatron.study.replication`, also installed as `rmt-replicate`)."""
 
 import sys
 
 from rmt_megatron.cli import command
-from rmt_megatron.run.replication import build_parser, replicate, settings_from_args
+from rmt_megatron.study.replication import build_parser, replicate, settings_from_args
 
 
 @command

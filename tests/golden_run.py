@@ -84,11 +84,11 @@ def write_data(directory: Path) -> Path:
 
 def golden_numbers(argv: list[str]) -> dict:
     """Train with `argv` in this process (call it in a forked rank) and keep the golden part."""
-    import pretrain_rmt
     from rmt_megatron.config.flags import config_from_args
+    from rmt_megatron.run import pretrain
     from rmt_megatron.run.trainer import run_training
 
-    config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
+    config = config_from_args(pretrain.build_parser().parse_args(argv), "tiny_cpu")
     result = run_training(config)
     return {
         "steps": [{key: m[key] for key in STEP_KEYS} for m in result["metrics"]],

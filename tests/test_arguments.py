@@ -4,11 +4,11 @@ import argparse
 
 import pytest
 
-import pretrain_rmt
 from rmt_megatron.config.flags import add_megatron_args, add_rmt_args, config_from_args
 from rmt_megatron.config.presets import tiny_cpu
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError
+from rmt_megatron.run import pretrain
 
 
 def _megatron_lm_like_parser() -> argparse.ArgumentParser:
@@ -53,7 +53,7 @@ def test_add_rmt_args_works_as_an_extra_args_provider_without_clashes():
 
 
 def test_flags_not_given_keep_the_preset_values():
-    args = pretrain_rmt.build_parser().parse_args(["--lr", "0.01", "--bf16", "--rmt-no-budget"])
+    args = pretrain.build_parser().parse_args(["--lr", "0.01", "--bf16", "--rmt-no-budget"])
     config = config_from_args(args, default_preset="tiny_cpu")
     expected = tiny_cpu()
     assert config.train.lr == 0.01 and config.model.params_dtype == "bfloat16"
@@ -63,16 +63,14 @@ def test_flags_not_given_keep_the_preset_values():
 
 
 def test_method_and_preset_flags():
-    args = pretrain_rmt.build_parser().parse_args(
-        ["--rmt-preset", "qwen3_14b", "--rmt-method", "rpt"]
-    )
+    args = pretrain.build_parser().parse_args(["--rmt-preset", "qwen3_14b", "--rmt-method", "rpt"])
     config = config_from_args(args, default_preset="tiny_cpu")
     assert config.model.num_layers == 40
     assert not config.curriculum.enabled and config.loss.ntp_weight == 0.0
 
 
 def test_a_bad_flag_value_names_the_field_and_the_flag():
-    args = pretrain_rmt.build_parser().parse_args(["--rmt-curriculum-transition-start", "0.9"])
+    args = pretrain.build_parser().parse_args(["--rmt-curriculum-transition-start", "0.9"])
     with pytest.raises(
         ConfigError,
         match=r"curriculum.transition_start=0.9.*"
@@ -104,28 +102,28 @@ def test_a_megatron_lm_namespace_maps_precision_switches_and_norm_epsilon():
 
 def test_schedule_table_shows_budget_and_tier_probabilities():
     config = tiny_cpu()
-    table = pretrain_rmt.schedule_table(config)
+    table = pretrain.schedule_table(config)
     first, last = config.budget.initial, config.budget.minimum
     assert f"  0.00  {first:5d}  0.60, 0.30, 0.10" in table
     assert f"  1.00  {last:5d}  0.10, 0.30, 0.60" in table
 
 
 def test_pretrain_rmt_rejects_a_bad_value_with_one_line_and_exit_status_1(capsys):
-    assert pretrain_rmt.main(["--rmt-budget-min", "900"]) == 1
+    assert pretrain.main(["--rmt-budget-min", "900"]) == 1
     err = capsys.readouterr().err
     assert "budget.minimum=900" in err and "(flag --rmt-budget-min)" in err
     assert "usage:" not in err
 
 
 def test_help_shows_the_defaults_the_standalone_run_uses():
-    text = pretrain_rmt.build_parser().format_help()
+    text = pretrain.build_parser().format_help()
     assert "(default: 60)" in text  # tiny_cpu's train_iters, not the method's 1000
     assert "(default: 5e-05)" in text and "(default: 1e-06)" not in text
 
 
 @pytest.mark.parametrize(("iters", "warmup"), [(2, 0), (60, 3), (140, 7), (1000, 50)])
 def test_a_shorter_or_longer_run_keeps_the_preset_warm_up_share(iters, warmup):
-    parse = pretrain_rmt.build_parser().parse_args
+    parse = pretrain.build_parser().parse_args
     config = config_from_args(parse(["--train-iters", str(iters)]), "tiny_cpu")
     assert config.train.lr_warmup_iters == warmup
     given = config_from_args(parse(["--train-iters", "10", "--lr-warmup-iters", "3"]), "tiny_cpu")

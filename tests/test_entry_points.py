@@ -9,7 +9,7 @@ import pytest
 from golden_run import data_args
 from ranks import run_ranks
 
-import pretrain_rmt
+from rmt_megatron.run import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ def _run_args(data, *extra, start=None):
 
 
 def _main(argv):
-    return pretrain_rmt.main(argv)
+    return pretrain.main(argv)
 
 
 CASES = {

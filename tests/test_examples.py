@@ -54,14 +54,14 @@ def test_the_slurm_script_gives_flags_pretrain_rmt_accepts():
     must at least parse and make a valid config of the layout the docs describe."""
     import shlex
 
-    import pretrain_rmt
     from rmt_megatron.config.flags import config_from_args
+    from rmt_megatron.run import pretrain
 
     script = (EXAMPLES / "slurm_rmt.sbatch").read_text().replace("\\\n", " ")
     launch = next(line for line in script.splitlines() if "pretrain_rmt.py" in line)
     words = shlex.split(launch.split("pretrain_rmt.py", 1)[1])
     words = ["/placeholder" if word.startswith("$") else word for word in words]
-    config = config_from_args(pretrain_rmt.build_parser().parse_args(words), "tiny_cpu")
+    config = config_from_args(pretrain.build_parser().parse_args(words), "tiny_cpu")
     assert config.model.tensor_model_parallel_size == 8 and config.model.num_layers == 40
     assert config.train.save == config.train.load
     assert "--nnodes" in launch and "--rdzv-backend c10d" in launch

@@ -9,8 +9,8 @@ import torch
 from golden_run import data_args
 from ranks import run_ranks
 
-import pretrain_rmt
 from rmt_megatron.errors import ConfigError
+from rmt_megatron.run import pretrain
 
 STEPS = (
     "--train-iters 3 --lr-warmup-iters 0 --rmt-prompts-per-step 4 --rmt-group-size 4 "
@@ -22,12 +22,12 @@ def _train(argv):
     from rmt_megatron.config.flags import config_from_args
     from rmt_megatron.run.trainer import run_training
 
-    config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
+    config = config_from_args(pretrain.build_parser().parse_args(argv), "tiny_cpu")
     return run_training(config)["metrics"]
 
 
 def _main(argv):
-    return pretrain_rmt.main(argv)
+    return pretrain.main(argv)
 
 
 def _ntp(metrics):
@@ -68,7 +68,7 @@ def test_fp16_trains_with_loss_scaling(corpus_data, tmp_path):
 
 
 def test_contradictory_precision_flags_are_refused():
-    parser = pretrain_rmt.build_parser()
+    parser = pretrain.build_parser()
     from rmt_megatron.config.flags import config_from_args
 
     with pytest.raises(ConfigError, match="--bf16 and --fp16 contradict"):

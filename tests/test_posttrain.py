@@ -14,8 +14,8 @@ from rmt_megatron.builtin.questions import (
     worked_solution,
 )
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
-from rmt_megatron.run.posttrain import build_parser
-from rmt_megatron.run.posttrain import main as posttrain_main
+from rmt_megatron.study.posttrain import build_parser
+from rmt_megatron.study.posttrain import main as posttrain_main
 
 
 @pytest.fixture(scope="module")

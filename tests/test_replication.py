@@ -20,13 +20,13 @@ from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.checkpoint import STATE_FILE, TRACKER, set_latest, step_dir
 from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.tallies import paired_difference
-from rmt_megatron.run import replication
+from rmt_megatron.model_io.own_checkpoint import prompt_budget_of
 from rmt_megatron.run.checkpoint_eval import main as evaluate_main
-from rmt_megatron.run.checkpoint_eval import prompt_budget_of
-from rmt_megatron.run.posttrain import PostTrainSettings
-from rmt_megatron.run.posttrain_report import posttrain_path
-from rmt_megatron.run.replication import PRESET, Settings, token_compute
-from rmt_megatron.run.replication_report import paired
+from rmt_megatron.study import replication
+from rmt_megatron.study.posttrain import PostTrainSettings
+from rmt_megatron.study.posttrain_report import posttrain_path
+from rmt_megatron.study.replication import PRESET, Settings, token_compute
+from rmt_megatron.study.replication_report import paired
 
 ROOT = Path(__file__).resolve().parents[1]
 

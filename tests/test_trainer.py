@@ -18,10 +18,10 @@ from golden_run import data_args
 from helpers import child_processes
 from ranks import run_ranks
 
-import pretrain_rmt
 from rmt_megatron.builtin.corpus import arithmetic_documents
 from rmt_megatron.config.flags import config_from_args
 from rmt_megatron.errors import CheckpointError
+from rmt_megatron.run import pretrain
 from rmt_megatron.run.metrics_log import read_metrics
 from rmt_megatron.run.trainer import check_save_directory
 
@@ -54,7 +54,7 @@ def _train(argv):
     from rmt_megatron.config.flags import config_from_args
     from rmt_megatron.run.trainer import run_training
 
-    config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
+    config = config_from_args(pretrain.build_parser().parse_args(argv), "tiny_cpu")
     return run_training(config)
 
 
@@ -88,11 +88,11 @@ def test_a_new_run_refuses_a_save_directory_that_holds_another_run(tmp_path):
     save.mkdir()
     (save / "latest_checkpointed_iteration.txt").write_text("3")
     argv = ["--save", str(save)]
-    config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
+    config = config_from_args(pretrain.build_parser().parse_args(argv), "tiny_cpu")
     with pytest.raises(CheckpointError, match=r"already holds a run \(saved at step 3\).*--load"):
         check_save_directory(config)
     for allowed in (["--load", str(save)], ["--load", str(save), "--skip-train"]):
-        parsed = pretrain_rmt.build_parser().parse_args([*argv, *allowed])
+        parsed = pretrain.build_parser().parse_args([*argv, *allowed])
         check_save_directory(config_from_args(parsed, "tiny_cpu"))
 
 
@@ -111,7 +111,7 @@ def test_first_steps_match_the_single_process_run_under_tp_and_pp(corpus_data, t
 
 
 def _expect_failure(argv):
-    return pretrain_rmt.main(argv)
+    return pretrain.main(argv)
 
 
 def test_bad_inputs_stop_with_a_clear_message(corpus_data, tmp_path, capfd):

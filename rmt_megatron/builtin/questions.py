@@ -1,4 +1,4 @@
-"""Question-answer problems of the built-in world, for post-training (`run.posttrain`).
+"""Question-answer problems of the built-in world, for post-training (`study.posttrain`).
 
 Mid-training reads stories and predicts their next token; post-training asks questions and wants
 the whole answer, a format no mid-training run sees:

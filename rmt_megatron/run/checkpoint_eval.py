@@ -33,12 +33,15 @@ from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import parallel
-from rmt_megatron.mcore.checkpoint import TRACKER, latest_step, load_checkpoint, read_state
+from rmt_megatron.mcore.checkpoint import TRACKER
 from rmt_megatron.mcore.generation import RolloutEngine
-from rmt_megatron.mcore.gpt_model import build_gpt_model
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
-from rmt_megatron.method.budget import final_budget
 from rmt_megatron.model_io.checkpoints import load_proxy, load_tokenizer
+from rmt_megatron.model_io.own_checkpoint import (
+    load_own_checkpoint,
+    own_checkpoint_state,
+    prompt_budget_of,
+)
 from rmt_megatron.model_io.position_kinds import load_position_kinds
 from rmt_megatron.model_io.preprocess import check_tokenizer
 from rmt_megatron.run.difficulty import cached_difficulty, file_signature, proxy_label
@@ -80,14 +83,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", default=None, help="Report JSON path.")
     parser.add_argument("--overwrite", action="store_true", help="Replace an existing report.")
     return parser
-
-
-def prompt_budget_of(state: dict, config: RMTConfig) -> int | None:
-    """The budget in the prompt a checkpoint was trained with: its recorded `prompt_budget`,
-    else (older checkpoints) B_T of its config, or None with the budget off."""
-    if "prompt_budget" in state:
-        return state["prompt_budget"]
-    return final_budget(config.budget) if config.budget.enabled else None
 
 
 def _prompt_budget(flag: str, state: dict, config: RMTConfig) -> int | None:
@@ -175,30 +170,6 @@ def _proxy_entropy(proxy: Path, prefix: Path, documents, config: RMTConfig, toke
         tokenizer,
         config,
     )
-
-
-def own_checkpoint_state(load: Path, step: int | None = None) -> tuple[int, dict, RMTConfig]:
-    """(step, saved state, the config it records at TP = PP = 1) of a checkpoint of ours at
-    `step` (default: the latest); distributed checkpoints reshard on load, so one process reads
-    any layout."""
-    step = latest_step(load) if step is None else step
-    if step is None:
-        raise ConfigError(f"--load {load} holds no checkpoint ({TRACKER} not found)")
-    state = read_state(load, step)
-    if "config" not in state:
-        raise ConfigError(f"{load} records no config in its state: it was not written by us")
-    recorded = RMTConfig.from_dict(state["config"])
-    model = replace(recorded.model, tensor_model_parallel_size=1, pipeline_model_parallel_size=1)
-    return step, state, replace(recorded, model=model)
-
-
-def load_own_checkpoint(path: Path, vocab_size: int, step: int | None = None):
-    """The model of a checkpoint of ours, built from the config it records at TP = PP = 1, in
-    eval mode."""
-    _, _, recorded = own_checkpoint_state(path, step)
-    model = build_gpt_model(recorded.model, vocab_size, initialize=False)
-    load_checkpoint(path, model, step=step, restore_rng=False, require_state=False)
-    return model.eval()
 
 
 def summary_lines(report: dict) -> list[str]:

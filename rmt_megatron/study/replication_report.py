@@ -5,7 +5,7 @@ Writes into `settings.output_dir`:
 - `tables.md`: the main table and the ablations (mean ± std over seeds), then paired
   comparisons: the mean over positions of the seed-averaged difference of two arms on the same
   positions, ± its standard error over positions (n = positions); then the post-training table
-  (`run.posttrain_report`);
+  (`study.posttrain_report`);
 - `*.png` plots where matplotlib is installed (`pip install matplotlib`): validation accuracy vs
   step, reasoning length vs step with B_t, accuracy per tier, ablation bars, post-training
   bars;
@@ -28,8 +28,8 @@ import numpy as np
 
 from rmt_megatron.files import atomic_write
 from rmt_megatron.method.tallies import paired_difference
-from rmt_megatron.run import posttrain_report
 from rmt_megatron.run.metrics_log import read_metrics
+from rmt_megatron.study import posttrain_report
 
 TIERS = ("easy", "medium", "hard")
 MODES = {"reasoning": "reasoning_accuracy", "argmax": "ntp_accuracy"}

@@ -56,8 +56,8 @@ from rmt_megatron.method.packing import (
     rl_sequence,
     token_weights,
 )
+from rmt_megatron.model_io.own_checkpoint import own_checkpoint_state
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
-from rmt_megatron.run.checkpoint_eval import own_checkpoint_state
 
 EVAL_SEED = 0
 """Seed of the evaluation problems: the same for every source checkpoint and training seed."""

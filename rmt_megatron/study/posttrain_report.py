@@ -1,4 +1,4 @@
-"""The post-training table of the replication, from the `run.posttrain` reports.
+"""The post-training table of the replication, from the `study.posttrain` reports.
 
 For each source checkpoint (the base, and the NTP, RPT and RMT runs of each seed; the base is
 post-trained with each seed too), the held-out answer accuracy before post-training, after the

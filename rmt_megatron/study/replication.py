@@ -1,5 +1,5 @@
 """The replication: train every method of a table for several seeds, evaluate each checkpoint on
-the held-out test split under both prompt forms, and write the tables (`run.replication_report`).
+the held-out test split under both prompt forms, and write the tables (`study.replication_report`).
 
     python -m rmt_megatron.replicate [--tables main ablations posttrain] [--seeds 1 2 3]
         [--train-iters 100] [--eval-positions 400] [--work-dir runs/replicate]
@@ -10,19 +10,19 @@ Arms (one trained configuration each; `ARMS`):
   `rpt` (RL without budget, curriculum or NTP term), `rmt` (everything); the untrained base is
   evaluated once.
 - ablations: RMT without the budget, without the curriculum, without the NTP term.
-- posttrain: the base and the main arms' checkpoints, each post-trained (`run.posttrain`: SFT
+- posttrain: the base and the main arms' checkpoints, each post-trained (`study.posttrain`: SFT
   then GRPO on question-answer problems, the same settings for all) with each seed.
 
 Every run starts from the same shipped base model, which was warm-started on both prompt forms;
 every checkpoint is evaluated with the budget clause (B_T of the preset) and without one, on the
 same positions (`--eval-seed 0`, difficulty from the fixed base model). Training runs are
-subprocesses (`pretrain_rmt.py`, log in the run's directory), evaluations run in this process
-(`run.checkpoint_eval`), one thing at a time with `--threads` torch threads; finished runs and
-evaluations are reused, so an interrupted replication resumes where it stopped. A finished run is
-reused only if it trained with the settings its arm's flags give now and the work directory's
-runs started from the shipped base model as it is now (else the replication stops and names what
-differs), and an evaluation only if it has the prompt asked for and is newer than
-its checkpoint (else it is redone), and a post-training report only if it has the settings
+subprocesses (`python -m rmt_megatron.pretrain`, log in the run's directory), evaluations run in
+this process (`run.checkpoint_eval`), one thing at a time with `--threads` torch threads;
+finished runs and evaluations are reused, so an interrupted replication resumes where it stopped.
+A finished run is reused only if it trained with the settings its arm's flags give now and the
+work directory's runs started from the shipped base model as it is now (else the replication
+stops and names what differs), and an evaluation only if it has the prompt asked for and is newer
+than its checkpoint (else it is redone), and a post-training report only if it has the settings
 asked for and is newer than its checkpoint (else it is replaced).
 
 Compute matching of NTP: an RL step costs about 3 × its trained tokens (forward and backward)
@@ -56,13 +56,12 @@ from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.checkpoint_eval import build_parser as build_eval_parser
 from rmt_megatron.run.checkpoint_eval import evaluate_checkpoint
 from rmt_megatron.run.metrics_log import read_metrics
-from rmt_megatron.run.posttrain import build_parser as build_posttrain_parser
-from rmt_megatron.run.posttrain import settings_from_args as posttrain_settings
-from rmt_megatron.run.posttrain_report import SOURCES as POSTTRAIN_SOURCES
-from rmt_megatron.run.posttrain_report import posttrain_path
-from rmt_megatron.run.replication_report import eval_path, run_dir, write_report
+from rmt_megatron.study.posttrain import build_parser as build_posttrain_parser
+from rmt_megatron.study.posttrain import settings_from_args as posttrain_settings
+from rmt_megatron.study.posttrain_report import SOURCES as POSTTRAIN_SOURCES
+from rmt_megatron.study.posttrain_report import posttrain_path
+from rmt_megatron.study.replication_report import eval_path, run_dir, write_report
 
-ROOT = Path(__file__).resolve().parents[2]
 NTP_PROMPTS_PER_STEP = 64
 """Documents per step of the compute-matched NTP run (fewer, larger steps than RL's 16)."""
 WARMUP_PERCENT = 5
@@ -95,7 +94,7 @@ ARMS = (
 )
 TABLES = ("main", "ablations", "posttrain")
 PRESET = "tiny_cpu"
-"""The preset every arm trains from (pretrain_rmt.py's default)."""
+"""The preset every arm trains from (the pretrain command's default)."""
 BASE = "base"
 PROMPTS = ("budget", "none")
 
@@ -111,7 +110,7 @@ class Settings:
     output_dir: Path
     threads: int
     train_flags: tuple[str, ...] = ()
-    """Extra `pretrain_rmt.py` flags for every arm (the smoke mode's small steps)."""
+    """Extra `python -m rmt_megatron.pretrain` flags for every arm (the smoke mode's steps)."""
     posttrain_flags: tuple[str, ...] = ()
     """Extra `python -m rmt_megatron.posttrain` flags (the smoke mode's small sizes)."""
 
@@ -173,13 +172,14 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def _run(command: list[str], settings: Settings, log: Path) -> float:
-    """Run `command` from the repository root with `settings.threads` torch threads, its output
-    into `log`; returns the wall time. A failure ends the replication naming the log."""
+    """Run `command` (in this process's working directory, so that relative paths mean the same)
+    with `settings.threads` torch threads, its output into `log`; returns the wall time. A
+    failure ends the replication naming the log."""
     env = {**os.environ, "OMP_NUM_THREADS": str(settings.threads), "PYTHONUNBUFFERED": "1"}
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.time()
     with log.open("w") as stream:
-        code = subprocess.call(command, cwd=ROOT, env=env, stdout=stream, stderr=subprocess.STDOUT)
+        code = subprocess.call(command, env=env, stdout=stream, stderr=subprocess.STDOUT)
     if code:
         tail = log.read_text().strip().splitlines()[-3:]
         raise TrainingError(f"{' '.join(command[:3])} ... failed (exit {code}); see {log}: {tail}")
@@ -228,7 +228,7 @@ def training_settings(config: dict) -> dict[str, object]:
 
 def _check_reusable(directory: Path, flags: list[str]) -> None:
     """Refuse to reuse the finished run in `directory` if it trained with other settings than
-    `flags` (pretrain_rmt.py's) give now, e.g. after the preset changed."""
+    `flags` (the pretrain command's) give now, e.g. after the preset changed."""
     expected = training_settings(
         config_from_args(pretrain_parser(PRESET).parse_args(flags), PRESET).to_dict()
     )
@@ -308,7 +308,7 @@ def train(settings: Settings, arm: Arm, seed: int) -> Path:
     if latest_step(directory) == iters:
         _check_reusable(directory, flags)
         return directory
-    command = [sys.executable, "pretrain_rmt.py", *flags]
+    command = [sys.executable, "-m", "rmt_megatron.pretrain", *flags]
     print(f"train {arm.name} seed {seed}: {iters} steps -> {directory}", flush=True)
     seconds = _run(command, settings, directory / "train.log")
     atomic_write(directory / "wall_time.json", json.dumps({"seconds": seconds}))

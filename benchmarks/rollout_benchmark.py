@@ -45,11 +45,11 @@ def timed(engine, prompts, group_size, max_new_tokens, use_kv_cache, repeats):
         started = time.perf_counter()
         rollouts = engine.generate(
             prompts,
-            group_size,
-            max_new_tokens,
-            0.8,
-            1.0,
-            torch.Generator().manual_seed(repeat),
+            group_size=group_size,
+            max_new_tokens=max_new_tokens,
+            temperature=0.8,
+            top_p=1.0,
+            generator=torch.Generator().manual_seed(repeat),
             use_kv_cache=use_kv_cache,
         )
         seconds.append(time.perf_counter() - started)

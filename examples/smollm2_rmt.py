@@ -140,8 +140,8 @@ def check_import(path: Path) -> None:
         )
         answer = engine.generate(
             [chat],
-            1,
-            32,
+            group_size=1,
+            max_new_tokens=32,
             temperature=0.0,
             top_p=1.0,
             generator=torch.Generator().manual_seed(0),

@@ -1,10 +1,11 @@
 """rmt_megatron: Reinforcement Mid-Training (RMT) for megatron-core.
 
-The method, one module per idea, each usable without a model or a process group:
-`budget` (B_t schedule, length and combined reward), `rewards` (prediction extraction, match
-rewards, reasoning length), `advantages` (GRPO), `curriculum` (entropy tiers, p_t, sampler),
-`loss` (the dual RL + NTP objective). Configuration: `config`, `presets`, `arguments`.
-Vocabulary kernels: `rmt_megatron.kernels`.
+The method, one module per idea in `rmt_megatron.method`, each usable without a model or a
+process group: `budget` (B_t schedule, length and combined reward), `rewards` (prediction
+extraction, match rewards, reasoning length), `advantages` (GRPO), `curriculum` (entropy tiers,
+p_t, sampler), `dual_loss` (the dual RL + NTP objective). Configuration: `rmt_megatron.config`
+(`sections`, `presets`, `flags`). Vocabulary kernels: `rmt_megatron.kernels`. The layers and
+where each fact lives: docs/architecture.md.
 
 Importing this package imports neither megatron-core, Transformer Engine nor apex.
 """

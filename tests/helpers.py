@@ -46,6 +46,43 @@ def save_small_model(directory: str) -> None:
         )
 
 
+def tiny_hugging_face_model(directory: Path) -> Path:
+    """A random-weight 2-layer Qwen3 with a byte-level BPE tokenizer (`byte_level_tokenizer`),
+    saved as a Hugging Face checkpoint directory."""
+    import transformers
+
+    byte_level_tokenizer(directory)
+    torch.manual_seed(0)
+    model = transformers.Qwen3ForCausalLM(
+        transformers.Qwen3Config(
+            vocab_size=290,
+            hidden_size=64,
+            intermediate_size=96,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+        )
+    )
+    model.save_pretrained(directory)
+    return directory
+
+
+def arithmetic_datasets(directory: Path, tokenizer_model: Path, splits: dict[str, int]) -> None:
+    """Indexed datasets `directory/<name>` of 12 built-in-world documents each (seed per name),
+    written with `tokenizer_model` by the preprocess command, as a user would."""
+    from rmt_megatron.builtin.corpus import arithmetic_documents, document_text
+    from rmt_megatron.model_io import preprocess
+
+    for name, seed in splits.items():
+        text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
+        (directory / f"{name}.txt").write_text(text)
+        argv = ["--input", str(directory / f"{name}.txt"), "--output-prefix", str(directory / name)]
+        assert preprocess.main([*argv, "--tokenizer-model", str(tokenizer_model)]) == 0
+
+
 def byte_level_tokenizer(directory):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 

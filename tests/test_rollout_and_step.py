@@ -29,11 +29,11 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
         )
         rollouts = engine.generate(
             prompts,
-            2,
-            10,
-            temperature,
-            0.9,
-            torch.Generator().manual_seed(0),
+            group_size=2,
+            max_new_tokens=10,
+            temperature=temperature,
+            top_p=0.9,
+            generator=torch.Generator().manual_seed(0),
             use_kv_cache=use_kv_cache,
         )
     return [(r.prompt_index, r.tokens, r.finished) for r in rollouts]

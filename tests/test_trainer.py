@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 from golden_run import data_args
-from helpers import child_processes
+from helpers import arithmetic_datasets, child_processes, tiny_hugging_face_model
 from ranks import run_ranks
 
-from rmt_megatron.builtin.corpus import arithmetic_documents
 from rmt_megatron.config.flags import config_from_args
 from rmt_megatron.errors import CheckpointError
 from rmt_megatron.run import pretrain
 from rmt_megatron.run.metrics_log import read_metrics
-from rmt_megatron.run.trainer import check_save_directory
+from rmt_megatron.run.resume import check_save_directory
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,25 +130,7 @@ def test_bad_inputs_stop_with_a_clear_message(corpus_data, tmp_path, capfd):
 def _imported_run_argv(directory, tokenizer_model, *start):
     """Write small train/valid datasets with `tokenizer_model` into `directory`; the argv of a
     two-step run on them that starts with `start` (e.g. --hf-checkpoint DIR)."""
-    from rmt_megatron.builtin.corpus import document_text
-    from rmt_megatron.model_io import preprocess
-
-    for name, seed in (("train", 20), ("valid", 21)):
-        text = "\n\n".join(document_text(d) for d in arithmetic_documents(12, seed))
-        (directory / f"{name}.txt").write_text(text)
-        assert (
-            preprocess.main(
-                [
-                    "--input",
-                    str(directory / f"{name}.txt"),
-                    "--output-prefix",
-                    str(directory / name),
-                    "--tokenizer-model",
-                    str(tokenizer_model),
-                ]
-            )
-            == 0
-        )
+    arithmetic_datasets(directory, tokenizer_model, {"train": 20, "valid": 21})
     return [
         *start,
         "--train-data-path",
@@ -166,26 +147,7 @@ def _imported_run_argv(directory, tokenizer_model, *start):
 
 
 def test_a_run_can_start_from_a_hugging_face_checkpoint(tmp_path):
-    import torch
-    import transformers
-    from helpers import byte_level_tokenizer
-
-    byte_level_tokenizer(tmp_path)
-    torch.manual_seed(0)
-    model = transformers.Qwen3ForCausalLM(
-        transformers.Qwen3Config(
-            vocab_size=290,
-            hidden_size=64,
-            intermediate_size=96,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            head_dim=16,
-            max_position_embeddings=512,
-            tie_word_embeddings=False,
-        )
-    )
-    model.save_pretrained(tmp_path)
+    tiny_hugging_face_model(tmp_path)
     argv = _imported_run_argv(tmp_path, tmp_path, "--hf-checkpoint", str(tmp_path))
     result = run_ranks(1, _train, argv)[0]
     assert len(result["metrics"]) == 2

@@ -367,7 +367,12 @@ class ParallelConfig:
 
 SCHEDULE_FIELDS = ("lr", "lr_warmup_iters", "train_iters", "weight_decay")
 """`TrainConfig` fields that make up the learning-rate and weight-decay schedule (and, for
-train_iters, the budget and curriculum schedules) a checkpoint was trained with."""
+train_iters, the budget and curriculum schedules) a checkpoint was trained with: a resumed run
+must keep them (`run.resume`)."""
+
+TRAINING_FIELDS = (*SCHEDULE_FIELDS, "micro_batch_size", "seed")
+"""`TrainConfig` fields that change what a run learns (its paths and intervals do not): a
+finished run of the replication is reused only if they are the same."""
 
 
 def model_shape(model: dict[str, Any]) -> dict[str, Any]:

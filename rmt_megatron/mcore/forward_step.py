@@ -2,7 +2,7 @@
 
 `make_forward_step(loss_config)` returns `forward_step(data_iterator, model)` with the contract of
 `megatron.core.pipeline_parallel.get_forward_backward_func()`: it runs the model on the next
-micro-batch (a dict from `rmt_megatron.batches.collate`) and returns the output with a loss
+micro-batch (a dict from `rmt_megatron.method.packing.collate`) and returns the output with a loss
 function. On the last pipeline stage the model returns its vocab-parallel logits
 `[b, s, V_local]`; the loss function takes per-token log-probabilities and entropies from them
 with `rmt_megatron.kernels.token_logprob_entropy` (exact over the whole vocabulary under TP) and
@@ -12,9 +12,8 @@ returns
 
 where loss_sum = Σ_n loss_weight_n · ℓ_n, ℓ_n the per-token RL loss (clipped surrogate and
 entropy bonus, see `rmt_megatron.method.dual_loss`) on RL tokens and -logprob_n on NTP tokens.
-The schedule
-must run with `calculate_per_token_loss=True`, so Megatron divides the gradients by the step's
-total `num_tokens`; `batches.collate` chose the weights for that division.
+The schedule must run with `calculate_per_token_loss=True`, so Megatron divides the gradients by
+the step's total `num_tokens`; `packing.collate` chose the weights for that division.
 
 With `loss.fused_output_layer` the `[b, s, V_local]` logits are never formed: during the step's
 forward the model's output layer hands back its input (the final hidden states `[b, s, H]`,

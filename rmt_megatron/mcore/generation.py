@@ -117,6 +117,7 @@ class RolloutEngine:
     def generate(
         self,
         prompts: Sequence[Sequence[int]],
+        *,
         group_size: int,
         max_new_tokens: int,
         temperature: float,

@@ -117,6 +117,12 @@ def is_main_rank() -> bool:
     return world_rank() == 0
 
 
+def print_main(message: str) -> None:
+    """Print `message` on the main rank only (flushed: ranks' lines arrive as they happen)."""
+    if is_main_rank():
+        print(message, flush=True)
+
+
 def barrier() -> None:
     """Wait for every rank (nothing to wait for without a process group)."""
     if dist.is_initialized():

@@ -6,8 +6,9 @@
             = 0                      for ℓ > 2B
     r       = (1 - w) * r_match + w * r_len
 
-ℓ is the reasoning length in tokens (see `rmt_megatron.rewards.reasoning_length`). Nothing can
-earn a length reward past 2·B_t, which is why rollouts may stop there (`rollout_token_cap`).
+ℓ is the reasoning length in tokens (see `rmt_megatron.method.rewards.reasoning_length`).
+Nothing can earn a length reward past 2·B_t, which is why rollouts may stop there
+(`rollout_token_cap`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ def budget_at(step: int, total_steps: int, config: BudgetConfig) -> int:
 def final_budget(config: BudgetConfig) -> int:
     """B_T, the budget a run ends with (and evaluates with): B_t at t = T for any T."""
     return budget_at(1, 1, config)
+
+
+def budget_or_none(step: int, total_steps: int, config: BudgetConfig) -> int | None:
+    """B_t at `step` of `total_steps`, or None when the dynamic budget is off (no budget in the
+    prompt, no length reward): the one place that rule lives."""
+    return budget_at(step, total_steps, config) if config.enabled else None
 
 
 def length_reward(length: int, budget: int, max_reward: float = 1.0) -> float:

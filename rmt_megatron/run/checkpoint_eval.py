@@ -33,20 +33,18 @@ from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import parallel
-from rmt_megatron.mcore.checkpoint import TRACKER
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
-from rmt_megatron.model_io.checkpoints import load_proxy, load_tokenizer
+from rmt_megatron.method.tokenizer import Tokenizer
+from rmt_megatron.model_io.checkpoints import load_tokenizer
 from rmt_megatron.model_io.own_checkpoint import (
-    load_own_checkpoint,
+    load_fixed_model,
     own_checkpoint_state,
     prompt_budget_of,
 )
-from rmt_megatron.model_io.position_kinds import load_position_kinds
 from rmt_megatron.model_io.preprocess import check_tokenizer
-from rmt_megatron.run.difficulty import cached_difficulty, file_signature, proxy_label
-from rmt_megatron.run.evaluation import evaluate, sample_eval_positions
-from rmt_megatron.run.step_builder import eligible_positions
+from rmt_megatron.run.difficulty import DifficultyScorer
+from rmt_megatron.run.evaluation import evaluate, held_out_positions
 
 BUILTIN_PROXY = ASSETS / CHECKPOINT_DIR
 """The fixed difficulty proxy of the built-in world: the shipped base model."""
@@ -115,36 +113,17 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, Path]:
                 "model, never from the checkpoint under test"
             )
         proxy = Path(args.proxy_checkpoint)
-        tokenizer_path = args.tokenizer_model or recorded.data.tokenizer_model
+        tokenizer_path = (
+            args.tokenizer_model
+            or recorded.data.tokenizer_model
+            or recorded.data.imported_checkpoint
+        )
         if tokenizer_path is None:
             raise ConfigError(f"{load} records no tokenizer: give --tokenizer-model")
     tokenizer = load_tokenizer(tokenizer_path)
-    check_tokenizer(prefix, tokenizer)
-    documents = documents_of(load_indexed_dataset(prefix, tokenizer.vocab_size))
     budget = _prompt_budget(args.prompt_budget, state, config)
-    vocab = config.model.vocab_size or state.get("vocab_size") or tokenizer.vocab_size
-    with parallel.process_group(config.model, config.train.seed):
-        model = load_own_checkpoint(load, vocab, step)
-        entropy = _proxy_entropy(proxy, prefix, documents, config, tokenizer)
-        positions = sample_eval_positions(
-            documents,
-            entropy,
-            eligible_positions(documents, tokenizer, config.curriculum.min_context),
-            config.curriculum.tier_thresholds[0],
-            args.eval_positions,
-            args.eval_seed,
-            load_position_kinds(prefix, sum(len(d) for d in documents)),
-        )
-        engine = RolloutEngine.for_model(model, tokenizer, config.model)
-        report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)
-    report.update(
-        checkpoint=str(load),
-        step=step,
-        dataset=str(prefix),
-        proxy=str(proxy),
-        eval_seed=args.eval_seed,
-        prompt_budget=budget,
-    )
+    report = evaluate_model(config, load, prefix, tokenizer, proxy, budget, step)
+    report["step"] = step
     prompt = "nobudget" if budget is None else f"budget{budget}"
     output = Path(
         args.output or f"runs/eval/{load.resolve().name}_iter{step}_{prefix.name}_{prompt}.json"
@@ -152,24 +131,40 @@ def evaluate_checkpoint(args: argparse.Namespace) -> tuple[dict, Path]:
     return report, output
 
 
-def _proxy_entropy(proxy: Path, prefix: Path, documents, config: RMTConfig, tokenizer):
-    """Entropy of the fixed proxy (a checkpoint of ours or a Hugging Face directory) at every
-    token, cached beside the data under the proxy's name."""
-
-    def load_model():
-        if (proxy / TRACKER).is_file():
-            return load_own_checkpoint(proxy, tokenizer.vocab_size)
-        return load_proxy(proxy, config.model, tokenizer)
-
-    return cached_difficulty(
-        prefix,
-        documents,
-        proxy_label(proxy),
-        file_signature(proxy),
-        load_model,
-        tokenizer,
-        config,
+def evaluate_model(
+    config: RMTConfig,
+    model_path: Path,
+    prefix: Path,
+    tokenizer: Tokenizer,
+    proxy: Path,
+    budget: int | None,
+    step: int | None = None,
+) -> dict:
+    """The evaluation report (`run.evaluation.evaluate`) of the model at `model_path` (a
+    checkpoint of ours, or a Hugging Face directory / GGUF file used as it is) on the held-out
+    dataset at `prefix`, at `config.data.eval_positions` positions drawn with
+    `config.data.eval_seed` and tiered by the fixed `proxy`, with `budget` in the prompt
+    (`step`: which step of a checkpoint of ours, default the latest), inside a process group of
+    its own in the config's layout."""
+    check_tokenizer(prefix, tokenizer)
+    documents = documents_of(load_indexed_dataset(prefix, tokenizer.vocab_size))
+    data = config.data
+    with parallel.process_group(config.model, config.train.seed):
+        model = load_fixed_model(model_path, config.model, tokenizer, step)
+        entropy = DifficultyScorer(config, tokenizer, proxy).scores(prefix, documents)
+        positions = held_out_positions(
+            prefix, documents, entropy, tokenizer, config, data.eval_positions, data.eval_seed
+        )
+        engine = RolloutEngine.for_model(model, tokenizer, config.model)
+        report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)
+    report.update(
+        checkpoint=str(model_path),
+        dataset=str(prefix),
+        proxy=str(proxy),
+        eval_seed=data.eval_seed,
+        prompt_budget=budget,
     )
+    return report
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -31,6 +31,7 @@ from rmt_megatron.mcore.teacher_forcing import (
     entropy_statistic,
     forward_statistics,
 )
+from rmt_megatron.model_io.own_checkpoint import load_fixed_model
 from rmt_megatron.model_io.tokenizers import fingerprint
 from rmt_megatron.run.sharding import replica_share
 
@@ -111,6 +112,46 @@ def cached_difficulty(
     if parallel.is_main_rank():
         atomic_write(path.with_suffix(".json"), json.dumps(key, indent=1))
     return scores
+
+
+class DifficultyScorer:
+    """Difficulty scores of datasets under one proxy, each cached beside its dataset
+    (`cached_difficulty`). The proxy is a fixed model at `proxy` (a checkpoint of ours or a
+    Hugging Face directory / GGUF file), loaded on the first dataset that is not cached and kept
+    while this object lives; without one, `policy` scores (the run's starting policy, named
+    "policy" in the cache and keyed by `policy_signature`, what it started from)."""
+
+    def __init__(
+        self,
+        config: RMTConfig,
+        tokenizer,
+        proxy: str | os.PathLike | None,
+        policy: torch.nn.Module | None = None,
+        policy_signature=None,
+    ) -> None:
+        if proxy is None and policy is None:
+            raise ValueError("a DifficultyScorer needs a proxy path or a policy model")
+        self.config, self.tokenizer, self.proxy = config, tokenizer, proxy
+        self._model = policy if proxy is None else None
+        self._signature = policy_signature if proxy is None else file_signature(proxy)
+        self._label = "policy" if proxy is None else proxy_label(proxy)
+
+    def _load(self) -> torch.nn.Module:
+        if self._model is None:
+            self._model = load_fixed_model(self.proxy, self.config.model, self.tokenizer)
+        return self._model
+
+    def scores(self, prefix: Path, documents: Sequence[np.ndarray]) -> np.ndarray:
+        """The proxy's entropy at every token of the dataset at `prefix` (flat, float32)."""
+        return cached_difficulty(
+            prefix,
+            documents,
+            self._label,
+            self._signature,
+            self._load,
+            self.tokenizer,
+            self.config,
+        )
 
 
 def _windows(document: np.ndarray, seq_length: int) -> list[tuple[int, np.ndarray]]:

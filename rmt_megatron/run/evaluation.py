@@ -20,13 +20,16 @@ position.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
 from rmt_megatron.errors import DatasetError
+from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.teacher_forcing import argmax_statistic, forward_statistics
@@ -34,7 +37,9 @@ from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.method.rewards import score_rollout
 from rmt_megatron.method.tallies import mean_of, paired_difference
 from rmt_megatron.method.tokenizer import Tokenizer
+from rmt_megatron.model_io.position_kinds import load_position_kinds
 from rmt_megatron.run.sharding import replica_share
+from rmt_megatron.run.step_builder import eligible_positions
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,48 @@ def sample_eval_positions(
         )
     order = np.random.default_rng(seed).permutation(len(candidates))[:count]
     return [candidates[i] for i in sorted(order)]
+
+
+def held_out_positions(
+    prefix: Path,
+    documents: list[np.ndarray],
+    entropy: np.ndarray,
+    tokenizer: Tokenizer,
+    config: RMTConfig,
+    count: int,
+    seed: int,
+) -> list[EvalPosition]:
+    """`sample_eval_positions` over the held-out dataset at `prefix`: the positions a training
+    step could draw there (`step_builder.eligible_positions`) above the lowest tier threshold,
+    labelled with the dataset's position kinds where it has them."""
+    return sample_eval_positions(
+        documents,
+        entropy,
+        eligible_positions(documents, tokenizer, config.curriculum.min_context),
+        config.curriculum.tier_thresholds[0],
+        count,
+        seed,
+        load_position_kinds(prefix, sum(len(d) for d in documents)),
+    )
+
+
+EVAL_DIR = "eval"
+"""A run's evaluations: `<save>/eval/iter_XXXXXXX.json` for each step evaluated, and
+`latest.json`."""
+
+
+def write_eval_report(save: str | Path, step: int, report: dict) -> None:
+    """Store the evaluation `report` of step `step` under the run's `save` directory (the main
+    rank writes)."""
+    directory = Path(save) / EVAL_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in (f"iter_{step:07d}.json", "latest.json"):
+        atomic_write(directory / name, json.dumps(report, indent=1))
+
+
+def read_eval_reports(save: str | Path) -> list[dict]:
+    """The evaluations a run stored under `save`, in step order."""
+    return [json.loads(p.read_text()) for p in sorted((Path(save) / EVAL_DIR).glob("iter_*"))]
 
 
 def evaluate(
@@ -149,8 +196,8 @@ def _outcomes(model, engine, tokenizer, documents, positions, config, budget, se
     ]
     rollouts = engine.generate(
         prompts,
-        1,
-        config.rollout.max_response_length,
+        group_size=1,
+        max_new_tokens=config.rollout.max_response_length,
         temperature=0.0,
         top_p=1.0,
         generator=torch.Generator().manual_seed(seed),

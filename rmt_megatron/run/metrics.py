@@ -1,4 +1,5 @@
-"""Step metrics: reduction over data-parallel ranks, TensorBoard scalars, the console line."""
+"""Step metrics: reduction over data-parallel ranks, TensorBoard scalars, the console line, and
+the `StepLog` that sends each step's metrics to all three places."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ import os
 
 import torch
 
+from rmt_megatron.config.sections import TIER_NAMES
 from rmt_megatron.mcore import parallel
 from rmt_megatron.method.tallies import Tally, mean_or_nan
+from rmt_megatron.run.metrics_log import append_metrics, keep_metrics_up_to
 
 
 def replica_means(tally: Tally, names: list[str]) -> dict[str, float]:
@@ -53,11 +56,37 @@ def progress_line(step: int, total: int, m: dict[str, float]) -> str:
         value = m.get(name, math.nan)
         return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
+    tiers = " ".join(f"{name} {fmt(f'match_reward/{name}', '.2f')}" for name in TIER_NAMES)
     return (
         f"step {step}/{total} | B_t {fmt('budget', '.0f')} | match {fmt('match_reward')} "
-        f"(easy {fmt('match_reward/easy', '.2f')} medium {fmt('match_reward/medium', '.2f')}"
-        f" hard {fmt('match_reward/hard', '.2f')}) | len {fmt('reasoning_length', '.1f')} "
+        f"({tiers}) | len {fmt('reasoning_length', '.1f')} "
         f"| >2B {fmt('over_twice_budget', '.2f')} | L_RL {fmt('loss_rl')} "
         f"L_NTP {fmt('loss_ntp')} | gnorm {fmt('grad_norm')} | "
         f"{fmt('step_time', '.2f')} s | rollout {fmt('rollout_tokens_per_s', '.0f')} tok/s"
     )
+
+
+class StepLog:
+    """Where each step's metrics go: TensorBoard (`writer`), the run's `metrics.jsonl` (the main
+    rank of a run with --save; `run.metrics_log`) and, at step 1 and every `log_interval` steps,
+    the console line."""
+
+    def __init__(self, save: str | None, log_interval: int, total: int, writer) -> None:
+        self.log_interval, self.total, self.writer = log_interval, total, writer
+        self._save = save if save and parallel.is_main_rank() else None
+
+    def restart(self, kept_steps: int) -> None:
+        """Make the metrics log hold this run's rows up to `kept_steps`: a run resuming its own
+        --save keeps the rows up to its checkpoint's step (it redoes the later ones); any other
+        run starts the log anew (`run.resume` allows it only where no checkpoint was saved, so
+        the rows left there belong to no checkpoint)."""
+        if self._save:
+            keep_metrics_up_to(self._save, kept_steps)
+
+    def record(self, step: int, metrics: dict[str, float]) -> None:
+        """Log step `step` (1-based, done)."""
+        self.writer.scalars(step, metrics, "train")
+        if self._save:
+            append_metrics(self._save, step, metrics)
+        if step % self.log_interval == 0 or step == 1:
+            parallel.print_main(progress_line(step, self.total, metrics))

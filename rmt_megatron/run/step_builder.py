@@ -21,7 +21,7 @@ import torch
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError, DatasetError
 from rmt_megatron.mcore import parallel
-from rmt_megatron.method.budget import budget_at, rollout_token_cap
+from rmt_megatron.method.budget import budget_or_none, rollout_token_cap
 from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
 from rmt_megatron.method.group_scores import score_groups
 from rmt_megatron.method.packing import (
@@ -144,10 +144,8 @@ class StepBatchBuilder:
         self.sampler.load_state_dict(state)
 
     def budget(self, step: int) -> int | None:
-        """B_t, or None when the dynamic budget is off."""
-        if not self.config.budget.enabled:
-            return None
-        return budget_at(step, self.config.train.train_iters, self.config.budget)
+        """B_t, or None when the dynamic budget is off (`budget.budget_or_none`)."""
+        return budget_or_none(step, self.config.train.train_iters, self.config.budget)
 
     def _generator(self, step: int) -> torch.Generator:
         return torch.Generator().manual_seed(
@@ -218,11 +216,11 @@ class StepBatchBuilder:
         started = time.time()
         rollouts = self.engine.generate(
             prompts,
-            config.rollout.group_size,
-            cap,
-            config.rollout.temperature,
-            config.rollout.top_p,
-            self._generator(step),
+            group_size=config.rollout.group_size,
+            max_new_tokens=cap,
+            temperature=config.rollout.temperature,
+            top_p=config.rollout.top_p,
+            generator=self._generator(step),
         )
         seconds = time.time() - started
         scores = score_groups(

@@ -139,11 +139,11 @@ def evaluate_answers(
     problem its outcome and the response's text."""
     rollouts = engine.generate(
         [question_prompt(tokenizer, p) for p in problems],
-        1,
-        max_new_tokens,
-        0.0,
-        1.0,
-        torch.Generator().manual_seed(0),
+        group_size=1,
+        max_new_tokens=max_new_tokens,
+        temperature=0.0,
+        top_p=1.0,
+        generator=torch.Generator().manual_seed(0),
     )
     texts = [tokenizer.decode(r.tokens) for r in rollouts]
     kinds = [answer_kind(t, problems[r.prompt_index]) for t, r in zip(texts, rollouts, strict=True)]
@@ -176,7 +176,12 @@ def _grpo_step(state, forward_step, engine, tokenizer, problems, settings, step,
     prompts = [question_prompt(tokenizer, p) for p in problems]
     generator = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
     rollouts = engine.generate(
-        prompts, settings.group_size, settings.max_new_tokens, settings.temperature, 1.0, generator
+        prompts,
+        group_size=settings.group_size,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=1.0,
+        generator=generator,
     )
     rewards = torch.zeros(len(problems), settings.group_size)
     for index, rollout in enumerate(rollouts):

@@ -50,7 +50,7 @@ setup(
             "rmt-warmstart=rmt_megatron.builtin.warmstart:main",
             "rmt-evaluate=rmt_megatron.run.checkpoint_eval:main",
             "rmt-posttrain=rmt_megatron.study.posttrain:main",
-            "rmt-replicate=rmt_megatron.replicate:main",
+            "rmt-replicate=rmt_megatron.study.replication:main",
             "rmt-export-hf=rmt_megatron.model_io.hf_export:main",
         ]
     },

@@ -13,15 +13,15 @@ mkdir -p "$out"
     >"$out/install.log" 2>&1 || { tail -20 "$out/install.log"; exit 1; }
 export PYTHONUNBUFFERED=1
 status=0
+scratch=$(mktemp -d)  # each call starts over (a new run refuses a used --save)
 for dtype in fp32 bf16; do
-    rm -rf "/tmp/gpu_$dtype"  # a rerun on a warm machine starts over (a new run refuses a used --save)
-    flags=(--train-iters 4 --rmt-fused-output-layer --eval-interval 2 --save "/tmp/gpu_$dtype")
+    flags=(--train-iters 4 --rmt-fused-output-layer --eval-interval 2 --save "$scratch/$dtype")
     [ "$dtype" = bf16 ] && flags+=(--bf16)
     echo "== $dtype: steps 1-2, then stop" | tee -a "$out/train_check.txt"
     timeout 150 python pretrain_rmt.py "${flags[@]}" --exit-interval 2 2>&1 \
         | tee -a "$out/train_check.txt" || status=1
     echo "== $dtype: resume, steps 3-4" | tee -a "$out/train_check.txt"
-    timeout 120 python pretrain_rmt.py "${flags[@]}" --load "/tmp/gpu_$dtype" 2>&1 \
+    timeout 120 python pretrain_rmt.py "${flags[@]}" --load "$scratch/$dtype" 2>&1 \
         | tee -a "$out/train_check.txt" || status=1
 done
 exit $status

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 11, on the validation split only: candidate base models (rmt-warmstart outputs) evaluated
-# on the same 400 validation positions under the B = 40 prompt (difficulty from the shipped base,
-# so the positions do not depend on the candidate), then compared per kind of position by
-# experiments/bases_valid.py. From the repository root with the venv active, about 30 s per base:
+# The replication question (does RMT beat RPT here, and why not), on the validation split only:
+# candidate base models (rmt-warmstart outputs) evaluated on the same 400 validation positions
+# under the B = 40 prompt (difficulty from the shipped base, so the positions do not depend on the
+# candidate), then compared per kind of position by experiments/bases_valid.py. From the repository
+# root with the venv active, about 30 s per base:
 #   bash experiments/bases_valid.sh NAME=BASE_DIR...
 set -euo pipefail
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1

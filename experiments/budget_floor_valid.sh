@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Issue 11, on the validation split only: RMT with another final budget B_T = FLOOR, against
-# RPT at the same prompt. The necessary reasoning for a sum digit is 39-62 tokens on the train
-# split (experiments/working_length.py), so the replication's B_T = 40 makes the length reward
-# pay for cutting needed steps.
+# The replication question (does RMT beat RPT here, and why not), on the validation split only: RMT
+# with another final budget B_T = FLOOR, against RPT at the same prompt. The necessary reasoning
+# for a sum digit is 39-62 tokens on the train split (experiments/working_length.py), so the
+# replication's B_T = 40 makes the length reward pay for cutting needed steps.
 #   bash experiments/budget_floor_valid.sh 48        B_T = 48 (decay 0.42: binds from step 80)
 #   bash experiments/budget_floor_valid.sh 64 0.67   B_T = 64, above every working (96 -> 64 at
 #                                                    the last step)
@@ -19,14 +19,14 @@ OUT=runs/budget_floor
 BASE=rmt_megatron/builtin/assets/tiny_base
 mkdir -p $OUT
 export OMP_NUM_THREADS=2 PYTHONUNBUFFERED=1
+B_T=$(python -m rmt_megatron.replicate --print-final-budget)  # the replication's B_T
 for seed in 1 2 3; do
-  d=$OUT/rmt_b${FLOOR}_seed$seed
+  # the replication's RMT arm with this floor, its run in $OUT/b$FLOOR/runs/rmt_seed$seed
+  read -ra flags <<<"$(python -m rmt_megatron.replicate --work-dir $OUT/b$FLOOR --seeds $seed \
+    --print-train-flags rmt --rmt-budget-min $FLOOR --rmt-budget-decay $DECAY)"
+  d=$OUT/b$FLOOR/runs/rmt_seed$seed
   [ "$(cat $d/latest_checkpointed_iteration.txt 2>/dev/null)" = 100 ] || \
-    python pretrain_rmt.py --seed $seed --rmt-budget-min $FLOOR --rmt-budget-decay $DECAY \
-      --train-iters 100 --lr-warmup-iters 5 --save $d --load $d --save-interval 50 \
-      --eval-interval 25 --eval-positions 100 --tensorboard-dir $d/tensorboard \
-      --builtin-data-dir $DATA \
-      > $OUT/train_b${FLOOR}_seed$seed.log 2>&1
+    python -m rmt_megatron.pretrain "${flags[@]}" > $OUT/train_b${FLOOR}_seed$seed.log 2>&1
 done
 evaluate() {  # checkpoint, prompt budget, report name
   [ -f $OUT/eval_$3.json ] || python -m rmt_megatron.evaluate --load $1 \
@@ -35,9 +35,9 @@ evaluate() {  # checkpoint, prompt budget, report name
     --builtin-data-dir $DATA --output $OUT/eval_$3.json > $OUT/eval_$3.log 2>&1
 }
 for seed in 1 2 3; do
-  evaluate $OUT/rmt_b${FLOOR}_seed$seed $FLOOR rmt_b${FLOOR}_seed${seed}_p$FLOOR
+  evaluate $OUT/b$FLOOR/runs/rmt_seed$seed $FLOOR rmt_b${FLOOR}_seed${seed}_p$FLOOR
   evaluate $RUNS/rpt_seed$seed $FLOOR rpt_seed${seed}_p$FLOOR
-  evaluate $RUNS/rmt_seed$seed 40 rmt_seed${seed}_p40
-  evaluate $RUNS/rpt_seed$seed 40 rpt_seed${seed}_p40
+  evaluate $RUNS/rmt_seed$seed $B_T rmt_seed${seed}_p$B_T
+  evaluate $RUNS/rpt_seed$seed $B_T rpt_seed${seed}_p$B_T
 done
-python experiments/budget_floor_valid.py $OUT $FLOOR
+python experiments/budget_floor_valid.py $OUT $FLOOR $B_T

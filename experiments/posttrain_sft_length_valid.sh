@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Issue 11, on the validation split only: are the RL-trained checkpoints' post-training losses
-# broken addition or slower adaptation to the question format? SFT alone (no GRPO) for 60 steps
-# (the replication's) and for 180 from the base and from the NTP, RPT, RMT and RMT-without-
-# NTP-term checkpoints of the replication, seeds 1 and 2 (the post-training seed is the run's), then greedy answers to 200 validation problems, each
+# The replication question (does RMT beat RPT here, and why not), on the validation split only: are
+# the RL-trained checkpoints' post-training losses broken addition or slower adaptation to the
+# question format? SFT alone (no GRPO) for 60 steps (the replication's) and for 180 from the base
+# and from the NTP, RPT, RMT and RMT-without- NTP-term checkpoints of the replication, seeds 1 and
+# 2 (the post-training seed is the run's), then greedy answers to 200 validation problems, each
 # wrong one classified (builtin.questions.answer_kind). Needs the replication's main and ablation
 # runs. From the repository root with the venv active (~60 min on 2 cores):
 #   bash experiments/posttrain_sft_length_valid.sh

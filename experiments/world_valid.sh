@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Issue 11, on the validation split only: the built-in world as the checkout has it (its shipped
-# base model and the tiny preset's budget), RMT against RPT at the same prompt. Trains RMT and
-# RPT seeds 1..N from the shipped base (the two arms side by side, one torch thread each),
-# evaluates the base and every run on the same 400 validation positions under the B = B_T
-# prompt and under no budget clause, and prints the comparison (experiments/world_valid.py).
-# From the repository root with the venv active, about 15 min per seed on 2 cores:
+# The replication question (does RMT beat RPT here, and why not), on the validation split only: the
+# built-in world as the checkout has it (its shipped base model and the tiny preset's budget), RMT
+# against RPT at the same prompt. Trains RMT and RPT seeds 1..N from the shipped base (the two arms
+# side by side, one torch thread each), evaluates the base and every run on the same 400 validation
+# positions under the B = B_T prompt and under no budget clause, and prints the comparison
+# (experiments/world_valid.py). From the repository root with the venv active, about 15 min per
+# seed on 2 cores:
 #   bash experiments/world_valid.sh [SEEDS]      (default "1 2 3")
 set -euo pipefail
 SEEDS=${1:-1 2 3}
 OUT=runs/world_valid
 DATA=$OUT/builtin_data
 BASE=rmt_megatron/builtin/assets/tiny_base
-B_T=$(python -c "from rmt_megatron.config.presets import get_preset; from rmt_megatron.method.budget import final_budget; print(final_budget(get_preset('tiny_cpu').budget))")
+B_T=$(python -m rmt_megatron.replicate --print-final-budget)
 export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
 python - <<PY  # refuse runs and evaluations left in $OUT by another base model (another world)
 import sys
@@ -24,12 +25,12 @@ except TrainingError as error:
     sys.exit(f"error: {error}")
 PY
 python -c "from rmt_megatron.builtin.datasets import prepare_builtin_data; prepare_builtin_data('$DATA')"
-train() {  # arm name, seed, extra flags
-  local d=$OUT/$1_seed$2 log=$OUT/train_$1_seed$2.log
+train() {  # arm name, seed: the replication's run of that arm, in $OUT/runs/
+  local d=$OUT/runs/$1_seed$2 log=$OUT/train_$1_seed$2.log flags
+  read -ra flags <<<"$(python -m rmt_megatron.replicate --work-dir $OUT --seeds $2 \
+    --print-train-flags $1)"
   [ "$(cat $d/latest_checkpointed_iteration.txt 2>/dev/null)" = 100 ] || \
-    python pretrain_rmt.py --seed $2 "${@:3}" --train-iters 100 --lr-warmup-iters 5 \
-      --save $d --load $d --save-interval 50 --eval-interval 25 --eval-positions 100 \
-      --tensorboard-dir $d/tensorboard --builtin-data-dir $DATA > $log 2>&1 \
+    python -m rmt_megatron.pretrain "${flags[@]}" > $log 2>&1 \
     || { echo "training $1 seed $2 failed; the end of $log:" >&2; tail -5 $log >&2; exit 1; }
 }
 evaluate() {  # checkpoint, prompt budget, report name
@@ -44,10 +45,10 @@ evaluate $BASE/checkpoint $B_T base_p$B_T & pid=$!
 evaluate $BASE/checkpoint none base_pnone; wait $pid
 for seed in $SEEDS; do
   train rmt $seed & pid=$!
-  train rpt $seed --rmt-method rpt; wait $pid
+  train rpt $seed; wait $pid
   for arm in rmt rpt; do
-    evaluate $OUT/${arm}_seed$seed $B_T ${arm}_seed${seed}_p$B_T & pid=$!
-    evaluate $OUT/${arm}_seed$seed none ${arm}_seed${seed}_pnone; wait $pid
+    evaluate $OUT/runs/${arm}_seed$seed $B_T ${arm}_seed${seed}_p$B_T & pid=$!
+    evaluate $OUT/runs/${arm}_seed$seed none ${arm}_seed${seed}_pnone; wait $pid
   done
 done
 python experiments/world_valid.py $OUT $B_T $SEEDS

@@ -11,6 +11,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import pytest
+from helpers import arithmetic_datasets, tiny_hugging_face_model
 
 from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR
 from rmt_megatron.config.flags import config_from_args, pretrain_parser
@@ -100,7 +101,16 @@ def test_a_work_directory_is_refused_if_its_runs_started_from_another_base(tmp_p
 def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newer(
     tmp_path, monkeypatch
 ):
-    settings = Settings(("main",), (1,), 2, 8, 8, tmp_path, tmp_path / "tables", 1)
+    settings = Settings(
+        tables=("main",),
+        seeds=(1,),
+        train_iters=2,
+        eval_positions=8,
+        curve_positions=8,
+        work_dir=tmp_path,
+        output_dir=tmp_path / "tables",
+        threads=1,
+    )
     checkpoint = tmp_path / "run"
     checkpoint.mkdir()
     (checkpoint / TRACKER).write_text("2")
@@ -122,7 +132,16 @@ def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newe
 
 
 def test_a_post_training_report_is_replaced_if_its_settings_differ(tmp_path, monkeypatch):
-    settings = Settings(("posttrain",), (1,), 2, 8, 8, tmp_path, tmp_path / "tables", 1)
+    settings = Settings(
+        tables=("posttrain",),
+        seeds=(1,),
+        train_iters=2,
+        eval_positions=8,
+        curve_positions=8,
+        work_dir=tmp_path,
+        output_dir=tmp_path / "tables",
+        threads=1,
+    )
     output = posttrain_path(tmp_path, "base", 1)
     output.parent.mkdir(parents=True)
     commands = []
@@ -201,3 +220,92 @@ def test_replicate_smoke_runs_every_main_arm_and_post_training_and_writes_the_ta
     again = _replicate_smoke(work, timeout=300)
     assert again.returncode == 0
     assert "train " not in again.stdout and "post-train " not in again.stdout
+
+
+BYO_PRETRAIN_FLAGS = (
+    "--micro-batch-size 4 --rmt-max-prompt-length 400 --rmt-min-context 4 "
+    "--rmt-tier-thresholds 0.0 0.1 0.2"
+).split()
+"""Pretrain flags a user of a random-weight 290-token model gives every arm (forwarded)."""
+
+
+def _own_world(directory: Path) -> list[str]:
+    """A tiny Hugging Face model and train/valid/test datasets made for it, as a user has them;
+    the replication flags that name them."""
+    tiny_hugging_face_model(directory)
+    arithmetic_datasets(directory, directory, {"train": 30, "valid": 31, "test": 32})
+    flags = ["--hf-checkpoint", str(directory)]
+    for split in ("train", "valid", "test"):
+        flags += [f"--{split}-data-path", str(directory / split)]
+    return flags
+
+
+def test_replicate_runs_on_your_own_model_and_data(tmp_path):
+    """The bring-your-own-model replication, smoke size: every main arm trained from the
+    Hugging Face checkpoint on the user's data, the base evaluated as it is, the main table
+    written with no column for position kinds the data does not have."""
+    (tmp_path / "model").mkdir()
+    world = _own_world(tmp_path / "model")
+    work = tmp_path / "work"
+    argv = ["--smoke", "--tables", "main", "--work-dir", str(work), *world, *BYO_PRETRAIN_FLAGS]
+    completed = subprocess.run(
+        [sys.executable, "-m", "rmt_megatron.replicate", *argv],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout[-2000:] + completed.stderr[-2000:]
+    tables = (work / "tables" / "tables.md").read_text()
+    assert "## Main table" in tables and "| RMT − RPT, budget prompt | all |" in tables
+    assert "| method | prompt | all | easy | medium | hard | length |" in tables
+    assert f"base model {tmp_path / 'model'}" in tables
+    base = json.loads((work / "evals" / "base_budget.json").read_text())
+    assert base["checkpoint"] == str(tmp_path / "model") and len(base["outcomes"]) == 8
+    assert (work / "runs" / "rmt_seed1" / TRACKER).read_text().strip() == "2"
+    assert json.loads((work / "base_model.json").read_text()).keys() == {
+        "base_sha256",
+        "train_data_sha256",
+        "valid_data_sha256",
+        "test_data_sha256",
+    }
+
+
+def test_own_model_replication_refuses_the_posttrain_table_and_missing_data(tmp_path, capsys):
+    from rmt_megatron.study.replication import main
+
+    model = ["--hf-checkpoint", str(tmp_path)]
+    assert main([*model, "--tables", "posttrain", "--work-dir", str(tmp_path / "w")]) == 1
+    assert "needs --train-data-path, --valid-data-path, --test-data-path" in capsys.readouterr().err
+    data = [f"--{s}-data-path={tmp_path / s}" for s in ("train", "valid", "test")]
+    assert main([*model, *data, "--tables", "posttrain"]) == 1
+    assert "with your own model give --tables main ablations" in capsys.readouterr().err
+    assert main(["--train-data-path", "x"]) == 1
+    assert "need the base model" in capsys.readouterr().err
+    assert main(["--print-final-budget", "--rmt-bogus", "1"]) == 1
+    assert "unrecognized flags --rmt-bogus 1" in capsys.readouterr().err
+
+
+def test_an_arm_s_flags_come_from_the_design(capsys):
+    from rmt_megatron.study.design import arm
+    from rmt_megatron.study.replication import main
+
+    assert main(["--print-train-flags", "rpt", "--seeds", "4", "--rmt-budget-min", "7"]) == 0
+    flags = capsys.readouterr().out.split()
+    assert flags[: len(arm("rpt").flags) + 2] == ["--rmt-budget-min", "7", *arm("rpt").flags]
+    assert flags[flags.index("--seed") + 1] == "4"
+    assert flags[flags.index("--save") + 1].endswith("rpt_seed4")
+
+
+def test_the_design_names_only_arms_it_trains_and_prompts_it_evaluates():
+    from rmt_megatron.study.design import ARMS, BASE, PROMPTS, TRAINED_TABLES
+
+    names = {a.name for a in ARMS} | {BASE}
+    for table in TRAINED_TABLES:
+        sides = [(r.arm, r.prompt, r.mode) for r in table.rows]
+        sides += [(s.arm, s.prompt, s.mode) for c in table.comparisons for s in (c.first, c.second)]
+        sides += [(arm, prompt, "reasoning") for arm, prompt in table.bars.entries]
+        for arm, prompt, mode in sides:
+            assert arm in names and prompt in PROMPTS and mode in ("reasoning", "argmax")
+        trained = {a.name for a in ARMS if a.table == table.name}
+        assert trained <= {r.arm for r in table.rows}  # every arm of a table has a row

@@ -14,25 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from rmt_megatron.method.tallies import paired_difference
+from rmt_megatron.study.design import POSTTRAIN_COMPARISONS, POSTTRAIN_SOURCES
+from rmt_megatron.study.table_cells import mean_std
 
-SOURCES = (("base", "base"), ("NTP (compute-matched)", "ntp"), ("RPT", "rpt"), ("RMT", "rmt"))
-"""(label, name) of the checkpoints post-trained: the base, then the main table's arms."""
 PHASES = ("before", "after_sft", "after_grpo")
-COMPARISONS = (("rmt", "ntp"), ("rmt", "rpt"), ("rmt", "base"), ("ntp", "base"))
 
 
 def posttrain_path(work_dir: Path, source: str, seed: int) -> Path:
     """Where the replication keeps the post-training report of `source` with `seed`."""
     return work_dir / "posttrain" / f"{source}_seed{seed}.json"
-
-
-def _mean_std(values: list[float], spec: str = ".3f") -> str:
-    """ "mean ± std" over seeds (sample std), the value alone for one, "–" for none."""
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return format(values[0], spec)
-    return f"{format(np.mean(values), spec)} ± {format(np.std(values, ddof=1), spec)}"
 
 
 def rows(reports: dict[tuple[str, int], dict]) -> list[dict]:
@@ -70,19 +60,19 @@ def lines(reports: dict[tuple[str, int], dict], seeds: tuple[int, ...]) -> list[
         "response tokens after GRPO |",
         "|---|---|---|---|---|---|",
     ]
-    for label, source in SOURCES:
+    for label, source in POSTTRAIN_SOURCES:
         mine = [reports[source, s] for s in seeds if (source, s) in reports]
         if not mine:
             continue
-        cells = [_mean_std([r[phase]["accuracy"] for r in mine]) for phase in PHASES]
-        reward = _mean_std(
+        cells = [mean_std([r[phase]["accuracy"] for r in mine]) for phase in PHASES]
+        reward = mean_std(
             [
                 float(np.mean([s["reward"] for s in r["grpo_steps"][-10:]]))
                 for r in mine
                 if r["grpo_steps"]
             ]
         )
-        length = _mean_std([r["after_grpo"]["mean_response_length"] for r in mine], ".1f")
+        length = mean_std([r["after_grpo"]["mean_response_length"] for r in mine], ".1f")
         out.append(f"| {label} | " + " | ".join(cells) + f" | {reward} | {length} |")
     out += [
         "",
@@ -90,7 +80,7 @@ def lines(reports: dict[tuple[str, int], dict], seeds: tuple[int, ...]) -> list[
         "mean ± SE (seeds) |",
         "|---|---|---|---|---|---|",
     ]
-    for first, second in COMPARISONS:
+    for first, second in POSTTRAIN_COMPARISONS:
         common = [s for s in seeds if (first, s) in reports and (second, s) in reports]
         if not common:
             continue
@@ -111,7 +101,9 @@ def lines(reports: dict[tuple[str, int], dict], seeds: tuple[int, ...]) -> list[
 
 def plot(plt, reports: dict[tuple[str, int], dict], seeds: tuple[int, ...], path: Path) -> None:
     """Bars: accuracy per phase for each source, mean over seeds with their std."""
-    present = [(label, s) for label, s in SOURCES if any((s, k) in reports for k in seeds)]
+    present = [
+        (label, s) for label, s in POSTTRAIN_SOURCES if any((s, k) in reports for k in seeds)
+    ]
     if not present:
         return
     figure, axis = plt.subplots(figsize=(7, 4))

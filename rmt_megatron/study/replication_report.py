@@ -26,12 +26,28 @@ from pathlib import Path
 
 import numpy as np
 
+from rmt_megatron.config.sections import TIER_NAMES
 from rmt_megatron.files import atomic_write
 from rmt_megatron.method.tallies import paired_difference
+from rmt_megatron.run.evaluation import read_eval_reports
 from rmt_megatron.run.metrics_log import read_metrics
 from rmt_megatron.study import posttrain_report
+from rmt_megatron.study.design import (
+    ARMS,
+    BASE,
+    EVERY_KIND,
+    NTP_ARM,
+    POSTTRAIN,
+    POSTTRAIN_SOURCES,
+    PROMPTS,
+    RMT_ARM,
+    TRAINED_TABLES,
+    Bars,
+    Comparison,
+    Row,
+)
+from rmt_megatron.study.table_cells import mean_std
 
-TIERS = ("easy", "medium", "hard")
 MODES = {"reasoning": "reasoning_accuracy", "argmax": "ntp_accuracy"}
 """How a table names an accuracy -> the evaluation report's key."""
 
@@ -64,7 +80,7 @@ def _cells(report: dict) -> dict[str, float]:
         "all/argmax": float(_position_values(report, "ntp_accuracy").mean()),
         "length": report["mean_reasoning_length"],
     }
-    for tier in TIERS:
+    for tier in TIER_NAMES:
         split = report["splits"][tier]
         cells[f"{tier}/reasoning"] = split["reasoning_accuracy"]
         cells[f"{tier}/argmax"] = split["ntp_accuracy"]
@@ -72,16 +88,6 @@ def _cells(report: dict) -> dict[str, float]:
         cells[f"{kind}/reasoning"] = row["reasoning_accuracy"]
         cells[f"{kind}/argmax"] = row["ntp_accuracy"]
     return cells
-
-
-def _mean_std(values: list[float], spec: str = ".3f") -> str:
-    """ "mean ± std" over seeds (sample std), the value alone for one, "–" for none."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return "–"
-    if len(values) == 1:
-        return format(values[0], spec)
-    return f"{format(np.mean(values), spec)} ± {format(np.std(values, ddof=1), spec)}"
 
 
 def paired(first: list[dict], second: list[dict], measures: tuple[str, str], kind=None):
@@ -97,10 +103,10 @@ def paired(first: list[dict], second: list[dict], measures: tuple[str, str], kin
 class Collected:
     """Every evaluation report and run log of the replication, by arm, seed and prompt."""
 
-    def __init__(self, settings, arms, base: str, prompts) -> None:
-        self.settings, self.prompts = settings, prompts
-        self.arms = [a for a in arms if a.table in settings.tables]
-        self.base = {p: _load(eval_path(settings.work_dir, base, None, p)) for p in prompts}
+    def __init__(self, settings) -> None:
+        self.settings, prompts = settings, PROMPTS
+        self.arms = [a for a in ARMS if a.table in settings.tables]
+        self.base = {p: _load(eval_path(settings.work_dir, BASE, None, p)) for p in prompts}
         self.reports: dict[tuple[str, int, str], dict] = {}
         self.metrics: dict[tuple[str, int], list[dict]] = {}
         self.curves: dict[tuple[str, int], list[dict]] = {}
@@ -109,9 +115,7 @@ class Collected:
             for seed in settings.seeds:
                 directory = run_dir(settings.work_dir, arm.name, seed)
                 self.metrics[arm.name, seed] = read_metrics(directory)
-                self.curves[arm.name, seed] = [
-                    json.loads(p.read_text()) for p in sorted((directory / "eval").glob("iter_*"))
-                ]
+                self.curves[arm.name, seed] = read_eval_reports(directory)
                 wall = _load(directory / "wall_time.json")
                 self.wall[arm.name, seed] = wall["seconds"] if wall else math.nan
                 for prompt in prompts:
@@ -119,17 +123,29 @@ class Collected:
                     if report is not None:
                         self.reports[arm.name, seed, prompt] = report
         self.posttrain: dict[tuple[str, int], dict] = {}
-        if "posttrain" in settings.tables:
-            for _, source in posttrain_report.SOURCES:
+        if POSTTRAIN in settings.tables:
+            for _, source in POSTTRAIN_SOURCES:
                 for seed in settings.seeds:
                     path = posttrain_report.posttrain_path(settings.work_dir, source, seed)
                     report = _load(path)
                     if report is not None:
                         self.posttrain[source, seed] = report
 
+    @property
+    def kinds(self) -> list[str]:
+        """The kinds of position the held-out data labels (none for data without a kinds file),
+        as the evaluation reports name them."""
+        every = [*self.base.values(), *self.reports.values()]
+        return sorted({kind for r in every if r is not None for kind in r.get("kinds", {})})
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The accuracy columns of a table: all positions, the entropy tiers, the data's kinds."""
+        return ("all", *TIER_NAMES, *self.kinds)
+
     def reports_of(self, arm: str, prompt: str) -> list[dict]:
         """The evaluations of `arm` under `prompt`, one per seed that has one (the base: one)."""
-        if arm == "base":
+        if arm == BASE:
             return [self.base[prompt]] if self.base[prompt] is not None else []
         return [
             self.reports[arm, s, prompt]
@@ -160,27 +176,24 @@ def _rows(collected: Collected) -> list[dict]:
     return rows + posttrain_report.rows(collected.posttrain)
 
 
-COLUMNS = ("all", *TIERS, "computed", "operand", "text")
-"""The accuracy columns of a table: all positions, the entropy tiers, the corpus's kinds."""
-
-
-def _table(collected: Collected, entries: list[tuple[str, str, str, str]]) -> list[str]:
-    """Markdown rows for (label, arm, prompt, "reasoning"|"argmax") entries."""
-    header = "| method | prompt | " + " | ".join(COLUMNS)
+def _table(collected: Collected, rows: tuple[Row, ...]) -> list[str]:
+    """Markdown rows of a table's `rows`."""
+    columns = collected.columns
+    header = "| method | prompt | " + " | ".join(columns)
     header += " | length | rollout tokens | wall s |"
-    lines = [header, "|" + "---|" * (len(COLUMNS) + 5)]
-    for label, arm, prompt, mode in entries:
+    lines = [header, "|" + "---|" * (len(columns) + 5)]
+    for label, arm, prompt, mode in ((r.label, r.arm, r.prompt, r.mode) for r in rows):
         reports = collected.reports_of(arm, prompt)
         if not reports:
             continue
         cells = [_cells(r) for r in reports]
-        values = [_mean_std([c.get(f"{key}/{mode}", math.nan) for c in cells]) for key in COLUMNS]
-        length = _mean_std([c["length"] for c in cells], ".1f") if mode == "reasoning" else "–"
+        values = [mean_std([c.get(f"{key}/{mode}", math.nan) for c in cells]) for key in columns]
+        length = mean_std([c["length"] for c in cells], ".1f") if mode == "reasoning" else "–"
         runs = [(arm, s) for s in collected.settings.seeds if (arm, s) in collected.metrics]
-        tokens = _mean_std(
+        tokens = mean_std(
             [sum(m["rollout_tokens"] for m in collected.metrics[r]) for r in runs], ".0f"
         )
-        wall = _mean_std([collected.wall[r] for r in runs], ".0f")
+        wall = mean_std([collected.wall[r] for r in runs], ".0f")
         shown = "–" if mode == "argmax" else prompt
         lines.append(
             f"| {label} | {shown} | " + " | ".join(values) + f" | {length} | "
@@ -189,19 +202,24 @@ def _table(collected: Collected, entries: list[tuple[str, str, str, str]]) -> li
     return lines
 
 
-def _paired_lines(collected: Collected, comparisons) -> list[str]:
+def _paired_lines(collected: Collected, comparisons: tuple[Comparison, ...]) -> list[str]:
+    """Markdown rows of a table's paired `comparisons`, for all positions and each kind each
+    names that the data has."""
     lines = [
         "| comparison | kind | difference ± SE (positions) | positions | per seed | "
         "mean ± SE (seeds) |",
         "|---|---|---|---|---|---|",
     ]
-    for label, (arm_a, prompt_a, mode_a), (arm_b, prompt_b, mode_b), kinds in comparisons:
-        first = collected.reports_of(arm_a, prompt_a)
-        second = collected.reports_of(arm_b, prompt_b)
+    for comparison in comparisons:
+        label, one, other = comparison.label, comparison.first, comparison.second
+        first = collected.reports_of(one.arm, one.prompt)
+        second = collected.reports_of(other.arm, other.prompt)
         if not first or not second:
             continue
-        measures = (MODES[mode_a], MODES[mode_b])
-        for kind in kinds:
+        measures = (MODES[one.mode], MODES[other.mode])
+        named = comparison.kinds
+        kinds = (None, *collected.kinds) if named == EVERY_KIND else named
+        for kind in (k for k in kinds if k is None or k in collected.kinds):
             mean, se, n = paired(first, second, measures, kind)
             a, b = _seed_means(first, second, measures, kind)
             per_seed = [x - y for x, y in zip(a, b, strict=True)]
@@ -233,6 +251,12 @@ def _header(settings) -> list[str]:
     ).stdout.strip()
     import torch
 
+    world = (
+        "the built-in world; difficulty from the shipped base model"
+        if settings.builtin
+        else f"base model {settings.base_checkpoint}, test data {settings.test_data_path}; "
+        "difficulty from the base model"
+    )
     return [
         "# Replication tables",
         "",
@@ -243,8 +267,9 @@ def _header(settings) -> list[str]:
         f"- commit: {commit or 'unknown'}; written "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
         f"- seeds {list(settings.seeds)}, {settings.train_iters} steps, "
-        f"{settings.eval_positions} test positions (eval seed 0, difficulty from the shipped "
-        f"base model), prompt 'budget' = B_T = {settings.final_budget} in the prompt",
+        f"{settings.eval_positions} test positions (eval seed 0), prompt 'budget' = B_T = "
+        f"{settings.final_budget} in the prompt",
+        f"- model and data: {world}",
         "",
         "Cells: accuracy, mean ± std over seeds; 'all' is the mean over all positions, the "
         "tiers are RPT's nested entropy splits, the kinds are the corpus's.",
@@ -252,8 +277,10 @@ def _header(settings) -> list[str]:
     ]
 
 
-def write_report(settings, arms, base: str, prompts) -> None:
-    collected = Collected(settings, arms, base, prompts)
+def write_report(settings) -> None:
+    """results.csv, tables.md and the plots of the replication `settings` ran, into its output
+    directory, from the evaluations and run logs in its work directory."""
+    collected = Collected(settings)
     output = settings.output_dir
     output.mkdir(parents=True, exist_ok=True)
     buffer = io.StringIO()
@@ -262,106 +289,12 @@ def write_report(settings, arms, base: str, prompts) -> None:
     writer.writerows(_rows(collected))
     atomic_write(output / "results.csv", buffer.getvalue())
     lines = _header(settings)
-    if "main" in settings.tables:
-        lines += ["## Main table", ""]
-        lines += _table(
-            collected,
-            [
-                ("base, plain argmax", "base", "budget", "argmax"),
-                ("base, reasoning (no training)", "base", "budget", "reasoning"),
-                ("base, reasoning (no training)", "base", "none", "reasoning"),
-                ("NTP (compute-matched), argmax", "ntp", "budget", "argmax"),
-                ("NTP (compute-matched), reasoning", "ntp", "none", "reasoning"),
-                ("RPT", "rpt", "none", "reasoning"),
-                ("RPT", "rpt", "budget", "reasoning"),
-                ("RMT", "rmt", "budget", "reasoning"),
-                ("RMT", "rmt", "none", "reasoning"),
-                ("RPT, argmax", "rpt", "none", "argmax"),
-                ("RMT, argmax", "rmt", "budget", "argmax"),
-            ],
-        )
-        lines += ["", "### Paired differences (same positions)", ""]
-        every = (None, "computed", "operand", "text")
-        lines += _paired_lines(
-            collected,
-            [
-                (
-                    "base: reasoning − argmax",
-                    ("base", "budget", "reasoning"),
-                    ("base", "budget", "argmax"),
-                    every,
-                ),
-                (
-                    "RMT − RPT, budget prompt",
-                    ("rmt", "budget", "reasoning"),
-                    ("rpt", "budget", "reasoning"),
-                    every,
-                ),
-                (
-                    "RMT − RPT, no-budget prompt",
-                    ("rmt", "none", "reasoning"),
-                    ("rpt", "none", "reasoning"),
-                    every,
-                ),
-                (
-                    "RMT − RPT, each its own prompt",
-                    ("rmt", "budget", "reasoning"),
-                    ("rpt", "none", "reasoning"),
-                    every,
-                ),
-                (
-                    "RMT reasoning − NTP argmax",
-                    ("rmt", "budget", "reasoning"),
-                    ("ntp", "budget", "argmax"),
-                    every,
-                ),
-                (
-                    "RMT − base, reasoning",
-                    ("rmt", "budget", "reasoning"),
-                    ("base", "budget", "reasoning"),
-                    every,
-                ),
-            ],
-        )
-    if "ablations" in settings.tables:
-        lines += ["", "## Ablations", ""]
-        lines += _table(
-            collected,
-            [
-                ("RMT", "rmt", "budget", "reasoning"),
-                ("RMT without the budget", "rmt_no_budget", "none", "reasoning"),
-                ("RMT without the budget", "rmt_no_budget", "budget", "reasoning"),
-                ("RMT without the curriculum", "rmt_no_curriculum", "budget", "reasoning"),
-                ("RMT without the NTP term", "rmt_no_ntp", "budget", "reasoning"),
-                ("RMT without the NTP term, argmax", "rmt_no_ntp", "budget", "argmax"),
-            ],
-        )
-        lines += ["", "### Paired differences against RMT (same positions)", ""]
-        lines += _paired_lines(
-            collected,
-            [
-                (
-                    f"RMT − {name}",
-                    ("rmt", "budget", "reasoning"),
-                    (arm, prompt, "reasoning"),
-                    (None, "computed"),
-                )
-                for name, arm, prompt in (
-                    ("no budget (its own prompt)", "rmt_no_budget", "none"),
-                    ("no budget (budget prompt)", "rmt_no_budget", "budget"),
-                    ("no curriculum", "rmt_no_curriculum", "budget"),
-                    ("no NTP term", "rmt_no_ntp", "budget"),
-                )
-            ]
-            + [
-                (
-                    "RMT − no NTP term, argmax",
-                    ("rmt", "budget", "argmax"),
-                    ("rmt_no_ntp", "budget", "argmax"),
-                    (None,),
-                ),
-            ],
-        )
+    for table in TRAINED_TABLES:
+        if table.name in settings.tables:
+            lines += [f"## {table.title}", ""]
+            lines += _table(collected, table.rows)
+            lines += ["", f"### {table.comparisons_title}", ""]
+            lines += _paired_lines(collected, table.comparisons)
     lines += posttrain_report.lines(collected.posttrain, settings.seeds)
     atomic_write(output / "tables.md", "\n".join(lines) + "\n")
     _plots(collected, output)
@@ -382,28 +315,10 @@ def _plots(collected: Collected, output: Path) -> None:
     if arms:  # a post-training-only replication has no training curves of its own
         _curve_plots(plt, collected, arms, output)
     tables = collected.settings.tables
-    if "main" in tables:
-        _bars(
-            plt,
-            collected,
-            output / "accuracy_per_tier.png",
-            [("base", "budget"), ("rpt", "none"), ("rmt", "budget")],
-            (*TIERS, "computed"),
-        )
-    if "ablations" in tables:
-        _bars(
-            plt,
-            collected,
-            output / "ablations.png",
-            [
-                ("rmt", "budget"),
-                ("rmt_no_budget", "none"),
-                ("rmt_no_curriculum", "budget"),
-                ("rmt_no_ntp", "budget"),
-            ],
-            ("all", "computed"),
-        )
-    if "posttrain" in tables:
+    for table in TRAINED_TABLES:
+        if table.name in tables:
+            _bars(plt, collected, output / table.bars.file, table.bars)
+    if POSTTRAIN in tables:
         posttrain_report.plot(
             plt, collected.posttrain, collected.settings.seeds, output / "posttrain.png"
         )
@@ -418,10 +333,13 @@ def _curve_plots(plt, collected: Collected, arms: list[str], output: Path) -> No
         if not curves:
             continue
         steps = [r["step"] for r in curves[0]]
-        key = "ntp_accuracy" if arm == "ntp" else "reasoning_accuracy"
+        key = "ntp_accuracy" if arm == NTP_ARM else "reasoning_accuracy"
         values = np.mean([[r["average"][key] for r in c[: len(steps)]] for c in curves], axis=0)
         axis.plot(
-            steps, values, marker="o", label=f"{arm} ({'argmax' if arm == 'ntp' else 'reasoning'})"
+            steps,
+            values,
+            marker="o",
+            label=f"{arm} ({'argmax' if arm == NTP_ARM else 'reasoning'})",
         )
     axis.set_xlabel("step")
     axis.set_ylabel("validation accuracy (mean of tiers)")
@@ -432,7 +350,7 @@ def _curve_plots(plt, collected: Collected, arms: list[str], output: Path) -> No
 
     figure, axis = plt.subplots(figsize=(6, 4))
     for arm in arms:
-        if arm == "ntp":
+        if arm == NTP_ARM:
             continue
         runs = [collected.metrics[arm, s] for s in collected.settings.seeds]
         runs = [r for r in runs if r]
@@ -444,7 +362,7 @@ def _curve_plots(plt, collected: Collected, arms: list[str], output: Path) -> No
         )
         axis.plot(steps, lengths, label=arm)
         budgets = [m.get("budget") for m in runs[0]]
-        if arm == "rmt" and any(b is not None for b in budgets):
+        if arm == RMT_ARM and any(b is not None for b in budgets):
             axis.plot(steps, budgets, linestyle="--", color="black", label="B_t")
     axis.set_xlabel("step")
     axis.set_ylabel("training reasoning length (tokens)")
@@ -454,7 +372,9 @@ def _curve_plots(plt, collected: Collected, arms: list[str], output: Path) -> No
     plt.close(figure)
 
 
-def _bars(plt, collected: Collected, path: Path, entries, columns) -> None:
+def _bars(plt, collected: Collected, path: Path, bars: Bars) -> None:
+    entries = bars.entries
+    columns = [c for c in bars.columns if c in collected.columns]
     figure, axis = plt.subplots(figsize=(7, 4))
     width = 0.8 / len(entries)
     drawn = False

@@ -24,9 +24,10 @@ setup(
     package_dir={"rmt_megatron.kernels": "kernels"},
     install_requires=[
         "torch>=2.6",
-        # 0.16.x is the newest release that installs on Python 3.11; 3.12+ may take newer ones.
+        # The two tested stacks (README, "Python 3.12 and the newest megatron-core"): 0.16.x is
+        # the newest release that installs on Python 3.11; on 3.12, 0.19.
         "megatron-core>=0.16.1,<0.17; python_version < '3.12'",
-        "megatron-core>=0.16.1; python_version >= '3.12'",
+        "megatron-core>=0.19.2,<0.20; python_version >= '3.12'",
         "numpy",
         "psutil",  # megatron-core's distributed checkpointing needs it
         "safetensors",

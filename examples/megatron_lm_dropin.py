@@ -96,11 +96,11 @@ def main() -> None:
                 batches.seq_length,
                 batches.micro_batches[0]["tokens"].shape[0],
             )
-            rl = sum(float(x["rl loss"][0]) for x in losses) / max(
-                sum(float(x["rl loss"][1]) for x in losses), 1
+            rl = sum(float(x["loss_rl"][0]) for x in losses) / max(
+                sum(float(x["loss_rl"][1]) for x in losses), 1
             )
-            ntp = sum(float(x["ntp loss"][0]) for x in losses) / max(
-                sum(float(x["ntp loss"][1]) for x in losses), 1
+            ntp = sum(float(x["loss_ntp"][0]) for x in losses) / max(
+                sum(float(x["loss_ntp"][1]) for x in losses), 1
             )
             print(
                 f"step {step + 1}: B_t {batches.budget}, L_RL {rl:.4f}, L_NTP {ntp:.4f}, "

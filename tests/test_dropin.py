@@ -35,9 +35,9 @@ def _schedule_like_megatron_lm(per_token_loss: bool, configured: bool):
 
 def test_forward_step_runs_through_get_forward_backward_func():
     losses, grad_norm = run_ranks(1, _schedule_like_megatron_lm, True, True)[0]
-    assert [sorted(x) for x in losses] == [["ntp loss", "rl entropy", "rl loss"]] * 2
-    assert sum(x["rl loss"][1] for x in losses) == 3  # three response tokens
-    assert sum(x["ntp loss"][1] for x in losses) == 3  # four labels, one RL position
+    assert [sorted(x) for x in losses] == [["loss_ntp", "loss_rl", "rl_token_entropy"]] * 2
+    assert sum(x["loss_rl"][1] for x in losses) == 3  # three response tokens
+    assert sum(x["loss_ntp"][1] for x in losses) == 3  # four labels, one RL position
     assert torch.isfinite(torch.tensor(grad_norm)) and grad_norm > 0
 
 

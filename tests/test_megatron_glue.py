@@ -279,7 +279,7 @@ def test_checkpoint_metadata_is_vetted_before_torch_unpickles_it(tmp_path):
     check_metadata(directory)  # what torch writes passes
     marker = tmp_path / "unpickled"
     (directory / ".metadata").write_bytes(pickle.dumps(_Planted(str(marker))))
-    with pytest.raises(CheckpointError, match=r"asks to build io\.open.*refusing"):
+    with pytest.raises(CheckpointError, match=r"asks to build _?io\.open.*refusing"):
         check_metadata(directory)
     assert not marker.exists()
     (directory / ".metadata").write_bytes(pickle.dumps(os.system))

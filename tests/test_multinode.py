@@ -1,6 +1,7 @@
-"""Jobs under torchrun that lose a rank: two nodes simulated on this machine (two launchers, one
-rank each, meeting through a c10d rendezvous on the loopback address, as two hosts of a cluster
-would; docs/multinode.md), and a tensor-parallel job one of whose ranks stops."""
+"""Jobs under torchrun: a tensor-parallel job, two nodes simulated on this machine (two launchers,
+one rank each, meeting through a c10d rendezvous on the loopback address, as two hosts of a
+cluster would; docs/multinode.md) that train as one and then lose a node, and a tensor-parallel
+job one of whose ranks stops."""
 
 import os
 import signal
@@ -100,6 +101,18 @@ def test_two_launchers_train_as_one_and_losing_a_node_ends_the_job(corpus_data, 
     assert code != 0 and time.time() - killed_at < 60
     assert "error: lost contact with another rank" in log
     assert "[rank0]: Traceback" not in log and "RendezvousConnectionError" not in log
+
+
+def test_a_tensor_parallel_job_under_torchrun_trains_to_the_end(corpus_data, tmp_path):
+    """torchrun --nproc-per-node 2 pretrain_rmt.py --tensor-model-parallel-size 2: two steps, a
+    checkpoint and the final evaluation, exit status 0 (as a user launches TP)."""
+    job = _launch(["--standalone", "--nproc-per-node", "2"], corpus_data, tmp_path / "tp", 2,
+                  tmp_path / "tp.log", "--tensor-model-parallel-size", "2")  # fmt: skip
+    assert job.wait(timeout=300) == 0, (tmp_path / "tp.log").read_text()[-3000:]
+    metrics = read_metrics(tmp_path / "tp")
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert all(m["finite"] == 1.0 for m in metrics)
+    assert (tmp_path / "tp" / "eval" / "iter_0000002.json").is_file()
 
 
 def _wait_for_step(launcher: subprocess.Popen, log: Path, step: str) -> None:

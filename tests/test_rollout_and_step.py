@@ -95,8 +95,8 @@ def _train(directory, tp, pp, steps, fused=False):
             out = train_step(state, forward_step, micro, 16)
             results.append(
                 (
-                    report_mean(out.reports, "rl loss"),
-                    report_mean(out.reports, "ntp loss"),
+                    report_mean(out.reports, "loss_rl"),
+                    report_mean(out.reports, "loss_ntp"),
                     out.grad_norm,
                 )
             )

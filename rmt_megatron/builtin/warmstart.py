@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             del order[: args.sequences_per_step]
             micro, width = ntp_batches(batch, args.micro_batch_size, tokenizer.eos_id)
             result = train_step(state, forward_step, micro, width)
-            losses.append(report_mean(result.reports, "ntp loss"))
+            losses.append(report_mean(result.reports, "loss_ntp"))
             if step % 50 == 0 or step == args.train_iters - 1:
                 print(
                     f"warm start step {step + 1}/{args.train_iters} loss {losses[-1]:.3f} "

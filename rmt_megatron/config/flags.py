@@ -218,6 +218,10 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
             )
         given[field] = spec.flag
         overrides[spec.section][spec.field] = value
+    if getattr(args, "group_query_attention", None) is False:
+        # a Megatron-LM namespace: without --group-query-attention every head has its own keys
+        # and values, whatever --num-query-groups (default 1) holds, as Megatron-LM builds it
+        overrides["model"]["num_query_groups"] = None
     train = overrides["train"]
     if "train_iters" in train and "lr_warmup_iters" not in train:
         # the preset's warm-up is a share of its own run length: keep the share

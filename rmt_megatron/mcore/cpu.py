@@ -6,7 +6,8 @@ megatron-core assumes CUDA in a handful of spots (see docs/megatron-core-on-cpu.
    token counter, optimizer scalars, clip-grad buffers, the default causal mask, TP and p2p
    buffers), and `tensor.cuda()` moves (tied embeddings under PP, optimizer state loading);
 2. `param.grad.type() == "torch.cuda.FloatTensor"` checks (grad clipping, fp16/bf16 optimizer);
-3. `torch.cuda.synchronize()` around p2p communication;
+3. `torch.cuda.synchronize()` around p2p communication, and the current stream that
+   megatron-core 0.19's gradient sync waits on;
 4. the model-parallel RNG tracker, which stores and swaps CUDA generator states.
 
 `device_mode()` covers 1 and 2 while megatron code runs: a `TorchFunctionMode` that rewrites CUDA
@@ -108,13 +109,33 @@ def device_mode() -> contextlib.AbstractContextManager:
     return _CudaAsCpuMode() if cpu_only() else contextlib.nullcontext()
 
 
+class _CpuStream:
+    """What megatron-core asks of a CUDA stream, on the CPU where every op runs in order: waits
+    and synchronisations have nothing to wait for."""
+
+    def wait_event(self, event) -> None:
+        pass
+
+    def wait_stream(self, stream) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+
+_CPU_STREAM = _CpuStream()
+
+
 def apply_cpu_patches() -> None:
-    """Patch `torch.cuda.current_device` and `torch.cuda.synchronize` for CPU runs (idempotent;
-    nothing happens on a GPU machine)."""
+    """Patch `torch.cuda.current_device`, `torch.cuda.synchronize` and the stream lookups
+    (`current_stream`, `default_stream`: megatron-core 0.19's gradient sync waits on the current
+    stream) for CPU runs (idempotent; nothing happens on a GPU machine)."""
     if not cpu_only():
         return
     torch.cuda.current_device = lambda: torch.device("cpu")
     torch.cuda.synchronize = lambda *args, **kwargs: None
+    torch.cuda.current_stream = lambda *args, **kwargs: _CPU_STREAM
+    torch.cuda.default_stream = lambda *args, **kwargs: _CPU_STREAM
 
 
 def cpu_model_parallel_seed(seed: int, tp_rank: int, ep_rank: int, etp_rank: int) -> None:

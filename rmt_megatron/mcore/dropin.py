@@ -37,15 +37,19 @@ def configure(config: RMTConfig) -> None:
 
 
 def _from_megatron_lm_args():
+    """The loss settings from Megatron-LM's parsed arguments; an error that says what to do where
+    there are none (megatron.training absent, as in megatron-core 0.16, or not initialised)."""
     try:
         from megatron.training import get_args
-    except ImportError:
+
+        args = get_args()
+    except (ImportError, AssertionError):
         raise RuntimeError(
             "rmt_megatron.dropin.forward_step has no loss settings: call "
             "rmt_megatron.dropin.configure(config) first, or run inside "
             "Megatron-LM with extra_args_provider=add_rmt_args"
         ) from None
-    return make_forward_step(config_from_args(get_args()).loss)
+    return make_forward_step(config_from_args(args).loss)
 
 
 def forward_step(data_iterator, model):

@@ -8,7 +8,10 @@ function. On the last pipeline stage the model returns its vocab-parallel logits
 with `rmt_megatron.kernels.token_logprob_entropy` (exact over the whole vocabulary under TP) and
 returns
 
-    (loss_sum, num_tokens, {"rl loss": [Σ, N_RL], "ntp loss": [Σ, N_NTP], "rl entropy": [Σ, N_RL]})
+    (loss_sum, num_tokens, {"loss_rl": [Σ, N_RL], "loss_ntp": [Σ, N_NTP],
+                            "rl_token_entropy": [Σ, N_RL]})
+
+(the keys are the names the run's metrics give the per-token means: `loss_rl`, `loss_ntp`)
 
 where loss_sum = Σ_n loss_weight_n · ℓ_n, ℓ_n the per-token RL loss (clipped surrogate and
 entropy bonus, see `rmt_megatron.method.dual_loss`) on RL tokens and -logprob_n on NTP tokens.
@@ -99,9 +102,9 @@ def _dual_terms(
     loss_sum = (batch["loss_weight"] * (rl_loss + ntp_loss)).sum()
     n_rl, n_ntp = rl_mask.sum(), ntp_mask.sum()
     report = {
-        "rl loss": torch.stack([rl_loss.sum().detach(), n_rl.float()]),
-        "ntp loss": torch.stack([ntp_loss.sum().detach(), n_ntp.float()]),
-        "rl entropy": torch.stack(
+        "loss_rl": torch.stack([rl_loss.sum().detach(), n_rl.float()]),
+        "loss_ntp": torch.stack([ntp_loss.sum().detach(), n_ntp.float()]),
+        "rl_token_entropy": torch.stack(
             [torch.where(rl_mask, entropy, 0.0).sum().detach(), n_rl.float()]
         ),
     }

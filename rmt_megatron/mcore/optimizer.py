@@ -48,6 +48,15 @@ class TrainingState:
         """The unwrapped `GPTModel` (for rollouts and checkpoints)."""
         return self.model.module
 
+    def expect_saved_lr(self, lr: float) -> None:
+        """Give the parameter groups the learning rate of the run whose optimizer state is about
+        to be loaded. megatron-core 0.19 pairs saved and current groups by their settings,
+        max_lr and min_lr among them, so a resume that overrides the learning rate
+        (--override-opt_param-scheduler) would find no saved group; `resume_schedule` then
+        applies the flags' schedule to the loaded groups."""
+        for group in self.optimizer.param_groups:
+            group["max_lr"], group["min_lr"] = lr, lr
+
     def resume_schedule(self, scheduler_state: dict) -> None:
         """Continue the saved learning-rate schedule. With override_opt_param_scheduler the
         scheduler keeps the flags' values, and so must the optimizer's parameter groups: they

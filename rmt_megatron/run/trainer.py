@@ -191,6 +191,8 @@ class Run:
         else --hf/--gguf-checkpoint, else the pretrained checkpoint (model only)."""
         plan, data = self.plan, self.config.data
         if plan.load is not None:  # the model's shape was checked by the plan
+            assert plan.state is not None
+            self.state.expect_saved_lr(plan.state["config"]["train"]["lr"])
             load_checkpoint(plan.load, self.state.module, self.state.optimizer, step=plan.step)
             parallel.print_main(f"resumed from {plan.load} at step {plan.step}")
         elif data.imported_checkpoint:
@@ -241,20 +243,16 @@ class Run:
         return metrics
 
     def _share_losses(self, reports) -> dict[str, float]:
-        """Loss sums and token counts from the last pipeline stage, known on every stage."""
+        """Per-token means of the forward step's reports (`loss_rl`, `loss_ntp`: sums over
+        their tokens; `rl_token_entropy`: over the RL tokens), from the last pipeline stage,
+        known on every stage."""
+        names = ("loss_rl", "loss_ntp", "rl_token_entropy")
         values = parallel.share_from_last_stage(
-            [
-                float(reports.get(key, torch.zeros(2))[i])
-                for key in ("rl loss", "ntp loss", "rl entropy")
-                for i in (0, 1)
-            ]
+            [float(reports.get(key, torch.zeros(2))[i]) for key in names for i in (0, 1)]
         )
-        rl_sum, rl_count, ntp_sum, ntp_count, entropy_sum, _ = values
-        return {
-            "loss_rl": mean_or_nan(rl_sum, rl_count),
-            "loss_ntp": mean_or_nan(ntp_sum, ntp_count),
-            "rl_token_entropy": mean_or_nan(entropy_sum, rl_count),
-        }
+        sums = dict(zip(names, values[0::2], strict=True))
+        counts = dict(zip(names, values[1::2], strict=True))
+        return {name: mean_or_nan(sums[name], counts[name]) for name in names}
 
     # ---- checkpoints and the loop -----------------------------------------------------------
 

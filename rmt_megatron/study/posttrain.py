@@ -167,7 +167,7 @@ def _sft_step(state, forward_step, tokenizer, problems: list[Problem], micro: in
         )
     batches, width = ntp_batches(sequences, micro, tokenizer.eos_id)
     output = train_step(state, forward_step, batches, width)
-    total, count = (float(v) for v in output.reports["ntp loss"])
+    total, count = (float(v) for v in output.reports["loss_ntp"])
     return total / count
 
 

@@ -98,19 +98,24 @@ def test_a_work_directory_is_refused_if_its_runs_started_from_another_base(tmp_p
         replication.check_base_model(tmp_path / "work")
 
 
-def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newer(
-    tmp_path, monkeypatch
-):
-    settings = Settings(
-        tables=("main",),
+def _small_settings(work_dir: Path, table: str) -> Settings:
+    """Settings of a one-seed, two-step replication of `table` in `work_dir`."""
+    return Settings(
+        tables=(table,),
         seeds=(1,),
         train_iters=2,
         eval_positions=8,
         curve_positions=8,
-        work_dir=tmp_path,
-        output_dir=tmp_path / "tables",
+        work_dir=work_dir,
+        output_dir=work_dir / "tables",
         threads=1,
     )
+
+
+def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newer(
+    tmp_path, monkeypatch
+):
+    settings = _small_settings(tmp_path, "main")
     checkpoint = tmp_path / "run"
     checkpoint.mkdir()
     (checkpoint / TRACKER).write_text("2")
@@ -132,16 +137,7 @@ def test_an_evaluation_is_redone_if_its_prompt_differs_or_its_checkpoint_is_newe
 
 
 def test_a_post_training_report_is_replaced_if_its_settings_differ(tmp_path, monkeypatch):
-    settings = Settings(
-        tables=("posttrain",),
-        seeds=(1,),
-        train_iters=2,
-        eval_positions=8,
-        curve_positions=8,
-        work_dir=tmp_path,
-        output_dir=tmp_path / "tables",
-        threads=1,
-    )
+    settings = _small_settings(tmp_path, "posttrain")
     output = posttrain_path(tmp_path, "base", 1)
     output.parent.mkdir(parents=True)
     commands = []

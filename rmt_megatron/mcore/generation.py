@@ -182,7 +182,8 @@ class RolloutEngine:
             active = active[keep]
             key_pad = torch.cat([key_pad[keep], torch.zeros(len(keep), 1, dtype=torch.bool)], 1)
             if context is not None:
-                self._compact_cache(context, keep)
+                if len(keep) < len(sampled):  # a row finished: close the gap it leaves
+                    self._compact_cache(context, keep)
                 logits = self._forward(sampled[keep][:, None], _attention_mask(key_pad, 1), context)
             else:
                 tokens = torch.cat([tokens[keep], sampled[keep][:, None]], dim=1)
@@ -244,6 +245,10 @@ class RolloutEngine:
 
     @staticmethod
     def _compact_cache(context: StaticInferenceContext, keep: torch.Tensor) -> None:
+        """Move the cache rows of the batch slots in `keep` to the front, in order, over the
+        positions filled so far (`[max_len, batch, groups, head_dim]` per layer; positions past
+        `sequence_len_offset` hold nothing yet and are not read)."""
+        filled = context.sequence_len_offset
         for key, value in context.key_value_memory_dict.values():
             for memory in (key, value):
-                memory[:, : len(keep)] = memory[:, keep]
+                memory[:filled, : len(keep)] = memory[:filled, keep]

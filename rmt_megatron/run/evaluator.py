@@ -26,12 +26,8 @@ class Evaluator:
         writer: MetricsWriter,
     ) -> None:
         self.config, self.model, self.engine, self.tokenizer = config, model, engine, tokenizer
-        self.documents, self.positions, self.budget, self.writer = (
-            documents,
-            positions,
-            budget,
-            writer,
-        )
+        self.documents, self.positions = documents, positions
+        self.budget, self.writer = budget, writer
 
     def due(self, step: int) -> bool:
         """Whether step `step` (1-based, done) is one the cadence evaluates."""

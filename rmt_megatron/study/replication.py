@@ -63,6 +63,7 @@ from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore.checkpoint import TRACKER, latest_step, read_state
 from rmt_megatron.mcore.indexed_dataset import load_indexed_dataset
 from rmt_megatron.method.budget import final_budget
+from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.model_io.checkpoints import is_gguf, load_tokenizer, with_imported_model
 from rmt_megatron.run.checkpoint_eval import build_parser as build_eval_parser
 from rmt_megatron.run.checkpoint_eval import evaluate_checkpoint, evaluate_model
@@ -284,21 +285,20 @@ def token_compute(metrics: list[dict]) -> float:
     return sum(3 * row["loss_tokens"] + row["rollout_tokens"] for row in metrics)
 
 
-def _tokenizer(settings: Settings):
-    """The tokenizer of the replication's data."""
+def _train_data(settings: Settings) -> tuple[Path, Tokenizer]:
+    """(training dataset PREFIX, its tokenizer): the built-in world's, or the user's."""
     if settings.builtin:
-        return load_tokenizer(prepare_builtin_data(settings.builtin_data_dir).tokenizer_model)
-    return load_tokenizer(settings.tokenizer_model or settings.base_checkpoint)
+        builtin = prepare_builtin_data(settings.builtin_data_dir)
+        return builtin.train_prefix, load_tokenizer(builtin.tokenizer_model)
+    assert settings.train_data_path is not None and settings.base_checkpoint is not None
+    tokenizer = load_tokenizer(settings.tokenizer_model or settings.base_checkpoint)
+    return settings.train_data_path, tokenizer
 
 
 def _ntp_steps(settings: Settings, rmt_metrics: list[dict]) -> int:
     """NTP steps whose 3 × trained tokens match the RMT run's `token_compute`."""
-    prefix = (
-        prepare_builtin_data(settings.builtin_data_dir).train_prefix
-        if settings.builtin
-        else settings.train_data_path
-    )
-    dataset = load_indexed_dataset(prefix, _tokenizer(settings).vocab_size)  # keeps the mmap open
+    prefix, tokenizer = _train_data(settings)
+    dataset = load_indexed_dataset(prefix, tokenizer.vocab_size)  # keeps the mmap open
     tokens_per_step = NTP_PROMPTS_PER_STEP * (float(dataset.sequence_lengths.mean()) - 1)
     return max(1, math.ceil(token_compute(rmt_metrics) / (3 * tokens_per_step)))
 
@@ -477,7 +477,7 @@ def evaluate(settings: Settings, checkpoint: Path, output: Path, prompt: str) ->
             config,
             checkpoint,
             settings.test_data_path,
-            _tokenizer(settings),
+            _train_data(settings)[1],
             settings.base_checkpoint,
             asked,
         )

@@ -336,11 +336,18 @@ def _check_reusable(directory: Path, flags: list[str]) -> None:
         )
 
 
+DIGEST_CHUNK = 16 * 2**20
+"""Bytes read at a time while hashing: a corpus or a checkpoint of many GB is never held whole."""
+
+
 def _digest(files: list[Path], root: Path) -> str:
-    """SHA-256 over `files` by content, each named relative to `root`."""
+    """SHA-256 over `files` by content, each named relative to `root` (read in chunks)."""
     digest = hashlib.sha256()
     for path in files:
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as stream:
+            while chunk := stream.read(DIGEST_CHUNK):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

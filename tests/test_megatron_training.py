@@ -49,3 +49,82 @@ def test_a_megatron_lm_namespace_gives_the_run_s_config():
         config_from_args(_megatron_lm_parser().parse_args([*argv, *gqa])).model.num_query_groups
         == 2
     )
+
+
+# ---- RMT inside megatron.training.pretrain() -------------------------------------------------
+
+import json  # noqa: E402
+import os  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from golden_run import GOLDEN, golden_argv  # noqa: E402
+
+from rmt_megatron.config.flags import megatron_lm_argv  # noqa: E402
+from rmt_megatron.run import pretrain as pretrain_rmt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "megatron_lm_pretrain.py"
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+GOLDEN_RMT_FLAGS = (
+    "--rmt-preset tiny_cpu --rmt-prompts-per-step 4 --rmt-group-size 4 "
+    "--rmt-max-response-length 112"
+).split()
+"""The golden run's RMT settings (`golden_run.golden_argv`) as --rmt-* flags."""
+
+
+def _golden_megatron_lm_argv(data: Path, tensor_parallel: int) -> list[str]:
+    """Megatron-LM flags for the golden run's model, data and optimiser at `tensor_parallel`
+    (one data-parallel replica): 4 prompts × 4 rollouts + 4 NTP windows = 5 micro-batches of 4."""
+    argv = [*golden_argv(data), "--tensor-model-parallel-size", str(tensor_parallel)]
+    config = config_from_args(pretrain_rmt.build_parser().parse_args(argv), "tiny_cpu")
+    return megatron_lm_argv(config, global_batch_size=20, eval_interval=100, cpu=True)
+
+
+def _run_example(argv: list[str], ranks: int, log: Path) -> subprocess.CompletedProcess:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    launcher = [str(TORCHRUN), "--nproc-per-node", str(ranks), "--master-port", str(port)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_DEVICE_MAX_CONNECTIONS": "1"}
+    with log.open("w") as out:
+        return subprocess.run(
+            [*launcher, str(EXAMPLE), *argv], cwd=ROOT, env=env, stdout=out,
+            stderr=subprocess.STDOUT, timeout=600, check=False,
+        )  # fmt: skip
+
+
+def _scalars(tensorboard_dir: Path, tag: str) -> list[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    values = []
+    for events in sorted(tensorboard_dir.rglob("events.out.tfevents.*")):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        if tag in accumulator.Tags()["scalars"]:
+            values = [e.value for e in accumulator.Scalars(tag)]
+    return values
+
+
+@pytest.mark.parametrize("tensor_parallel", [1, 2])
+def test_megatron_lm_pretrain_trains_rmt_with_the_golden_numbers(tmp_path, tensor_parallel):
+    """examples/megatron_lm_pretrain.py, the real pretrain() with RMT's pieces, on the golden
+    run's data and settings: TP=1 gives pretrain_rmt.py's golden losses and gradient norms;
+    TP=2 the same up to the order of the tensor-parallel sums."""
+    from golden_run import write_data
+
+    data = write_data(tmp_path)
+    argv = _golden_megatron_lm_argv(data, tensor_parallel) + GOLDEN_RMT_FLAGS
+    argv += ["--tensorboard-dir", str(tmp_path / "tb"), "--save", str(tmp_path / "ckpt")]
+    argv += ["--save-interval", "3", "--rerun-mode", "disabled"]
+    job = _run_example(argv, tensor_parallel, tmp_path / "job.log")
+    assert job.returncode == 0, (tmp_path / "job.log").read_text()[-4000:]
+    golden = json.loads(GOLDEN.read_text())["steps"]
+    tolerance = 1e-6 if tensor_parallel == 1 else 1e-4  # TensorBoard keeps float32
+    for tag, key in (("loss_rl", "loss_rl"), ("loss_ntp", "loss_ntp"), ("grad-norm", "grad_norm")):
+        got = _scalars(tmp_path / "tb", tag)
+        want = [s[key] for s in golden]
+        assert got == pytest.approx(want, rel=tolerance, abs=tolerance), tag
+    assert (tmp_path / "ckpt" / "iter_0000003").is_dir()

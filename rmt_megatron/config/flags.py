@@ -244,3 +244,88 @@ def config_from_args(args: argparse.Namespace, default_preset: str | None = None
         if not flags:
             raise
         raise ConfigError(f"{error} (flag {flags[0]})", field=error.field) from None
+
+
+CPU_ONLY_MEGATRON_LM_FLAGS = [
+    "--distributed-backend",
+    "gloo",
+    "--transformer-impl",
+    "local",
+    "--no-gradient-accumulation-fusion",
+    "--no-rope-fusion",
+    "--no-bias-swiglu-fusion",
+    "--no-masked-softmax-fusion",
+    "--no-bias-dropout-fusion",
+    "--no-persist-layer-norm",
+]
+"""What `megatron.training` needs to run without a GPU: gloo, megatron-core's local layers, and
+none of the fused kernels (Transformer Engine, apex, CUDA) it enables by default."""
+
+
+def megatron_lm_argv(
+    config: RMTConfig, global_batch_size: int, eval_interval: int, cpu: bool
+) -> list[str]:
+    """Megatron-LM flags under which `megatron.training.pretrain()` builds and trains the model
+    of `config` as `pretrain_rmt.py` does: its Llama-style shape, the optimiser, a constant
+    learning rate after the warm-up, per-token loss normalisation, RMT's step stream as the data
+    (`--dataloader-type external`, no Megatron-LM evaluation) and the data flags `config.data`
+    sets. `global_batch_size`: sequences per step over the data-parallel replicas (a multiple of
+    --micro-batch-size × DP that holds an RMT step); `cpu`: add `CPU_ONLY_MEGATRON_LM_FLAGS`."""
+    model, train, data = config.model, config.train, config.data
+    argv = [
+        *("--num-layers", str(model.num_layers), "--hidden-size", str(model.hidden_size)),
+        *("--ffn-hidden-size", str(model.ffn_hidden_size)),
+        *("--num-attention-heads", str(model.num_attention_heads)),
+        *("--seq-length", str(model.seq_length)),
+        *("--max-position-embeddings", str(model.max_position_embeddings)),
+        *("--make-vocab-size-divisible-by", str(model.make_vocab_size_divisible_by)),
+        *("--normalization", "RMSNorm", "--norm-epsilon", str(model.norm_epsilon)),
+        *("--swiglu", "--disable-bias-linear", "--position-embedding-type", "rope"),
+        *("--rotary-base", str(int(model.rotary_base))),
+        *("--attention-dropout", "0", "--hidden-dropout", "0"),
+        *("--tensor-model-parallel-size", str(model.tensor_model_parallel_size)),
+        *("--micro-batch-size", str(train.micro_batch_size)),
+        *("--global-batch-size", str(global_batch_size)),
+        *("--train-iters", str(train.train_iters), "--lr", str(train.lr)),
+        *("--min-lr", str(train.lr), "--lr-decay-style", "constant"),
+        *("--lr-warmup-iters", str(train.lr_warmup_iters)),
+        *("--weight-decay", str(train.weight_decay), "--clip-grad", str(train.clip_grad)),
+        *("--adam-beta1", str(train.adam_beta1), "--adam-beta2", str(train.adam_beta2)),
+        *("--adam-eps", str(train.adam_eps), "--seed", str(train.seed)),
+        *("--initial-loss-scale", str(train.initial_loss_scale)),
+        "--accumulate-allreduce-grads-in-fp32",
+        *("--calculate-per-token-loss", "--dataloader-type", "external"),
+        *("--eval-iters", "0", "--eval-interval", str(eval_interval)),
+        *("--log-interval", str(train.log_interval)),
+    ]
+    if model.num_query_groups is not None:
+        argv += ["--group-query-attention", "--num-query-groups", str(model.num_query_groups)]
+    if model.kv_channels is not None:
+        argv += ["--kv-channels", str(model.kv_channels)]
+    argv += [
+        flag
+        for flag, on in (
+            ("--qk-layernorm", model.qk_layernorm),
+            ("--add-qkv-bias", model.add_qkv_bias),
+            ("--untie-embeddings-and-output-weights", model.untie_embeddings_and_output_weights),
+            ("--use-rope-scaling", model.use_rope_scaling),
+            ("--bf16", model.params_dtype == "bfloat16"),
+            ("--fp16", model.params_dtype == "float16"),
+        )
+        if on
+    ]
+    if model.use_rope_scaling:
+        argv += ["--rope-scaling-factor", str(model.rope_scaling_factor)]
+    if data.train_data_path is not None:
+        argv += ["--train-data-path", data.train_data_path]
+        argv += ["--valid-data-path", str(data.valid_data_path)]
+    if data.tokenizer_model is not None:
+        kind = (
+            "SentencePieceTokenizer"
+            if data.tokenizer_model.endswith(".model")
+            else ("HuggingFaceTokenizer")
+        )
+        argv += ["--tokenizer-type", kind, "--tokenizer-model", data.tokenizer_model]
+    if data.pretrained_checkpoint is not None:
+        argv += ["--pretrained-checkpoint", data.pretrained_checkpoint]
+    return argv + (CPU_ONLY_MEGATRON_LM_FLAGS if cpu else [])

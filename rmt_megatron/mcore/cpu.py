@@ -175,3 +175,61 @@ class CpuRNGStatesTracker(mp_random.CudaRNGStatesTracker):
         finally:
             self.states_[name] = torch.get_rng_state()
             torch.set_rng_state(outer)
+
+
+@contextlib.contextmanager
+def megatron_training_on_cpu() -> Iterator[None]:
+    """While active, Megatron-LM's `megatron.training.pretrain()` runs without a GPU; a no-op
+    context on a GPU machine.
+
+    - `pretrain()` asserts CUDA, and on a machine with no CUDA device it neither builds the
+      model-parallel groups nor seeds the model-parallel RNG tracker. So its
+      `initialize_megatron` first runs `parallel.initialize` (gloo, the groups of the parsed
+      arguments' TP/PP, the CPU tracker seeded as Megatron seeds the CUDA one), then Megatron's
+      own with `allow_no_cuda`, which finds both done;
+    - the argument checks ask the GPU's architecture (answered: the oldest, 0);
+    - the model's DDP wrapping runs on a side stream, and the rerun state machine saves the
+      CUDA generator beside the CPU one: stand-ins that do nothing on CPU;
+    - the body runs in `device_mode()`.
+
+    Enter it before `parse_and_validate_args`."""
+    if not cpu_only():
+        yield
+        return
+    from megatron.training import arguments, get_args, initialize, training
+
+    from rmt_megatron.config.sections import ParallelConfig
+    from rmt_megatron.mcore import parallel
+
+    megatron_initialize = training.initialize_megatron
+
+    def initialize_on_cpu(**kwargs):
+        args = get_args()
+        layout = ParallelConfig(
+            tensor_model_parallel_size=args.tensor_model_parallel_size,
+            pipeline_model_parallel_size=args.pipeline_model_parallel_size,
+        )
+        parallel.initialize(layout, args.seed, args.distributed_timeout_minutes)
+        return initialize.initialize_megatron(allow_no_cuda=True, **kwargs)
+
+    cuda_stand_ins = {
+        "Stream": lambda *args, **kwargs: _CPU_STREAM,
+        "stream": lambda stream: contextlib.nullcontext(),
+        # the rerun state machine saves and restores the CUDA generator beside the CPU one
+        "get_rng_state": lambda *args, **kwargs: torch.empty(0, dtype=torch.uint8),
+        "set_rng_state": lambda *args, **kwargs: None,
+    }
+    replaced = {name: getattr(torch.cuda, name) for name in cuda_stand_ins}
+    device_arch_version = arguments.get_device_arch_version
+    arguments.get_device_arch_version = lambda: 0  # no GPU: argument checks take the oldest
+    training.initialize_megatron = initialize_on_cpu
+    for name, stand_in in cuda_stand_ins.items():
+        setattr(torch.cuda, name, stand_in)
+    try:
+        with device_mode():
+            yield
+    finally:
+        training.initialize_megatron = megatron_initialize
+        arguments.get_device_arch_version = device_arch_version
+        for name, original in replaced.items():
+            setattr(torch.cuda, name, original)

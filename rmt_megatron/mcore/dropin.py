@@ -24,6 +24,7 @@ from megatron.core.utils import get_attr_wrapped_model
 from rmt_megatron.config.flags import add_rmt_args, config_from_args
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.mcore.forward_step import make_forward_step
+from rmt_megatron.mcore.megatron_lm import megatron_lm_args
 
 __all__ = ["add_rmt_args", "configure", "forward_step"]
 
@@ -39,16 +40,13 @@ def configure(config: RMTConfig) -> None:
 def _from_megatron_lm_args():
     """The loss settings from Megatron-LM's parsed arguments; an error that says what to do where
     there are none (megatron.training absent, as in megatron-core 0.16, or not initialised)."""
-    try:
-        from megatron.training import get_args
-
-        args = get_args()
-    except (ImportError, AssertionError):
+    args = megatron_lm_args()
+    if args is None:
         raise RuntimeError(
             "rmt_megatron.dropin.forward_step has no loss settings: call "
             "rmt_megatron.dropin.configure(config) first, or run inside "
             "Megatron-LM with extra_args_provider=add_rmt_args"
-        ) from None
+        )
     return make_forward_step(config_from_args(args).loss)
 
 

@@ -64,6 +64,16 @@ def document_window(
     return window, [p - start for p in positions if p - start >= 0]
 
 
+def max_step_sequences(config: RMTConfig, dp_rank: int, dp_size: int) -> int:
+    """The most training sequences `StepBatchBuilder.build` gives replica `dp_rank` of
+    `dp_size` in a step: a rollout per prompt and group member, plus one NTP window per prompt
+    with NTP on; without RL, one NTP window per prompt."""
+    prompts = len(replica_share(config.rollout.prompts_per_step, dp_rank, dp_size))
+    if config.loss.rl_weight == 0:
+        return prompts
+    return prompts * (config.rollout.group_size + int(config.loss.ntp_weight > 0))
+
+
 @dataclass
 class StepBatches:
     """What `StepBatchBuilder.build` returns for one step on this rank."""
@@ -156,6 +166,21 @@ class StepBatchBuilder:
         docs = np.searchsorted(self.offsets, flat, side="right") - 1
         return [(int(d), int(f - self.offsets[d])) for d, f in zip(docs, flat, strict=True)]
 
+    def _draw(self, step: int) -> tuple[tuple[float, float, float] | None, np.ndarray, np.ndarray]:
+        """Step `step`'s tier probabilities p_t (None without the curriculum) and its drawn
+        positions and their tiers, over all replicas."""
+        probs = (
+            tier_probabilities(step, self.config.train.train_iters, self.config.curriculum)
+            if self.rl and self.config.curriculum.enabled
+            else None
+        )
+        return (probs, *self.sampler.sample(self.config.rollout.prompts_per_step, probs))
+
+    def skip(self, step: int) -> None:
+        """Draw step `step`'s positions and build nothing: replaying steps 0 … k−1 leaves the
+        sampler as building them would (a resume whose checkpoint does not hold its state)."""
+        self._draw(step)
+
     def build(self, step: int) -> StepBatches:
         if self.sampler is None:
             raise RuntimeError(
@@ -165,12 +190,7 @@ class StepBatchBuilder:
         config = self.config
         stats = Tally()
         budget = self.budget(step)
-        probs = (
-            tier_probabilities(step, config.train.train_iters, config.curriculum)
-            if self.rl and config.curriculum.enabled
-            else None
-        )
-        drawn, drawn_tiers = self.sampler.sample(config.rollout.prompts_per_step, probs)
+        probs, drawn, drawn_tiers = self._draw(step)
         mine = list(replica_share(len(drawn), self.dp_rank, self.dp_size))
         sequences: list[TrainingSequence] = []
         rollout_tokens, rollout_seconds = 0, 0.0

@@ -1,0 +1,216 @@
+"""RMT inside Megatron-LM's own loop, `megatron.training.pretrain()` (megatron-core >= 0.17).
+
+Megatron-LM builds its training data iterator once, before the first step, and then calls
+`forward_step(data_iterator, model)` `get_num_microbatches()` times a step. RMT's micro-batches
+come from rollouts of the current policy, so the "dataset" that
+`train_valid_test_datasets_provider` returns is a `StepStream`: with `--dataloader-type external`
+Megatron-LM hands it to the schedule as the iterator. It builds nothing until `forward_step`
+binds it to the model it is called with (the first call of step 1: the difficulty scores are
+made or read then). From then on the first micro-batch of every step builds the whole step
+(`StepBatchBuilder.build`: rollouts, rewards, advantages, the documents' NTP windows, step
+numbers from Megatron-LM's iteration) and the stream hands out its micro-batches, then
+micro-batches without a loss token up to Megatron-LM's fixed count (they add nothing to the
+gradient: the loss is summed per token over the step).
+
+What the loop cannot do is refused before step 1 with a message (`ConfigError`): pipeline
+parallelism (rollouts inside a pipeline schedule would wait on each other; `pretrain_rmt.py`
+runs them), Megatron-LM's own evaluation (RMT's is `python -m rmt_megatron.evaluate` on a
+saved checkpoint), a per-micro-batch loss normalisation, and a step that needs more
+micro-batches than `--global-batch-size` gives. A resumed run replays the curriculum sampler's
+draws for the steps before Megatron-LM's iteration (`StepBatchBuilder.skip`): Megatron-LM's
+checkpoint does not hold the sampler's state, and the draws depend on nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import deque
+from pathlib import Path
+
+from rmt_megatron.builtin.datasets import prepare_builtin_data
+from rmt_megatron.config.flags import config_from_args
+from rmt_megatron.config.sections import RMTConfig
+from rmt_megatron.errors import ConfigError, RMTError
+from rmt_megatron.mcore import dropin, parallel
+from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
+from rmt_megatron.mcore.megatron_lm import bare_model, megatron_lm_args, microbatches_per_step
+from rmt_megatron.method.packing import TrainingSequence, collate
+from rmt_megatron.model_io.checkpoints import load_tokenizer
+from rmt_megatron.model_io.preprocess import check_tokenizer
+from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
+from rmt_megatron.run.difficulty import DifficultyScorer, file_signature
+from rmt_megatron.run.step_builder import StepBatchBuilder, max_step_sequences
+
+
+def _one_prefix(paths: list[str] | None, flag: str) -> str | None:
+    if not paths:
+        return None
+    if len(paths) != 1:
+        raise ConfigError(
+            f"{flag} names {len(paths)} datasets; RMT trains on one indexed dataset: give its "
+            "PREFIX alone (blend the corpora with tools/preprocess_data.py first)"
+        )
+    return paths[0]
+
+
+def check_megatron_lm_args(args: argparse.Namespace) -> RMTConfig:
+    """The run's `RMTConfig` from Megatron-LM's arguments, or a `ConfigError` naming what the
+    loop cannot honour and the flag to change."""
+    if args.pipeline_model_parallel_size > 1:
+        raise ConfigError(
+            "RMT inside megatron.training.pretrain() does not support pipeline parallelism "
+            f"(--pipeline-model-parallel-size {args.pipeline_model_parallel_size}): rollouts "
+            "run inside the training schedule and the stages would wait on each other. Use "
+            "--pipeline-model-parallel-size 1 (tensor parallelism works), or run "
+            "pretrain_rmt.py, which runs rollouts under pipeline parallelism"
+        )
+    if not args.calculate_per_token_loss:
+        raise ConfigError(
+            "the RMT loss is normalised per token over the whole step: add "
+            "--calculate-per-token-loss"
+        )
+    if args.dataloader_type != "external":
+        raise ConfigError(
+            "RMT builds each step's micro-batches from the policy's rollouts: add "
+            f"--dataloader-type external (got {args.dataloader_type!r})"
+        )
+    if args.eval_iters:
+        raise ConfigError(
+            "Megatron-LM's evaluation has no RMT data: add --eval-iters 0 and evaluate a "
+            "saved checkpoint with python -m rmt_megatron.evaluate"
+        )
+    if args.skip_train:
+        raise ConfigError("--skip-train: RMT's evaluation is python -m rmt_megatron.evaluate")
+    namespace = argparse.Namespace(**vars(args))
+    namespace.train_data_path = _one_prefix(args.train_data_path, "--train-data-path")
+    namespace.valid_data_path = _one_prefix(args.valid_data_path, "--valid-data-path")
+    namespace.test_data_path = None
+    return config_from_args(namespace)
+
+
+class StepStream:
+    """Megatron-LM's training 'data loader' for RMT (module docstring): an iterator of
+    micro-batch dicts (`packing.collate`), `microbatches_per_step()` per step."""
+
+    def __init__(self, config: RMTConfig, args: argparse.Namespace) -> None:
+        self.config = config
+        data = config.data
+        if data.train_data_path is None:  # the built-in corpus, as pretrain_rmt.py
+            if parallel.is_main_rank():
+                prepare_builtin_data(data.builtin_data_dir)
+            parallel.barrier()
+            builtin = prepare_builtin_data(data.builtin_data_dir)
+            self.tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
+            self.prefix = builtin.train_prefix
+        else:
+            if data.tokenizer_model is None:
+                raise ConfigError(
+                    "--train-data-path needs --tokenizer-model, the tokenizer it was built with"
+                )
+            self.tokenizer = load_tokenizer(data.tokenizer_model)
+            self.prefix = Path(data.train_data_path)
+            check_tokenizer(self.prefix, self.tokenizer)
+        if args.padded_vocab_size < self.tokenizer.vocab_size:
+            raise ConfigError(
+                f"the model has {args.padded_vocab_size} vocabulary rows but the tokenizer "
+                f"{self.tokenizer.path} has {self.tokenizer.vocab_size} tokens: build the model "
+                "for this tokenizer"
+            )
+        self.documents = documents_of(load_indexed_dataset(self.prefix, self.tokenizer.vocab_size))
+        self.start_step = args.iteration
+        self.starting_weights = args.load or args.pretrained_checkpoint
+        self.builder: StepBatchBuilder | None = None
+        self.pending: deque = deque()
+
+    def bind(self, model) -> None:
+        """Score difficulty with the policy `model` (or the fixed proxy), make the rollout engine
+        over it and replay the sampler up to the starting step; later calls do nothing."""
+        if self.builder is not None:
+            return
+        config, module = self.config, bare_model(model)
+        signature = (
+            file_signature(self.starting_weights)
+            if self.starting_weights
+            else {"random_init": {"seed": config.train.seed, **config.to_dict()["model"]}}
+        )
+        scorer = DifficultyScorer(
+            config, self.tokenizer, config.curriculum.proxy_checkpoint, module, signature
+        )
+        entropy = scorer.scores(self.prefix, self.documents) if config.loss.rl_weight > 0 else None
+        engine = RolloutEngine.for_model(module, self.tokenizer, config.model)
+        builder = StepBatchBuilder(
+            config,
+            engine,
+            self.tokenizer,
+            self.documents,
+            entropy,
+            *parallel.data_parallel_rank_and_size(),
+        )
+        for step in range(self.start_step):
+            builder.skip(step)
+        dropin.configure(config)
+        self.builder, self.step = builder, self.start_step
+
+    def __iter__(self) -> StepStream:
+        return self
+
+    def __next__(self) -> dict:
+        if self.builder is None:
+            raise RuntimeError("rmt_megatron.dropin.forward_step binds this stream to the model")
+        if not self.pending:
+            batches = self.builder.build(self.step)
+            idle = collate(
+                [TrainingSequence([self.tokenizer.eos_id])],
+                self.config.train.micro_batch_size,
+                batches.seq_length,
+                self.tokenizer.eos_id,
+                0.0,
+                0.0,
+            )[0]
+            count = microbatches_per_step()
+            self.pending.extend(
+                batches.micro_batches + [idle] * (count - len(batches.micro_batches))
+            )
+            self.step += 1
+        return self.pending.popleft()
+
+
+def check_step_fits(config: RMTConfig, microbatches: int) -> None:
+    """A `ConfigError` unless Megatron-LM's `microbatches` per step hold every RMT step."""
+    dp_rank, dp_size = parallel.data_parallel_rank_and_size()
+    sequences = max_step_sequences(config, dp_rank, dp_size)
+    needed = -(-sequences // config.train.micro_batch_size)
+    if needed > microbatches:
+        raise ConfigError(
+            f"an RMT step makes up to {sequences} sequences per data-parallel rank, {needed} "
+            f"micro-batches of {config.train.micro_batch_size}, but --global-batch-size gives "
+            f"{microbatches} per step: use --global-batch-size "
+            f"{needed * config.train.micro_batch_size * dp_size}"
+        )
+
+
+def train_valid_test_datasets_provider(train_val_test_num_samples):
+    """Megatron-LM's datasets provider: RMT's `StepStream` for training, nothing to evaluate.
+    What the loop cannot honour ends the run here, before step 1, with one line."""
+    args = megatron_lm_args()
+    try:
+        config = check_megatron_lm_args(args)
+        check_step_fits(config, microbatches_per_step())
+        return StepStream(config, args), None, None
+    except RMTError as error:
+        raise SystemExit(f"rmt_megatron: error: {error}") from None
+
+
+train_valid_test_datasets_provider.is_distributed = True  # every rank builds the step
+
+
+def forward_step(data_iterator, model):
+    """Megatron schedule step with the dual loss; binds RMT's stream to `model` on first use."""
+    stream = getattr(data_iterator, "iterable", data_iterator)
+    if isinstance(stream, StepStream):
+        try:
+            stream.bind(model)
+        except RMTError as error:  # the data cannot train (e.g. no eligible position)
+            raise SystemExit(f"rmt_megatron: error: {error}") from None
+    return dropin.forward_step(data_iterator, model)

@@ -128,3 +128,75 @@ def test_megatron_lm_pretrain_trains_rmt_with_the_golden_numbers(tmp_path, tenso
         want = [s[key] for s in golden]
         assert got == pytest.approx(want, rel=tolerance, abs=tolerance), tag
     assert (tmp_path / "ckpt" / "iter_0000003").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("change", "ranks", "message"),
+    [
+        (["--pipeline-model-parallel-size", "2"], 2, "does not support pipeline parallelism"),
+        (["--global-batch-size", "8"], 1, "use --global-batch-size 20"),
+        (["--drop", "--calculate-per-token-loss"], 1, "add --calculate-per-token-loss"),
+    ],
+)
+def test_what_the_loop_cannot_honour_stops_the_run_before_step_1(tmp_path, change, ranks, message):
+    from golden_run import write_data
+
+    argv = _golden_megatron_lm_argv(write_data(tmp_path), 1) + GOLDEN_RMT_FLAGS
+    if change[0] == "--drop":
+        argv.remove(change[1])
+    else:
+        argv += change
+    job = _run_example(argv, ranks, tmp_path / "job.log")
+    log = (tmp_path / "job.log").read_text()
+    assert job.returncode != 0 and "rmt_megatron: error: " in log, log[-4000:]
+    assert message in log and "iteration        1/" not in log, log[-4000:]
+
+
+def test_checkpoints_cross_between_pretrain_rmt_and_megatron_lm_plain_pretraining(tmp_path):
+    """pretrain_rmt.py saves step 1; Megatron-LM's plain GPT pretraining
+    (tests/megatron_lm_gpt.py, mock data) resumes it with --load and saves step 3;
+    pretrain_rmt.py starts from that with --pretrained-checkpoint."""
+    from golden_run import write_data
+
+    data = write_data(tmp_path)
+    rmt_argv = [*golden_argv(data), "--train-iters", "1", "--eval-positions", "2"]
+    rmt_argv[rmt_argv.index("--save") + 1] = str(tmp_path / "rmt")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(
+        [sys.executable, str(ROOT / "pretrain_rmt.py"), *rmt_argv],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    plain = _golden_megatron_lm_argv(data, 1)
+    for flag in (
+        "--dataloader-type",
+        "--train-data-path",
+        "--valid-data-path",
+        "--pretrained-checkpoint",
+    ):
+        plain[plain.index(flag) : plain.index(flag) + 2] = []
+    plain[plain.index("--train-iters") + 1] = "3"
+    plain[plain.index("--global-batch-size") + 1] = "8"
+    plain += ["--mock-data", "--load", str(tmp_path / "rmt"), "--save", str(tmp_path / "plain")]
+    # RMT's run keeps its RNG states in its own files and counts its schedule in steps
+    # (Megatron-LM: in samples): plain pretraining starts its own schedule and RNG
+    plain += ["--no-load-rng", "--override-opt_param-scheduler", "--save-interval", "3"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    gpt = subprocess.run(
+        [str(TORCHRUN), "--nproc-per-node", "1", "--master-port", port,
+         str(ROOT / "tests" / "megatron_lm_gpt.py"), *plain],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    log = gpt.stdout + gpt.stderr
+    assert gpt.returncode == 0 and "at iteration 1" in log, log[-3000:]
+    assert "iteration        3/       3" in log and (tmp_path / "plain" / "iter_0000003").is_dir()
+    rmt_argv[rmt_argv.index("--pretrained-checkpoint") + 1] = str(tmp_path / "plain")
+    rmt_argv[rmt_argv.index("--save") + 1] = str(tmp_path / "rmt_again")
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "pretrain_rmt.py"), *rmt_argv],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"starting from {tmp_path / 'plain'}" in again.stdout + again.stderr

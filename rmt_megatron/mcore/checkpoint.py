@@ -79,7 +79,12 @@ def save_checkpoint(
         temporary.mkdir(parents=True)
     barrier()
     model_state = model.sharded_state_dict()
-    sharded = {"model": model_state}
+    # Megatron-LM's own loader (megatron.training --load) reads the step, the format version
+    # and the learning-rate schedule from the common state (the schedule is also in `state`,
+    # where our resume reads it); the model's and optimizer's keys are the ones it writes itself
+    sharded = {"model": model_state, "iteration": step, "checkpoint_version": 3.0}
+    if state is not None and "scheduler" in state:
+        sharded["opt_param_scheduler"] = state["scheduler"]
     if optimizer is not None:
         sharded["optimizer"] = optimizer.sharded_state_dict(
             model_state, metadata=OPTIMIZER_SHARDING

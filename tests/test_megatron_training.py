@@ -200,3 +200,11 @@ def test_checkpoints_cross_between_pretrain_rmt_and_megatron_lm_plain_pretrainin
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"starting from {tmp_path / 'plain'}" in again.stdout + again.stderr
+
+
+def test_the_readme_shows_the_example_s_drop_in_lines():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### Dropping RMT into a Megatron-LM loop") :]
+    start = section.index("```python\n") + len("```python\n")
+    block = section[start : section.index("\n```", start)]
+    assert block.strip() and block in EXAMPLE.read_text()

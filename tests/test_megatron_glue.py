@@ -4,6 +4,7 @@ Every test forks its ranks (tests/ranks.py), so torch.distributed never starts i
 """
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -208,15 +209,18 @@ def test_a_collective_waiting_for_a_stopped_rank_fails_within_the_timeout():
     assert float(waiting.split(" s:")[0]) < 7
 
 
-def _load_error(directory: str):
+def _load_error(directory: str, hidden_size: int | None = None):
     from rmt_megatron.errors import CheckpointError
     from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.gpt_model import build_gpt_model
 
+    model = layout()
+    if hidden_size is not None:
+        model = replace(model, hidden_size=hidden_size)
     try:
-        with parallel.process_group(layout(), seed=0):
-            load_checkpoint(directory, build_gpt_model(layout(), VOCAB), restore_rng=False)
+        with parallel.process_group(model, seed=0):
+            load_checkpoint(directory, build_gpt_model(model, VOCAB), restore_rng=False)
     except CheckpointError as error:
         return str(error)
 
@@ -230,6 +234,12 @@ def test_a_damaged_checkpoint_file_is_named(tmp_path, damage):
         shard.write_bytes(data[: len(data) // 3] if damage == "truncate" else os.urandom(len(data)))
     message = run_ranks(1, _load_error, str(save_dir))[0]
     assert "could not load" in message and "iter_0000003" in message
+
+
+def test_a_checkpoint_of_another_model_shape_is_named_as_such(tmp_path):
+    run_ranks(1, save_small_model, str(tmp_path / "save"))
+    message = run_ranks(1, _load_error, str(tmp_path / "save"), layout().hidden_size * 2)[0]
+    assert "holds a model of another shape" in message and "--hidden-size" in message
 
 
 def test_a_damaged_state_file_is_named(tmp_path):

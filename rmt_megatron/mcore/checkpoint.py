@@ -233,6 +233,11 @@ def load_checkpoint(
     # dist_checkpointing raises many kinds, and torch's CheckpointException is a BaseException
     except (Exception, CheckpointException) as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        if "shape mismatch" in reason or "Missing key" in reason:
+            raise CheckpointError(
+                f"{directory} holds a model of another shape than the flags build ({reason}): "
+                "give the model flags it was trained with (--num-layers, --hidden-size, ...)"
+            ) from None
         raise CheckpointError(
             f"could not load {directory} ({reason}): the checkpoint is incomplete or damaged; "
             "load an earlier iter_* directory or the checkpoint it was copied from"

@@ -11,7 +11,9 @@ returns
     (loss_sum, num_tokens, {"loss_rl": [Σ, N_RL], "loss_ntp": [Σ, N_NTP],
                             "rl_token_entropy": [Σ, N_RL]})
 
-(the keys are the names the run's metrics give the per-token means: `loss_rl`, `loss_ntp`)
+(the keys are the names the run's metrics give the per-token means: `loss_rl`, `loss_ntp`),
+plus every `[Σ, N]` pair a micro-batch carries under a `REPORT_PREFIX` key (the step's rollout
+statistics, which Megatron-LM's loop then logs as Σ/N over the step like the losses)
 
 where loss_sum = Σ_n loss_weight_n · ℓ_n, ℓ_n the per-token RL loss (clipped surrogate and
 entropy bonus, see `rmt_megatron.method.dual_loss`) on RL tokens and -logprob_n on NTP tokens.
@@ -42,6 +44,9 @@ from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
 from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.device import to_compute_device
 from rmt_megatron.method.dual_loss import TokenRoles, masked_token_losses
+
+REPORT_PREFIX = "report/"
+"""A micro-batch key `report/<name>` holding `[Σ, N]` is reported as `<name>` (module docstring)."""
 
 
 def causal_mask(seq_length: int, device: torch.device | None = None) -> torch.Tensor:
@@ -108,6 +113,13 @@ def _dual_terms(
             [torch.where(rl_mask, entropy, 0.0).sum().detach(), n_rl.float()]
         ),
     }
+    report.update(
+        {
+            key[len(REPORT_PREFIX) :]: value
+            for key, value in batch.items()
+            if key.startswith(REPORT_PREFIX)
+        }
+    )
     return loss_sum, (n_rl + n_ntp).int(), report
 
 

@@ -27,20 +27,24 @@ import argparse
 from collections import deque
 from pathlib import Path
 
+import torch
+
 from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.flags import config_from_args
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError, RMTError
 from rmt_megatron.mcore import dropin, parallel
+from rmt_megatron.mcore.forward_step import REPORT_PREFIX, require_supported
 from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.mcore.megatron_lm import bare_model, megatron_lm_args, microbatches_per_step
+from rmt_megatron.method.group_scores import STEP_STATS
 from rmt_megatron.method.packing import TrainingSequence, collate
 from rmt_megatron.model_io.checkpoints import load_tokenizer
 from rmt_megatron.model_io.preprocess import check_tokenizer
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.difficulty import DifficultyScorer, file_signature
-from rmt_megatron.run.step_builder import StepBatchBuilder, max_step_sequences
+from rmt_megatron.run.step_builder import StepBatchBuilder, StepBatches, max_step_sequences
 
 
 def _one_prefix(paths: list[str] | None, flag: str) -> str | None:
@@ -65,6 +69,12 @@ def check_megatron_lm_args(args: argparse.Namespace) -> RMTConfig:
             "--pipeline-model-parallel-size 1 (tensor parallelism works), or run "
             "pretrain_rmt.py, which runs rollouts under pipeline parallelism"
         )
+    if args.context_parallel_size > 1:
+        raise ConfigError(
+            f"RMT inside megatron.training.pretrain() does not support context parallelism "
+            f"(--context-parallel-size {args.context_parallel_size}): rollouts decode whole "
+            "sequences on each rank. Use --context-parallel-size 1"
+        )
     if not args.calculate_per_token_loss:
         raise ConfigError(
             "the RMT loss is normalised per token over the whole step: add "
@@ -86,7 +96,9 @@ def check_megatron_lm_args(args: argparse.Namespace) -> RMTConfig:
     namespace.train_data_path = _one_prefix(args.train_data_path, "--train-data-path")
     namespace.valid_data_path = _one_prefix(args.valid_data_path, "--valid-data-path")
     namespace.test_data_path = None
-    return config_from_args(namespace)
+    config = config_from_args(namespace)
+    require_supported(config.loss)
+    return config
 
 
 class StepStream:
@@ -169,11 +181,22 @@ class StepStream:
                 0.0,
             )[0]
             count = microbatches_per_step()
-            self.pending.extend(
-                batches.micro_batches + [idle] * (count - len(batches.micro_batches))
-            )
+            micro = batches.micro_batches + [idle] * (count - len(batches.micro_batches))
+            self.pending.extend(_with_step_report(micro, batches))
             self.step += 1
         return self.pending.popleft()
+
+
+def _with_step_report(micro_batches: list[dict], batches: StepBatches) -> list[dict]:
+    """`micro_batches`, the first carrying this replica's rollout statistics (`STEP_STATS`, and
+    B_t) as `[Σ, N]` report pairs and the others zeros, so that Megatron-LM logs their means
+    over the step and the data-parallel replicas (`forward_step.REPORT_PREFIX`)."""
+    pairs = dict(zip(STEP_STATS, batches.stats.sums_and_counts(STEP_STATS), strict=True))
+    if batches.budget is not None:
+        pairs["budget"] = [float(batches.budget), 1.0]
+    first = {REPORT_PREFIX + name: torch.tensor(pair) for name, pair in pairs.items()}
+    rest = {key: torch.zeros(2) for key in first}
+    return [{**micro, **(first if i == 0 else rest)} for i, micro in enumerate(micro_batches)]
 
 
 def check_step_fits(config: RMTConfig, microbatches: int) -> None:

@@ -5,8 +5,9 @@ import `forward_step` and `add_rmt_args` from `rmt_megatron.dropin`, and pass `a
 `extra_args_provider`. Its data iterator then yields the micro-batches that
 `StepBatchBuilder.build(step)` makes from the policy's rollouts.
 
-Megatron-LM's `megatron.training` is not a pip package, so this script writes out the parts of
-its `train_step` that matter (zero the DDP grad buffer, `get_forward_backward_func()` with the
+megatron-core 0.16 (the Python 3.11 stack) does not ship Megatron-LM's `megatron.training`
+(0.17 and later do: `examples/megatron_lm_pretrain.py` runs RMT inside its real `pretrain()`),
+so this script writes out the parts of its `train_step` that matter (zero the DDP grad buffer, `get_forward_backward_func()` with the
 same arguments, optimizer step) on megatron-core alone, with the built-in data and base model.
 It runs a few steps on a slice of the corpus and prints the losses.
 """

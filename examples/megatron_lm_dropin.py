@@ -7,8 +7,9 @@ import `forward_step` and `add_rmt_args` from `rmt_megatron.dropin`, and pass `a
 
 megatron-core 0.16 (the Python 3.11 stack) does not ship Megatron-LM's `megatron.training`
 (0.17 and later do: `examples/megatron_lm_pretrain.py` runs RMT inside its real `pretrain()`),
-so this script writes out the parts of its `train_step` that matter (zero the DDP grad buffer, `get_forward_backward_func()` with the
-same arguments, optimizer step) on megatron-core alone, with the built-in data and base model.
+so this script writes out the parts of its `train_step` that matter (zero the DDP grad buffer,
+`get_forward_backward_func()` with the same arguments, optimizer step) on megatron-core alone,
+with the built-in data and base model.
 It runs a few steps on a slice of the corpus and prints the losses.
 """
 
@@ -84,7 +85,12 @@ def main() -> None:
         )
         engine = RolloutEngine.for_model(state.module, tokenizer, config.model)
         builder = StepBatchBuilder(
-            config, engine, tokenizer, documents, entropy, *parallel.data_parallel_rank_and_size()
+            config,
+            engine,
+            tokenizer,
+            documents,
+            lambda docs, part: entropy,  # the slice is one candidate pool, scored above
+            *parallel.data_parallel_rank_and_size(),
         )
         for step in range(args.steps):
             batches = builder.build(step)

@@ -69,11 +69,10 @@ def test_scoring_windows_tp_dp_and_resume(tmp_path):
     for rank_scores in run_ranks(2, _score, str(tmp_path / "ck"), str(tmp_path / "d.npy"), 1):
         np.testing.assert_allclose(rank_scores, reference, rtol=1e-5, atol=1e-6)
 
-    # An interrupted pass: two documents done (marked with a sentinel), the rest still to do.
-    partial = np.full_like(reference, np.nan)
-    partial[: offsets[2]] = 123.0
-    np.save(tmp_path / "c.npy.partial.npy", partial)
-    (tmp_path / "c.npy.partial.npy").rename(tmp_path / "c.npy.partial")
+    # An interrupted pass: two documents done (marked with a sentinel), then part of a chunk a
+    # crash cut short before its progress was recorded (dropped), the rest still to do.
+    torn = np.concatenate([np.full(offsets[2], 123.0), np.full(3, 999.0)]).astype(np.float32)
+    torn.tofile(tmp_path / "c.npy.partial")
     (tmp_path / "c.npy.progress").write_text(json.dumps({"documents": 2}))
     resumed = run_ranks(1, _score, str(tmp_path / "ck"), str(tmp_path / "c.npy"), 1)[0]
     assert (resumed[: offsets[2]] == 123.0).all()  # kept, not recomputed

@@ -69,6 +69,11 @@ class ScriptedEngine:
         ]
 
 
+def fixed(entropy: np.ndarray):
+    """Scores of a corpus that is one candidate pool: `entropy` over all its tokens."""
+    return lambda documents, part: entropy
+
+
 @pytest.fixture(scope="module")
 def setting():
     tokenizer = SentencePieceTokenizer(ASSETS / TOKENIZER_FILE)
@@ -84,9 +89,8 @@ def setting():
 def _build(setting, rank, size):
     config, tokenizer, documents, entropy = setting
     engine = ScriptedEngine(tokenizer)
-    batches = StepBatchBuilder(config, engine, tokenizer, documents, entropy, rank, size).build(
-        step=3
-    )
+    batches = StepBatchBuilder(config, engine, tokenizer, documents, fixed(entropy), rank, size)
+    batches = batches.build(step=3)
     return engine, batches
 
 
@@ -138,10 +142,12 @@ def test_documents_too_short_or_too_easy_for_rl_are_named(setting):
             ScriptedEngine(tokenizer),
             tokenizer,
             short,
-            np.full(sum(len(d) for d in short), 1.2),
+            fixed(np.full(sum(len(d) for d in short), 1.2)),
         )
     with pytest.raises(DatasetError, match=r"below the lowest tier threshold 0\.5"):
-        StepBatchBuilder(config, ScriptedEngine(tokenizer), tokenizer, documents, entropy * 0.1)
+        StepBatchBuilder(
+            config, ScriptedEngine(tokenizer), tokenizer, documents, fixed(entropy * 0.1)
+        )
 
 
 def test_a_cache_file_of_another_dataset_is_named(tmp_path):

@@ -61,17 +61,23 @@ def _compared(metrics):
     return [{key: m[key] for key in COMPARED} for m in metrics]
 
 
-def test_resumed_run_matches_an_uninterrupted_one_bitwise(corpus_data, tmp_path):
-    straight = run_ranks(1, _train, _argv(corpus_data, "--save", str(tmp_path / "a")))[0]
+@pytest.mark.parametrize("pool", [[], ["--rmt-pool-documents", "1"]], ids=["corpus", "pools"])
+def test_resumed_run_matches_an_uninterrupted_one_bitwise(corpus_data, tmp_path, pool):
+    """Also with candidate pools of one of the 48 documents, refilled before step 3."""
+    straight = run_ranks(1, _train, _argv(corpus_data, "--save", str(tmp_path / "a"), *pool))[0]
     first = run_ranks(
-        1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--exit-interval", "2")
+        1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--exit-interval", "2", *pool)
     )[0]
+    sampler = json.loads((tmp_path / "b" / "iter_0000002" / "rmt_state.json").read_text())
+    assert sampler["sampler"]["refills"] >= (1 if pool else 0)
     metrics_file = tmp_path / "b" / "metrics.jsonl"
     with metrics_file.open("a") as stream:  # steps logged after the checkpoint, then a crash
         stream.write(json.dumps({"step": 3, "loss_tokens": 1, "rollout_tokens": 1}) + "\n")
         stream.write('{"step": 4, "loss_tok')  # torn as it was written
     resumed = run_ranks(
-        1, _train, _argv(corpus_data, "--save", str(tmp_path / "b"), "--load", str(tmp_path / "b"))
+        1,
+        _train,
+        _argv(corpus_data, "--save", str(tmp_path / "b"), "--load", str(tmp_path / "b"), *pool),
     )[0]
     assert first["exited_at"] == 2 and len(first["metrics"]) == 2
     assert _compared(first["metrics"] + resumed["metrics"]) == _compared(straight["metrics"])

@@ -77,6 +77,7 @@ RMT_FLAGS = (
     Flag("--rmt-min-context", "curriculum", "min_context"),
     Flag("--rmt-entropy-top-k", "curriculum", "entropy_top_k"),
     Flag("--rmt-proxy-checkpoint", "curriculum", "proxy_checkpoint"),
+    Flag("--rmt-pool-documents", "curriculum", "pool_documents"),
     Flag("--rmt-ntp-weight", "loss", "ntp_weight"),
     Flag("--rmt-rl-weight", "loss", "rl_weight"),
     Flag("--rmt-kl-beta", "loss", "kl_beta"),

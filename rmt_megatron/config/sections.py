@@ -169,7 +169,19 @@ class CurriculumConfig:
     file with the run's tokenizer (the paper used a smaller model of the same family); None
     scores with the starting policy."""
 
+    pool_documents: int = 4096
+    """Documents in the candidate pool RL positions are drawn from: the corpus is walked in a
+    seeded random order, D documents at a time, each pool scored by the proxy when it is filled,
+    so memory and scoring grow with D, not with the corpus (docs/method.md, "Where positions
+    come from"). A corpus of at most D documents is one pool scored once."""
+
     def __post_init__(self) -> None:
+        require(
+            self.pool_documents >= 1,
+            "curriculum.pool_documents",
+            self.pool_documents,
+            "the pool needs at least one document",
+        )
         th = tuple(self.tier_thresholds)
         require(
             len(th) == len(TIER_NAMES),

@@ -9,8 +9,9 @@ readable and consistent with the data, and that every token id fits the tokenize
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 import torch
@@ -89,8 +90,7 @@ def load_indexed_dataset(prefix: str | os.PathLike, vocab_size: int) -> IndexedD
             f"{get_bin_path(prefix)} has {actual} bytes but its index describes "
             f"{expected}: the .bin and .idx do not belong together (rebuild both)"
         )
-    tokens = np.memmap(get_bin_path(prefix), dtype=dataset.index.dtype, mode="r")
-    largest = int(tokens.max())
+    largest = _largest_token(get_bin_path(prefix), dataset.index.dtype)
     if largest >= vocab_size:
         raise DatasetError(
             f"{prefix} holds token id {largest}, but the tokenizer has only "
@@ -99,6 +99,50 @@ def load_indexed_dataset(prefix: str | os.PathLike, vocab_size: int) -> IndexedD
     return dataset
 
 
-def documents_of(dataset: IndexedDataset) -> list[np.ndarray]:
-    """Every document of `dataset` as an int64 token-id array."""
-    return [np.asarray(dataset[i], dtype=np.int64) for i in range(len(dataset))]
+def _largest_token(bin_path: str, dtype, chunk_tokens: int = 1 << 24) -> int:
+    """The largest token id in `bin_path`, read in chunks of `chunk_tokens`: memory stays at
+    one chunk whatever the corpus size (a memory map of the whole file would keep every page
+    it read resident)."""
+    largest = 0
+    with open(bin_path, "rb") as tokens:
+        while (chunk := np.fromfile(tokens, dtype=dtype, count=chunk_tokens)).size:
+            largest = max(largest, int(chunk.max()))
+    return largest
+
+
+class Documents(Sequence[np.ndarray]):
+    """The documents of an indexed dataset as int64 token-id arrays, each read from the
+    memory-mapped `.bin` when it is asked for: nothing per token stays in memory. `lengths` is
+    the index's per-document token counts (memory-mapped too)."""
+
+    def __init__(self, dataset: IndexedDataset) -> None:
+        self._dataset = dataset
+        self.lengths: np.ndarray = dataset.index.sequence_lengths
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @overload
+    def __getitem__(self, index: int) -> np.ndarray: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[np.ndarray]: ...
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"document {index} of {len(self)}")
+        return np.asarray(self._dataset[index], dtype=np.int64)
+
+
+def documents_of(dataset: IndexedDataset) -> Documents:
+    """The documents of `dataset`, read on access (`Documents`)."""
+    return Documents(dataset)
+
+
+def document_lengths(documents: Sequence[np.ndarray]) -> np.ndarray:
+    """Token counts of `documents` (int64): the index's for `Documents`, else measured."""
+    if isinstance(documents, Documents):
+        return np.asarray(documents.lengths, dtype=np.int64)
+    return np.asarray([len(d) for d in documents], dtype=np.int64)

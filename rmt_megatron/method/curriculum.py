@@ -113,6 +113,11 @@ class CurriculumSampler:
     def pool_sizes(self) -> list[int]:
         return [len(pool) for pool in self.pools]
 
+    @property
+    def left_this_epoch(self) -> list[int]:
+        """Positions of each tier not yet drawn in this epoch."""
+        return [len(pool) - c for pool, c in zip(self.pools, self.cursors, strict=True)]
+
     def _epoch_orders(self) -> list[np.ndarray]:
         return [
             pool[np.random.default_rng([self.seed, self.epoch, k]).permutation(len(pool))]

@@ -6,8 +6,9 @@ document being the entropy when predicting its token i from tokens < i (NaN at i
 the renormalised top-k entropy (docs/method.md, "Difficulty") or, with k = 0, the full-vocabulary
 one. Documents longer than the window are scored in windows of `seq_length + 1` tokens overlapping
 by one (the context restarts at each window). Work goes in chunks; each finished chunk is appended
-to a `.partial` file and recorded in a `.progress` file, so an interrupted pass resumes where it
-stopped, and the final file appears only when complete (temporary name, then rename).
+to a `.partial` file (raw float32, written once: the I/O grows with the corpus, not with its
+square) and recorded in a `.progress` file, so an interrupted pass resumes where it stopped, and
+the final file appears only when complete (temporary name, then rename).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import DatasetError
 from rmt_megatron.files import atomic_save_array, atomic_write
 from rmt_megatron.mcore import parallel
+from rmt_megatron.mcore.indexed_dataset import document_lengths
 from rmt_megatron.mcore.teacher_forcing import (
     Statistic,
     entropy_statistic,
@@ -85,10 +87,12 @@ def cached_difficulty(
     load_model: Callable[[], torch.nn.Module],
     tokenizer,
     config: RMTConfig,
+    part: dict | None = None,
 ) -> np.ndarray:
-    """The proxy's entropy at every token of the dataset at `prefix`: from the cache beside it
-    when one matches the key (the data, the proxy's weights `proxy_signature`, the tokenizer and
-    the scoring settings), else scored with `load_model()` (called only then) and cached as
+    """The proxy's entropy at every token of `documents`, the dataset at `prefix` or the `part`
+    of it that `part` names: from the cache beside it when one matches the key (the data, the
+    part, the proxy's weights `proxy_signature`, the tokenizer and the scoring settings), else
+    scored with `load_model()` (called only then) and cached as
     `difficulty_cache_path(prefix, proxy_name, key)` with the key beside it as `.json`."""
     key = {
         "data": file_signature(prefix),
@@ -97,9 +101,11 @@ def cached_difficulty(
         "entropy_top_k": config.curriculum.entropy_top_k,
         "seq_length": config.model.seq_length,
     }
+    if part is not None:
+        key["part"] = part
     path = difficulty_cache_path(prefix, proxy_name, key)
     if path.is_file():
-        return cached_scores(path, sum(len(d) for d in documents))
+        return cached_scores(path, int(document_lengths(documents).sum()))
     scores = score_difficulty(
         load_model(),
         documents,
@@ -141,8 +147,25 @@ class DifficultyScorer:
             self._model = load_fixed_model(self.proxy, self.config.model, self.tokenizer)
         return self._model
 
-    def scores(self, prefix: Path, documents: Sequence[np.ndarray]) -> np.ndarray:
-        """The proxy's entropy at every token of the dataset at `prefix` (flat, float32)."""
+    def pool_scores(self, prefix: Path, run_dir: str | os.PathLike | None):
+        """`score(documents, part)` for the candidate pools of the dataset at `prefix`
+        (`candidate_pool.Scores`). A pool filled after step 0 with the policy as proxy is
+        scored by the policy as trained so far; its cache key then also names the run's
+        checkpoint directory `run_dir`, which with the pool fixes the step it was scored at."""
+
+        def score(documents: Sequence[np.ndarray], part: dict | None) -> np.ndarray:
+            if part is not None and self.proxy is None:
+                part = {**part, "run": str(Path(run_dir).resolve()) if run_dir else None}
+            return self.scores(prefix, documents, part)
+
+        return score
+
+    def scores(
+        self, prefix: Path, documents: Sequence[np.ndarray], part: dict | None = None
+    ) -> np.ndarray:
+        """The proxy's entropy at every token of `documents` (flat, float32): the dataset at
+        `prefix`, or with `part` the part of it that `part` names (a candidate pool), cached
+        under its own key."""
         return cached_difficulty(
             prefix,
             documents,
@@ -151,6 +174,7 @@ class DifficultyScorer:
             self._load,
             self.tokenizer,
             self.config,
+            part,
         )
 
 
@@ -177,14 +201,14 @@ def score_difficulty(
     output_path = Path(output_path)
     if output_path.is_file():
         return np.load(output_path)
-    lengths = np.asarray([len(d) for d in documents], dtype=np.int64)
+    lengths = document_lengths(documents)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     partial_path = output_path.with_name(output_path.name + ".partial")
     progress_path = output_path.with_name(output_path.name + ".progress")
     done = json.loads(progress_path.read_text())["documents"] if progress_path.is_file() else 0
     scores = np.full(offsets[-1], np.nan, dtype=np.float32)
     if done:
-        scores[: offsets[done]] = np.load(partial_path)[: offsets[done]]
+        scores[: offsets[done]] = np.fromfile(partial_path, dtype=np.float32, count=offsets[done])
     statistic = entropy_statistic(top_k)
     is_writer = parallel.is_main_rank()
     bar = tqdm(
@@ -208,8 +232,11 @@ def score_difficulty(
             span = len(tokens) - 1
             begin = offsets[doc] + start + 1
             scores[begin : begin + span] = values[:span]
-        if is_writer:
-            atomic_save_array(partial_path, scores)
+        if is_writer:  # append this chunk's scores; bytes past the recorded documents (a
+            # chunk cut short by a crash) are dropped first
+            with open(partial_path, "ab") as partial:
+                partial.truncate(int(offsets[first]) * scores.itemsize)
+                scores[offsets[first] : offsets[last]].tofile(partial)
             atomic_write(progress_path, json.dumps({"documents": last}))
         bar.update(last - first)
     bar.close()

@@ -32,6 +32,7 @@ from rmt_megatron.errors import DatasetError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.indexed_dataset import document_lengths
 from rmt_megatron.mcore.teacher_forcing import argmax_statistic, forward_statistics
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.method.rewards import score_rollout
@@ -100,7 +101,7 @@ def held_out_positions(
         config.curriculum.tier_thresholds[0],
         count,
         seed,
-        load_position_kinds(prefix, sum(len(d) for d in documents)),
+        load_position_kinds(prefix, int(document_lengths(documents).sum())),
     )
 
 

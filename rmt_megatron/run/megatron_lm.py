@@ -149,14 +149,18 @@ class StepStream:
         scorer = DifficultyScorer(
             config, self.tokenizer, config.curriculum.proxy_checkpoint, module, signature
         )
-        entropy = scorer.scores(self.prefix, self.documents) if config.loss.rl_weight > 0 else None
+        score = (
+            scorer.pool_scores(self.prefix, config.train.save)
+            if config.loss.rl_weight > 0
+            else None
+        )
         engine = RolloutEngine.for_model(module, self.tokenizer, config.model)
         builder = StepBatchBuilder(
             config,
             engine,
             self.tokenizer,
             self.documents,
-            entropy,
+            score,
             *parallel.data_parallel_rank_and_size(),
         )
         for step in range(self.start_step):

@@ -13,7 +13,9 @@ uninterrupted one would have.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -21,6 +23,7 @@ import torch
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError, DatasetError
 from rmt_megatron.mcore import parallel
+from rmt_megatron.mcore.indexed_dataset import document_lengths
 from rmt_megatron.method.budget import budget_or_none, rollout_token_cap
 from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier_probabilities
 from rmt_megatron.method.group_scores import score_groups
@@ -34,6 +37,7 @@ from rmt_megatron.method.packing import (
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.method.tallies import Tally
 from rmt_megatron.method.tokenizer import Tokenizer
+from rmt_megatron.run.candidate_pool import CandidatePool, Scores
 from rmt_megatron.run.sharding import replica_share
 
 ANSWER_ALLOWANCE = 16
@@ -41,7 +45,7 @@ ANSWER_ALLOWANCE = 16
 
 
 def eligible_positions(
-    documents: list[np.ndarray], tokenizer: Tokenizer, min_context: int
+    documents: Sequence[np.ndarray], tokenizer: Tokenizer, min_context: int
 ) -> np.ndarray:
     """Flat bool over all tokens: enough context and a target that has text (docs/method.md,
     "Which positions")."""
@@ -52,6 +56,34 @@ def eligible_positions(
         doc[:min_context] = False
         flags.append(doc)
     return np.concatenate(flags)
+
+
+def rl_candidates(
+    documents: Sequence[np.ndarray],
+    entropy: np.ndarray,
+    *,
+    tokenizer: Tokenizer,
+    min_context: int,
+    thresholds: Sequence[float],
+) -> np.ndarray:
+    """The tier of every token of `documents` (flat int8, −1 where not a candidate: not
+    eligible, or easier than the lowest threshold); a `DatasetError` naming the cause when no
+    token is a candidate."""
+    eligible = eligible_positions(documents, tokenizer, min_context)
+    if not eligible.any():
+        raise DatasetError(
+            f"no training position has curriculum.min_context={min_context} tokens of context "
+            f"before a target with text (the longest document has "
+            f"{int(document_lengths(documents).max())} tokens): use longer documents or lower "
+            "--rmt-min-context"
+        )
+    if not (entropy[eligible] >= thresholds[0]).any():
+        raise DatasetError(
+            "every eligible training position has a difficulty below the lowest tier "
+            f"threshold {thresholds[0]}: lower --rmt-tier-thresholds (or score with another "
+            "--rmt-proxy-checkpoint)"
+        )
+    return assign_tiers(entropy, thresholds, eligible)
 
 
 def document_window(
@@ -104,8 +136,8 @@ class StepBatchBuilder:
         config: RMTConfig,
         engine,
         tokenizer: Tokenizer,
-        documents: list[np.ndarray],
-        train_entropy: np.ndarray | None,
+        documents: Sequence[np.ndarray],
+        score: Scores | None,
         dp_rank: int = 0,
         dp_size: int = 1,
     ) -> None:
@@ -114,7 +146,6 @@ class StepBatchBuilder:
         self.tokenizer = tokenizer
         self.documents = documents
         self.rl = config.loss.rl_weight > 0
-        self.offsets = np.concatenate([[0], np.cumsum([len(d) for d in documents])])
         self.dp_rank, self.dp_size = dp_rank, dp_size
         if config.rollout.prompts_per_step % self.dp_size:
             raise ConfigError(
@@ -122,36 +153,34 @@ class StepBatchBuilder:
                 f"must be divisible by the data-parallel size {self.dp_size}",
                 field="rollout.prompts_per_step",
             )
-        if self.rl and train_entropy is None:  # evaluation only: no positions to draw
-            self.tiers = self.sampler = None
-        elif self.rl:
-            eligible = eligible_positions(documents, tokenizer, config.curriculum.min_context)
-            if not eligible.any():
-                raise DatasetError(
-                    f"no training position has curriculum.min_context="
-                    f"{config.curriculum.min_context} tokens of context before a target with "
-                    f"text (the longest document has {max(len(d) for d in documents)} tokens): "
-                    "use longer documents or lower --rmt-min-context"
-                )
-            if not (train_entropy[eligible] >= config.curriculum.tier_thresholds[0]).any():
-                raise DatasetError(
-                    "every eligible training position has a difficulty below the lowest tier "
-                    f"threshold {config.curriculum.tier_thresholds[0]}: lower "
-                    "--rmt-tier-thresholds (or score with another --rmt-proxy-checkpoint)"
-                )
-            self.tiers = assign_tiers(train_entropy, config.curriculum.tier_thresholds, eligible)
-            self.sampler = CurriculumSampler(self.tiers, config.train.seed)
-        else:  # NTP only: walk the documents without replacement
-            self.tiers = None
-            self.sampler = CurriculumSampler(
+        self.pool: CandidatePool | None = None
+        self.ntp_sampler: CurriculumSampler | None = None
+        if self.rl and score is not None:  # without scores: evaluation only, nothing to draw
+            self.pool = CandidatePool(
+                documents,
+                config.curriculum.pool_documents,
+                config.train.seed,
+                score,
+                partial(
+                    rl_candidates,
+                    tokenizer=tokenizer,
+                    min_context=config.curriculum.min_context,
+                    thresholds=config.curriculum.tier_thresholds,
+                ),
+            )
+        elif not self.rl:  # NTP only: walk the documents without replacement
+            self.ntp_sampler = CurriculumSampler(
                 np.zeros(len(documents), dtype=np.int8), config.train.seed
             )
 
     def state_dict(self) -> dict:
-        return self.sampler.state_dict()
+        return self.pool.state_dict() if self.pool else self.ntp_sampler.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
+        if self.pool:
+            self.pool.load_state_dict(state)
+        else:
+            self.ntp_sampler.load_state_dict(state)
 
     def budget(self, step: int) -> int | None:
         """B_t, or None when the dynamic budget is off (`budget.budget_or_none`)."""
@@ -162,19 +191,23 @@ class StepBatchBuilder:
             self.config.train.seed * 1_000_003 + step * 7919 + self.dp_rank
         )
 
-    def _locate(self, flat: np.ndarray) -> list[tuple[int, int]]:
-        docs = np.searchsorted(self.offsets, flat, side="right") - 1
-        return [(int(d), int(f - self.offsets[d])) for d, f in zip(docs, flat, strict=True)]
-
-    def _draw(self, step: int) -> tuple[tuple[float, float, float] | None, np.ndarray, np.ndarray]:
-        """Step `step`'s tier probabilities p_t (None without the curriculum) and its drawn
-        positions and their tiers, over all replicas."""
+    def _draw(self, step: int):
+        """Step `step`'s tier probabilities p_t (None without the curriculum), and its draw over
+        all replicas: (document, position) pairs and their tiers with RL on, else documents."""
+        if self.pool is None and self.ntp_sampler is None:
+            raise RuntimeError(
+                "this builder was made without the training set's difficulty "
+                "scores (evaluation only): it cannot draw RL positions"
+            )
         probs = (
             tier_probabilities(step, self.config.train.train_iters, self.config.curriculum)
             if self.rl and self.config.curriculum.enabled
             else None
         )
-        return (probs, *self.sampler.sample(self.config.rollout.prompts_per_step, probs))
+        count = self.config.rollout.prompts_per_step
+        if self.pool is not None:
+            return (probs, *self.pool.sample(count, probs))
+        return (probs, *self.ntp_sampler.sample(count, None))
 
     def skip(self, step: int) -> None:
         """Draw step `step`'s positions and build nothing: replaying steps 0 … k−1 leaves the
@@ -182,11 +215,6 @@ class StepBatchBuilder:
         self._draw(step)
 
     def build(self, step: int) -> StepBatches:
-        if self.sampler is None:
-            raise RuntimeError(
-                "this builder was made without the training set's difficulty "
-                "scores (evaluation only): it cannot draw RL positions"
-            )
         config = self.config
         stats = Tally()
         budget = self.budget(step)
@@ -196,7 +224,7 @@ class StepBatchBuilder:
         rollout_tokens, rollout_seconds = 0, 0.0
         if self.rl:
             sequences, rollout_tokens, rollout_seconds = self._rl_sequences(
-                step, budget, self._locate(drawn[mine]), drawn_tiers[mine], stats
+                step, budget, [drawn[i] for i in mine], drawn_tiers[mine], stats
             )
         else:
             for doc in drawn[mine]:

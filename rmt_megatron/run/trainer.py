@@ -139,8 +139,8 @@ class Run:
             policy_signature=self.starting_weights,
         )
         scores_train = config.loss.rl_weight > 0 and not config.train.skip_train
-        train_entropy = (
-            scorer.scores(self.data.train_prefix, self.train_docs) if scores_train else None
+        score = (
+            scorer.pool_scores(self.data.train_prefix, config.train.save) if scores_train else None
         )
         self.engine = RolloutEngine.for_model(self.state.module, tokenizer, config.model)
         self.builder = StepBatchBuilder(
@@ -148,15 +148,16 @@ class Run:
             self.engine,
             tokenizer,
             self.train_docs,
-            train_entropy,
+            score,
             *parallel.data_parallel_rank_and_size(),
         )
         if scores_train:
+            assert self.builder.pool is not None
             parallel.print_main(
                 "RL positions per tier: "
                 + ", ".join(
-                    f"{name} {int((self.builder.tiers == k).sum())}"
-                    for k, name in enumerate(TIER_NAMES)
+                    f"{name} {size}"
+                    for name, size in zip(TIER_NAMES, self.builder.pool.tier_sizes, strict=True)
                 )
             )
         train = config.train

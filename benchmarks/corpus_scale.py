@@ -20,7 +20,6 @@ import csv
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -36,19 +35,40 @@ from megatron.core.datasets.indexed_dataset import (
     get_idx_path,
 )
 
-from rmt_megatron.builtin.datasets import ASSETS, CHECKPOINT_DIR, TOKENIZER_FILE
-from rmt_megatron.builtin.datasets import prepare_builtin_data
+from rmt_megatron.builtin.datasets import (
+    ASSETS,
+    CHECKPOINT_DIR,
+    TOKENIZER_FILE,
+    prepare_builtin_data,
+)
 from rmt_megatron.config.presets import tiny_cpu
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.run.memory_plan import stage_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
-RUN_FLAGS = (
-    "--rmt-preset tiny_cpu --train-iters 2 --lr-warmup-iters 0 --rmt-prompts-per-step 4 "
-    "--rmt-group-size 4 --micro-batch-size 4 --rmt-max-response-length 112 --eval-positions 8 "
-    "--eval-interval 100 --log-interval 1"
-).split()
+RUN_FLAGS = [
+    "--rmt-preset",
+    "tiny_cpu",
+    "--train-iters",
+    "2",
+    "--lr-warmup-iters",
+    "0",
+    "--rmt-prompts-per-step",
+    "4",
+    "--rmt-group-size",
+    "4",
+    "--micro-batch-size",
+    "4",
+    "--rmt-max-response-length",
+    "112",
+    "--eval-positions",
+    "8",
+    "--eval-interval",
+    "100",
+    "--log-interval",
+    "1",
+]
 
 
 def write_corpus(prefix: Path, source: list[np.ndarray], tokens: int, vocab: int) -> int:

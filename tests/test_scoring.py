@@ -79,3 +79,46 @@ def test_scoring_windows_tp_dp_and_resume(tmp_path):
     np.testing.assert_allclose(resumed[offsets[2] :], reference[offsets[2] :], rtol=1e-6)
     assert not (tmp_path / "c.npy.progress").exists()
     np.testing.assert_array_equal(np.load(tmp_path / "c.npy"), resumed)
+
+
+POOL_CORPUS = [np.arange(3 + n, 3 + 2 * n + 6) % VOCAB for n in range(20)]
+
+
+def _pool_draws(checkpoint, scratch):
+    """Candidate pools of 4 of 20 documents, each scored when filled (the replicas share the
+    windows); the (document, position) pairs of 12 draws of 6."""
+    from rmt_megatron.mcore import parallel
+    from rmt_megatron.mcore.checkpoint import load_checkpoint
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+    from rmt_megatron.method.curriculum import assign_tiers
+    from rmt_megatron.run.candidate_pool import CandidatePool
+    from rmt_megatron.run.difficulty import score_difficulty
+
+    scored = []
+    with parallel.process_group(layout(), seed=0):
+        model = build_gpt_model(layout(), VOCAB)
+        load_checkpoint(checkpoint, model)
+
+        def score(documents, part):
+            scored.append(part["refill"])
+            path = f"{scratch}/pool_{part['refill']}_rank{parallel.world_rank()}.npy"
+            return score_difficulty(model, documents, path, 0, 8, 2, 0, show_progress=False)
+
+        def tiers(documents, entropy):
+            return assign_tiers(entropy, (0.0, 3.0, 4.0), ~np.isnan(entropy))
+
+        pool = CandidatePool(POOL_CORPUS, 4, 7, score, tiers)
+        draws = [pool.sample(6, (0.5, 0.3, 0.2))[0] for _ in range(12)]
+        world = parallel.data_parallel_rank_and_size()[1]
+    return draws, scored, world
+
+
+def test_data_parallel_replicas_score_their_share_of_each_pool_and_draw_the_same(tmp_path):
+    run_ranks(1, save_small_model, str(tmp_path / "ck"))
+    (tmp_path / "one").mkdir()
+    (tmp_path / "two").mkdir()
+    single = run_ranks(1, _pool_draws, str(tmp_path / "ck"), str(tmp_path / "one"))[0]
+    first, second = run_ranks(2, _pool_draws, str(tmp_path / "ck"), str(tmp_path / "two"))
+    assert first[2] == second[2] == 2  # two data-parallel replicas
+    assert first[0] == second[0] == single[0]  # the same positions on every replica
+    assert first[1] == single[1] and len(single[1]) > 1  # the same pools, refilled

@@ -76,14 +76,20 @@ def load_indexed_dataset(prefix: str | os.PathLike, vocab_size: int) -> IndexedD
             f"{get_idx_path(prefix)} is not a Megatron index (bad header): it is "
             "corrupt or another format; rebuild it with rmt-preprocess"
         )
-    try:
-        dataset = IndexedDataset(prefix, mmap=True)
+    try:  # documents are read from the .bin per access (a memory map would keep the pages
+        # around every document read resident: about 64 KiB each)
+        dataset = IndexedDataset(prefix, mmap=False)
     except (AssertionError, ValueError, OSError) as error:
         raise DatasetError(
             f"{get_idx_path(prefix)} is corrupt ({error or type(error).__name__}):"
             " rebuild it with rmt-preprocess"
         ) from None
-    expected = int(dataset.index.sequence_lengths.sum()) * dataset.index.dtype_size
+    index = dataset.index  # the last document's end: two entries read, not every length
+    expected = (
+        int(index.sequence_pointers[-1]) + int(index.sequence_lengths[-1]) * index.dtype_size
+        if len(index)
+        else 0
+    )
     actual = os.path.getsize(get_bin_path(prefix))
     if actual != expected:
         raise DatasetError(
@@ -111,9 +117,9 @@ def _largest_token(bin_path: str, dtype, chunk_tokens: int = 1 << 24) -> int:
 
 
 class Documents(Sequence[np.ndarray]):
-    """The documents of an indexed dataset as int64 token-id arrays, each read from the
-    memory-mapped `.bin` when it is asked for: nothing per token stays in memory. `lengths` is
-    the index's per-document token counts (memory-mapped too)."""
+    """The documents of an indexed dataset as int64 token-id arrays, each read from the `.bin`
+    when it is asked for: nothing per token stays in memory. `lengths` is the index's
+    per-document token counts (memory-mapped, as the whole `.idx`)."""
 
     def __init__(self, dataset: IndexedDataset) -> None:
         self._dataset = dataset

@@ -151,9 +151,9 @@ def evaluate_model(
     data = config.data
     with parallel.process_group(config.model, config.train.seed):
         model = load_fixed_model(model_path, config.model, tokenizer, step)
-        entropy = DifficultyScorer(config, tokenizer, proxy).scores(prefix, documents)
+        score = DifficultyScorer(config, tokenizer, proxy).pool_scores(prefix, None)
         positions = held_out_positions(
-            prefix, documents, entropy, tokenizer, config, data.eval_positions, data.eval_seed
+            prefix, documents, score, tokenizer, config, data.eval_positions, data.eval_seed
         )
         engine = RolloutEngine.for_model(model, tokenizer, config.model)
         report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)

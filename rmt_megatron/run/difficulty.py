@@ -151,11 +151,12 @@ class DifficultyScorer:
         """`score(documents, part)` for the candidate pools of the dataset at `prefix`
         (`candidate_pool.Scores`). A pool filled after step 0 with the policy as proxy is
         scored by the policy as trained so far; its cache key then also names the run's
-        checkpoint directory `run_dir`, which with the pool fixes the step it was scored at."""
+        checkpoint directory `run_dir`, which with the pool fixes the step it was scored at.
+        `run_dir` None: pools scored before any training (the held-out positions)."""
 
         def score(documents: Sequence[np.ndarray], part: dict | None) -> np.ndarray:
-            if part is not None and self.proxy is None:
-                part = {**part, "run": str(Path(run_dir).resolve()) if run_dir else None}
+            if part is not None and self.proxy is None and run_dir is not None:
+                part = {**part, "run": str(Path(run_dir).resolve())}
             return self.scores(prefix, documents, part)
 
         return score

@@ -167,7 +167,7 @@ class Run:
         positions = held_out_positions(
             self.data.valid_prefix,
             valid_docs,
-            scorer.scores(self.data.valid_prefix, valid_docs),
+            scorer.pool_scores(self.data.valid_prefix, None),  # scored now, by the start
             tokenizer,
             config,
             config.data.eval_positions,

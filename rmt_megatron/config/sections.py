@@ -357,9 +357,10 @@ class RolloutConfig:
 
 @dataclass
 class ParallelConfig:
-    """How one model replica is split over ranks (Megatron-LM names). `ModelConfig` builds on it
-    as megatron-core's `TransformerConfig` builds on `ModelParallelConfig`; a checkpoint reloads
-    under any layout, so these fields are not part of the model's shape (`model_shape`)."""
+    """How one model replica is split over ranks and which activations it keeps (Megatron-LM
+    names). `ModelConfig` builds on it as megatron-core's `TransformerConfig` builds on
+    `ModelParallelConfig`; a checkpoint reloads under any layout and recomputation, so these
+    fields are not part of the model's shape (`model_shape`)."""
 
     tensor_model_parallel_size: int = 1
     """Tensor-parallel ranks per model replica."""
@@ -371,10 +372,43 @@ class ParallelConfig:
     """Megatron sequence parallelism (with TP > 1); needs Transformer Engine or apex norms, so
     GPU only."""
 
+    recompute_granularity: str | None = None
+    """Activation recomputation (Megatron-LM's): "full" recomputes whole transformer layers in
+    the backward pass (which ones: --recompute-method, --recompute-num-layers), "selective" only
+    the core attention; None keeps every activation."""
+
+    recompute_method: str | None = None
+    """With full recomputation: "uniform" checkpoints the layers in groups of
+    --recompute-num-layers, "block" the first --recompute-num-layers layers of each stage."""
+
+    recompute_num_layers: int | None = None
+    """With full recomputation: the group size ("uniform") or the layer count ("block")."""
+
     def __post_init__(self) -> None:
         for name in ("tensor_model_parallel_size", "pipeline_model_parallel_size"):
             value = getattr(self, name)
             require(value >= 1, f"model.{name}", value, "must be a positive integer")
+        require(
+            self.recompute_granularity in (None, "full", "selective"),
+            "model.recompute_granularity",
+            self.recompute_granularity,
+            'must be "full" or "selective"',
+        )
+        full = self.recompute_granularity == "full"
+        require(
+            (self.recompute_method in ("uniform", "block"))
+            if full
+            else self.recompute_method is None,
+            "model.recompute_method",
+            self.recompute_method,
+            'give "uniform" or "block" with --recompute-granularity full, nothing otherwise',
+        )
+        require(
+            (self.recompute_num_layers or 0) >= 1 if full else self.recompute_num_layers is None,
+            "model.recompute_num_layers",
+            self.recompute_num_layers,
+            "give a positive layer count with --recompute-granularity full, nothing otherwise",
+        )
 
 
 SCHEDULE_FIELDS = ("lr", "lr_warmup_iters", "train_iters", "weight_decay")

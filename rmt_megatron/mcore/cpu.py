@@ -127,15 +127,20 @@ _CPU_STREAM = _CpuStream()
 
 
 def apply_cpu_patches() -> None:
-    """Patch `torch.cuda.current_device`, `torch.cuda.synchronize` and the stream lookups
+    """Patch `torch.cuda.current_device`, `torch.cuda.synchronize`, the stream lookups
     (`current_stream`, `default_stream`: megatron-core 0.19's gradient sync waits on the current
-    stream) for CPU runs (idempotent; nothing happens on a GPU machine)."""
+    stream) and megatron's CUDA generator save/restore (activation recomputation) for CPU runs
+    (idempotent; nothing happens on a GPU machine)."""
     if not cpu_only():
         return
     torch.cuda.current_device = lambda: torch.device("cpu")
     torch.cuda.synchronize = lambda *args, **kwargs: None
     torch.cuda.current_stream = lambda *args, **kwargs: _CPU_STREAM
     torch.cuda.default_stream = lambda *args, **kwargs: _CPU_STREAM
+    # activation recomputation saves the CUDA generator beside the CPU one and the tracker's
+    # states (which on CPU are CPU generator states) and restores them for the recompute
+    mp_random._get_cuda_rng_state = lambda *args, **kwargs: torch.empty(0, dtype=torch.uint8)
+    mp_random._set_cuda_rng_state = lambda *args, **kwargs: None
 
 
 def cpu_model_parallel_seed(seed: int, tp_rank: int, ep_rank: int, etp_rank: int) -> None:

@@ -9,6 +9,7 @@ readable and consistent with the data, and that every token id fits the tokenize
 from __future__ import annotations
 
 import os
+import struct
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import overload
@@ -79,7 +80,7 @@ def load_indexed_dataset(prefix: str | os.PathLike, vocab_size: int) -> IndexedD
     try:  # documents are read from the .bin per access (a memory map would keep the pages
         # around every document read resident: about 64 KiB each)
         dataset = IndexedDataset(prefix, mmap=False)
-    except (AssertionError, ValueError, OSError) as error:
+    except (AssertionError, ValueError, OSError, struct.error) as error:
         raise DatasetError(
             f"{get_idx_path(prefix)} is corrupt ({error or type(error).__name__}):"
             " rebuild it with rmt-preprocess"

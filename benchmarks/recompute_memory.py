@@ -17,8 +17,8 @@ settings are printed: they must be equal. Writes benchmarks/results/recompute_cp
 from __future__ import annotations
 
 import argparse
-import ctypes
 import csv
+import ctypes
 import gc
 import os
 import platform
@@ -29,15 +29,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from peak_memory import AnonPeak, rss_anon  # this folder: the script's own directory
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from peak_memory import AnonPeak, rss_anon  # noqa: E402
-
-from rmt_megatron.config.presets import tiny_cpu  # noqa: E402
-from rmt_megatron.mcore import parallel  # noqa: E402
-from rmt_megatron.mcore.forward_step import make_forward_step  # noqa: E402
-from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step  # noqa: E402
-from rmt_megatron.method.packing import collate, ntp_sequence  # noqa: E402
+from rmt_megatron.config.presets import tiny_cpu
+from rmt_megatron.mcore import parallel
+from rmt_megatron.mcore.forward_step import make_forward_step
+from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
+from rmt_megatron.method.packing import collate, ntp_sequence
 
 RESULTS = Path(__file__).resolve().parent / "results"
 LIBC = ctypes.CDLL("libc.so.6")

@@ -18,8 +18,6 @@ Writes benchmarks/results/conversion_<machine>.csv and prints it.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import platform
@@ -32,8 +30,8 @@ from pathlib import Path
 
 import torch
 from peak_memory import AnonPeak, rss_anon
+from results_csv import write_results
 
-RESULTS = Path(__file__).resolve().parent / "results"
 FIELDS = (
     "source",
     "tp",
@@ -187,16 +185,7 @@ def main() -> None:
     for row in rows:
         row["source"] = "hf_random_llama" if row["source"] == Path(scratch).name else row["source"]
     machine = f"cpu-{platform.machine()}-{os.cpu_count()}cores"
-    output = io.StringIO()
-    writer = csv.DictWriter(output, fieldnames=FIELDS)
-    writer.writeheader()
-    writer.writerows(rows)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"conversion_{machine}.csv"
-    from rmt_megatron.files import atomic_write
-
-    atomic_write(path, output.getvalue())
-    print(output.getvalue() + f"written to {path}")
+    write_results(f"conversion_{machine}.csv", rows, FIELDS)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Writes benchmarks/results/corpus_scale_cpu.csv and prints it.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -34,6 +33,7 @@ from megatron.core.datasets.indexed_dataset import (
     get_bin_path,
     get_idx_path,
 )
+from results_csv import write_results  # this folder: the script's own directory
 
 from rmt_megatron.builtin.datasets import (
     ASSETS,
@@ -46,7 +46,6 @@ from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_datase
 from rmt_megatron.run.memory_plan import stage_parameters
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results"
 RUN_FLAGS = [
     "--rmt-preset",
     "tiny_cpu",
@@ -167,13 +166,7 @@ def main() -> int:
         row["wall_ratio"] = row["seconds_total"] / base["seconds_total"]
         row["machine"] = f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}"
         row["pool_documents"] = config.curriculum.pool_documents
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "corpus_scale_cpu.csv"
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(out.read_text())
+    write_results("corpus_scale_cpu.csv", rows)
     return 0
 
 

@@ -17,7 +17,6 @@ settings are printed: they must be equal. Writes benchmarks/results/recompute_cp
 from __future__ import annotations
 
 import argparse
-import csv
 import ctypes
 import gc
 import os
@@ -26,10 +25,10 @@ import statistics
 import sys
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 from peak_memory import AnonPeak, rss_anon  # this folder: the script's own directory
+from results_csv import write_results
 
 from rmt_megatron.config.presets import tiny_cpu
 from rmt_megatron.mcore import parallel
@@ -37,7 +36,6 @@ from rmt_megatron.mcore.forward_step import make_forward_step
 from rmt_megatron.mcore.optimizer import build_training, report_mean, train_step
 from rmt_megatron.method.packing import collate, ntp_sequence
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LIBC = ctypes.CDLL("libc.so.6")
 SETTINGS = {
     "none": {},
@@ -120,13 +118,7 @@ def main() -> int:
             f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads"
         )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "recompute_cpu.csv"
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    print(out.read_text())
+    write_results("recompute_cpu.csv", rows)
     return 0
 
 

@@ -15,14 +15,13 @@ Writes benchmarks/results/rollout_<device>.csv (one row per measurement) and pri
 from __future__ import annotations
 
 import argparse
-import csv
 import platform
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
+from results_csv import write_results
 
 from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.presets import tiny_cpu
@@ -35,8 +34,6 @@ from rmt_megatron.method.budget import budget_at, rollout_token_cap
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.step_builder import ANSWER_ALLOWANCE
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def timed(engine, prompts, group_size, max_new_tokens, use_kv_cache, repeats):
@@ -148,8 +145,6 @@ def main() -> None:
             "seconds": round(1 - capped["seconds"] / uncapped["seconds"], 3),
         }
     )
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"rollout_{device.replace(' ', '_')}.csv"
     fields = [
         "measurement",
         "setting",
@@ -161,11 +156,7 @@ def main() -> None:
         "seconds",
         "tokens_per_s",
     ]
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
-    print(path.read_text())
+    write_results(f"rollout_{device.replace(' ', '_')}.csv", rows, fields)
 
 
 if __name__ == "__main__":

@@ -23,7 +23,6 @@ time and memory ratios against `naive`, and a plot next to it when matplotlib is
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import platform
 import statistics
@@ -32,7 +31,8 @@ import sys
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from results_csv import RESULTS, write_results
+
 PROVIDERS = ("matmul", "naive", "compile", "chunked", "objective", "triton", "liger", "verl")
 """All providers; on CPU the default run measures naive, compile, chunked and objective."""
 
@@ -197,7 +197,6 @@ def main() -> None:
         if naive and "seconds" in row:
             row["time_vs_naive"] = round(row["seconds"] / naive["seconds"], 3)
             row["memory_vs_naive"] = round(row["extra_mib"] / max(naive["extra_mib"], 1e-9), 3)
-    RESULTS.mkdir(exist_ok=True)
     stem = f"vocab_ops_{device_name.replace(' ', '_')}_{args.n}x{args.h}x{args.v}_{args.dtype}"
     fields = [
         "provider",
@@ -212,12 +211,8 @@ def main() -> None:
         "memory_vs_naive",
         "error",
     ]
-    with (RESULTS / f"{stem}.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    write_results(f"{stem}.csv", rows, fields)
     _plot(rows, RESULTS / f"{stem}.png")
-    print((RESULTS / f"{stem}.csv").read_text())
 
 
 def _device_name(device: str) -> str:

@@ -1,0 +1,26 @@
+"""Where every benchmark puts its measurements: one CSV per benchmark under
+benchmarks/results/, written whole (a temporary file, then a rename) and printed."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from rmt_megatron.files import atomic_write
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def write_results(name: str, rows: list[dict], fields: list[str] | None = None) -> Path:
+    """`rows` as `RESULTS/name` with the columns `fields` (default: the first row's keys), also
+    printed; returns the path."""
+    output = io.StringIO()
+    writer = csv.DictWriter(output, fieldnames=fields or list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    atomic_write(path, output.getvalue())
+    print(output.getvalue() + f"written to {path}")
+    return path

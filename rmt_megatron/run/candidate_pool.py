@@ -75,6 +75,21 @@ class DocumentOrder:
         return values.astype(np.int64)
 
 
+def pool_members(
+    count: int, pool_documents: int, seed: int, refill: int
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """The documents (sorted int64 ids) of pool `refill` of a corpus of `count` documents walked
+    `pool_documents` at a time in the `DocumentOrder` of `seed`, and the part that names the pool
+    for the scores' cache. A corpus of at most `pool_documents` documents is one pool: all of
+    them in corpus order, and part None (the whole dataset's cache)."""
+    if pool_documents >= count:
+        return np.arange(count, dtype=np.int64), None
+    epoch, index = divmod(refill, -(-count // pool_documents))
+    stop = min((index + 1) * pool_documents, count)
+    ids = DocumentOrder(count, seed).documents(epoch, index * pool_documents, stop)
+    return np.sort(ids), {"seed": seed, "documents": pool_documents, "refill": refill}
+
+
 Scores = Callable[[Sequence[np.ndarray], dict[str, Any] | None], np.ndarray]
 """`score(documents, part)`: the proxy's entropy at every token of `documents` (flat float32,
 NaN where unscored); `part` names the pool for the cache (None: the whole corpus)."""
@@ -104,29 +119,18 @@ class CandidatePool:
         self.size = min(pool_documents, len(documents))
         self.whole_corpus = self.size == len(documents)
         self.pools_per_epoch = -(-len(documents) // self.size)
-        self.order = DocumentOrder(len(documents), seed)
         self.refills = 0
         self._fill(0)
 
     # ---- which documents -----------------------------------------------------------------
-
-    def _pool_documents(self, refill: int) -> np.ndarray:
-        if self.whole_corpus:
-            return np.arange(len(self.documents), dtype=np.int64)
-        epoch, index = divmod(refill, self.pools_per_epoch)
-        stop = min((index + 1) * self.size, len(self.documents))
-        return np.sort(self.order.documents(epoch, index * self.size, stop))
 
     def _fill(self, refill: int) -> None:
         """Make pool `refill` or, where it has no candidate, the next one that has; after a
         whole epoch of pools without one, the tiering's `DatasetError`."""
         error: DatasetError | None = None
         for attempt in range(refill, refill + self.pools_per_epoch):
-            ids = self._pool_documents(attempt)
+            ids, part = pool_members(len(self.documents), self.size, self.seed, attempt)
             docs = [self.documents[int(i)] for i in ids]
-            part = None
-            if not self.whole_corpus:
-                part = {"seed": self.seed, "documents": self.size, "refill": attempt}
             try:
                 tiers = self.tiering(docs, self.score(docs, part))
             except DatasetError as no_candidate:

@@ -40,7 +40,7 @@ from rmt_megatron.method.rewards import score_rollout
 from rmt_megatron.method.tallies import mean_of, paired_difference
 from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.model_io.position_kinds import load_position_kinds
-from rmt_megatron.run.candidate_pool import DocumentOrder, Scores
+from rmt_megatron.run.candidate_pool import Scores, pool_members
 from rmt_megatron.run.sharding import replica_share
 from rmt_megatron.run.step_builder import eligible_positions
 
@@ -94,23 +94,17 @@ def held_out_positions(
     seed: int,
 ) -> list[EvalPosition]:
     """`sample_eval_positions` over the held-out dataset at `prefix`, drawn as training draws:
-    from a candidate pool of `curriculum.pool_documents` documents of the split (the first pool
-    of its `DocumentOrder` under `seed`; the whole split when it is no larger), scored with
+    from a candidate pool of `curriculum.pool_documents` documents of the split (its first pool
+    under `seed`, `candidate_pool.pool_members`; the whole split when it is no larger), scored with
     `score` (`candidate_pool.Scores`): the positions a training step could draw there
     (`step_builder.eligible_positions`) above the lowest tier threshold, labelled with the
     dataset's position kinds where it has them."""
-    size = min(config.curriculum.pool_documents, len(documents))
-    whole = size == len(documents)
-    ids = (
-        np.arange(size, dtype=np.int64)
-        if whole
-        else np.sort(DocumentOrder(len(documents), seed).documents(0, 0, size))
-    )
+    ids, part = pool_members(len(documents), config.curriculum.pool_documents, seed, 0)
     pool = [documents[int(i)] for i in ids]
-    part = None if whole else {"seed": seed, "documents": size, "refill": 0}
-    kinds = load_position_kinds(prefix, int(document_lengths(documents).sum()))
-    if kinds is not None and not whole:
-        starts = np.concatenate([[0], np.cumsum(document_lengths(documents))])[ids]
+    lengths = document_lengths(documents)
+    kinds = load_position_kinds(prefix, int(lengths.sum()))
+    if kinds is not None and part is not None:
+        starts = np.concatenate([[0], np.cumsum(lengths)])[ids]
         kinds = (
             kinds[0],
             np.concatenate([kinds[1][a : a + len(d)] for a, d in zip(starts, pool, strict=True)]),

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import argparse
 from collections import deque
-from pathlib import Path
 
 import torch
 
-from rmt_megatron.builtin.datasets import prepare_builtin_data
 from rmt_megatron.config.flags import config_from_args
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError, RMTError
@@ -40,11 +38,10 @@ from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_datase
 from rmt_megatron.mcore.megatron_lm import bare_model, megatron_lm_args, microbatches_per_step
 from rmt_megatron.method.group_scores import STEP_STATS
 from rmt_megatron.method.packing import TrainingSequence, collate
-from rmt_megatron.model_io.checkpoints import load_tokenizer
 from rmt_megatron.model_io.preprocess import check_tokenizer
-from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.difficulty import DifficultyScorer, file_signature
 from rmt_megatron.run.step_builder import StepBatchBuilder, StepBatches, max_step_sequences
+from rmt_megatron.run.trainer import resolve_data
 
 
 def _one_prefix(paths: list[str] | None, flag: str) -> str | None:
@@ -107,22 +104,9 @@ class StepStream:
 
     def __init__(self, config: RMTConfig, args: argparse.Namespace) -> None:
         self.config = config
-        data = config.data
-        if data.train_data_path is None:  # the built-in corpus, as pretrain_rmt.py
-            if parallel.is_main_rank():
-                prepare_builtin_data(data.builtin_data_dir)
-            parallel.barrier()
-            builtin = prepare_builtin_data(data.builtin_data_dir)
-            self.tokenizer = SentencePieceTokenizer(builtin.tokenizer_model)
-            self.prefix = builtin.train_prefix
-        else:
-            if data.tokenizer_model is None:
-                raise ConfigError(
-                    "--train-data-path needs --tokenizer-model, the tokenizer it was built with"
-                )
-            self.tokenizer = load_tokenizer(data.tokenizer_model)
-            self.prefix = Path(data.train_data_path)
-            check_tokenizer(self.prefix, self.tokenizer)
+        data = resolve_data(config)  # the built-in corpus, or the user's, as pretrain_rmt.py
+        self.tokenizer, self.prefix = data.tokenizer, data.train_prefix
+        check_tokenizer(self.prefix, self.tokenizer)
         if args.padded_vocab_size < self.tokenizer.vocab_size:
             raise ConfigError(
                 f"the model has {args.padded_vocab_size} vocabulary rows but the tokenizer "
@@ -217,6 +201,11 @@ def check_step_fits(config: RMTConfig, microbatches: int) -> None:
         )
 
 
+def _stop(error: RMTError) -> SystemExit:
+    """The exit that ends a Megatron-LM run on `error`: its one line, no traceback."""
+    return SystemExit(f"rmt_megatron: error: {error}")
+
+
 def train_valid_test_datasets_provider(train_val_test_num_samples):
     """Megatron-LM's datasets provider: RMT's `StepStream` for training, nothing to evaluate.
     What the loop cannot honour ends the run here, before step 1, with one line."""
@@ -226,7 +215,7 @@ def train_valid_test_datasets_provider(train_val_test_num_samples):
         check_step_fits(config, microbatches_per_step())
         return StepStream(config, args), None, None
     except RMTError as error:
-        raise SystemExit(f"rmt_megatron: error: {error}") from None
+        raise _stop(error) from None
 
 
 train_valid_test_datasets_provider.is_distributed = True  # every rank builds the step
@@ -239,5 +228,5 @@ def forward_step(data_iterator, model):
         try:
             stream.bind(model)
         except RMTError as error:  # the data cannot train (e.g. no eligible position)
-            raise SystemExit(f"rmt_megatron: error: {error}") from None
+            raise _stop(error) from None
     return dropin.forward_step(data_iterator, model)

@@ -6,11 +6,14 @@ from helpers import VOCAB, layout, save_small_model
 from ranks import run_ranks
 
 from rmt_megatron.config.sections import LossConfig, TrainConfig
+from rmt_megatron.mcore.cpu import uses_transformer_engine
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
 
 
-def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
+def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS, options=None):
+    """The rollouts of `prompts` (G = 2, 10 new tokens, top-p 0.9, seed 0), with the engine
+    built with `options`; with `options`, also its peak KV cache and its chunks."""
     from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.generation import RolloutEngine
@@ -23,9 +26,9 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
         engine = RolloutEngine(
             model,
             VOCAB - 6,
-            eos_id=1,
             token_bytes=lambda ids: [b"}" if i == 3 else b"x" for i in ids],
             hidden_size=config.hidden_size,
+            **{"eos_id": 1, **(options or {})},
         )
         rollouts = engine.generate(
             prompts,
@@ -36,7 +39,10 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS):
             generator=torch.Generator().manual_seed(0),
             use_kv_cache=use_kv_cache,
         )
-    return [(r.prompt_index, r.tokens, r.finished) for r in rollouts]
+    result = [(r.prompt_index, r.tokens, r.finished) for r in rollouts]
+    if options is None:
+        return result
+    return result, engine.peak_kv_cache_bytes, engine.chunks(prompts, 2, 10)
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +50,16 @@ def checkpoint(tmp_path_factory):
     directory = tmp_path_factory.mktemp("weights")
     run_ranks(1, save_small_model, str(directory))
     return str(directory)
+
+
+def _frequent_token(rollouts) -> int:
+    """A token the greedy rollouts emit at several different steps (made the EOS, rows stop at
+    different times)."""
+    steps: dict[int, set[int]] = {}
+    for _, tokens, _ in rollouts:
+        for step, token in enumerate(tokens[:-1]):
+            steps.setdefault(token, set()).add(step)
+    return max(steps, key=lambda token: len(steps[token]))
 
 
 def test_kv_cache_and_full_recompute_sample_the_same_tokens(checkpoint):
@@ -54,10 +70,103 @@ def test_kv_cache_and_full_recompute_sample_the_same_tokens(checkpoint):
     assert all(max(tokens) < VOCAB - 6 for _, tokens, _ in cached)  # padded vocab masked
 
 
+def test_the_cache_compacted_as_rows_finish_samples_what_recompute_samples(checkpoint):
+    eos = {"eos_id": _frequent_token(run_ranks(1, _generate, checkpoint, 1, 1, True, 1.0)[0])}
+    cached = run_ranks(1, _generate, checkpoint, 1, 1, True, 1.0, PROMPTS, eos)[0][0]
+    recomputed = run_ranks(1, _generate, checkpoint, 1, 1, False, 1.0, PROMPTS, eos)[0][0]
+    assert len({len(tokens) for _, tokens, _ in cached}) > 1  # rows left at different steps
+    assert cached == recomputed
+
+
 def test_left_padding_does_not_change_a_prompt_s_greedy_continuation(checkpoint):
     batched = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0)[0]
     alone = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, [PROMPTS[1]])[0]
     assert batched[2][1] == alone[0][1]
+
+
+UNEVEN = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15], [16, 17], [18, 19, 20, 21, 22, 23], [24]]
+
+
+def test_chunks_under_a_kv_budget_stay_within_it_and_keep_greedy_tokens(checkpoint):
+    whole = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, UNEVEN)[0]
+    per_position = 2 * layout().num_layers * layout().query_groups * layout().head_dim * 4
+    budget = 2 * 2 * (6 + 10) * per_position  # two prompts of the longest length at most
+    options = {"kv_cache_bytes": budget, "kv_bytes_per_position": per_position}
+    chunked, peak, chunks = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, UNEVEN, options)[0]
+    assert chunks == [[0, 1], [2, 3], [4, 5]]  # a third prompt would pass the budget
+    assert 0 < peak <= budget
+    assert chunked == whole
+
+
+def test_one_chunk_under_a_budget_that_holds_the_step_draws_the_same_tokens(checkpoint):
+    whole = run_ranks(1, _generate, checkpoint, 1, 1, True, 1.0, UNEVEN)[0]
+    options = {"kv_cache_bytes": 2**30, "kv_bytes_per_position": 1}
+    same, _, chunks = run_ranks(1, _generate, checkpoint, 1, 1, True, 1.0, UNEVEN, options)[0]
+    assert chunks == [list(range(len(UNEVEN)))]
+    assert same == whole
+
+
+def test_equal_length_chunks_give_each_prompt_its_unpadded_continuation(checkpoint):
+    """What Transformer Engine's attention (which ignores the padding mask) needs, checked with
+    the local layers: chunks without padding, each prompt's greedy tokens as if alone."""
+    options = {"equal_length_chunks": True}
+    batched, _, chunks = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, UNEVEN, options)[0]
+    assert chunks == [[5], [1, 3], [2], [0, 4]]
+    for index, prompt in enumerate(UNEVEN):
+        alone = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, [prompt])[0]
+        assert [tokens for i, tokens, _ in batched if i == index] == [t for _, t, _ in alone]
+
+
+def _greedy_batched_and_alone(prompts):
+    """On one rank, a freshly built model's greedy rollouts of `prompts` together and of each
+    prompt alone (the engine's own chunking: equal lengths under Transformer Engine)."""
+    from rmt_megatron.mcore import parallel
+    from rmt_megatron.mcore.generation import RolloutEngine
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+
+    with parallel.process_group(layout(), seed=3):
+        engine = RolloutEngine(
+            build_gpt_model(layout(), VOCAB), VOCAB - 6, 1, lambda ids: [b"x"] * len(ids), 32
+        )
+        settings = dict(
+            group_size=2, max_new_tokens=8, temperature=0.0, top_p=1.0, use_kv_cache=True
+        )
+        generator = torch.Generator().manual_seed(0)
+        batched = engine.generate(prompts, generator=generator, **settings)
+        alone = [engine.generate([p], generator=generator, **settings) for p in prompts]
+    return [r.tokens for r in batched], [r.tokens for rs in alone for r in rs]
+
+
+@pytest.mark.skipif(
+    not uses_transformer_engine(),
+    reason="runs where Transformer Engine and a GPU are present (benchmarks/gpu_check.sh); "
+    "the same check with the local layers is the test above",
+)
+def test_under_transformer_engine_prompts_continue_as_if_alone():
+    batched, alone = run_ranks(1, _greedy_batched_and_alone, UNEVEN)[0]
+    assert batched == alone
+
+
+@pytest.mark.parametrize("interval", [3, 10])
+def test_checking_stops_every_k_steps_keeps_greedy_tokens_and_stops(checkpoint, interval):
+    eos = _frequent_token(run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, UNEVEN)[0])
+    every_step = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, UNEVEN, {"eos_id": eos})[0]
+    options = {"eos_id": eos, "stop_check_interval": interval}
+    sparse = run_ranks(1, _generate, checkpoint, 1, 1, True, 0.0, UNEVEN, options)[0]
+    lengths = {len(tokens) for _, tokens, _ in every_step[0]}
+    assert len(lengths) > 1 and any(finished for _, _, finished in every_step[0])
+    assert sparse[0] == every_step[0]
+
+
+def test_a_budget_that_cannot_hold_one_prompt_s_group_is_refused():
+    from rmt_megatron.errors import ConfigError
+    from rmt_megatron.mcore.generation import RolloutEngine
+
+    engine = RolloutEngine(
+        None, 10, 1, lambda ids: [b"x"] * len(ids), 8, kv_cache_bytes=100, kv_bytes_per_position=1
+    )
+    with pytest.raises(ConfigError, match="--rmt-rollout-kv-cache-gib"):
+        engine.chunks([[1, 2, 3]], group_size=8, max_new_tokens=10)
 
 
 @pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])

@@ -1,36 +1,51 @@
 """Budget-aware batched sampling from a megatron-core `GPTModel`, with a KV cache.
 
-For P prompts and G samples each:
+For P prompts and G samples each, in chunks of prompts whose cache fits the KV budget:
 
-1. Prefill: the P prompts, left-padded to a common length L, run once (batch P) through the
-   model with a causal mask that also hides the padding. RoPE only sees relative positions, so
-   left padding changes nothing but the mask.
+1. Prefill: the chunk's prompts, left-padded to a common length L, run once (batch P) through
+   the model with a causal mask that also hides the padding. RoPE only sees relative positions,
+   so left padding changes nothing but the mask. Transformer Engine's attention ignores that
+   mask (causal for prefill, none for decoding), so under TE a chunk only holds prompts of one
+   length: nothing is padded and nothing needs hiding.
 2. The prompt's keys/values are copied to its G sample rows (batch P·G): samples share their
    prompt's prefill.
 3. Decode one token per step for every unfinished row, feeding only that token; megatron-core's
-   `StaticInferenceContext` holds the cache, `[max_len, batch, ...]` per layer. A row stops at
-   EOS or when its `\\boxed{...}` after `</think>` closes (`AnswerStop`), or at `max_new_tokens`
-   (the caller derives it from the budget: nothing past 2·B_t earns a length reward). Finished
-   rows leave the batch: the cache rows of the active ones are moved to the front, and the
-   context only ever reads rows [0, active).
+   `StaticInferenceContext` holds the cache, `[L + max_new_tokens, P·G, ...]` per layer. A row
+   stops at EOS or when its `\\boxed{...}` after `</think>` closes (`AnswerStop`), or at
+   `max_new_tokens` (the caller derives it from the budget: nothing past 2·B_t earns a length
+   reward). The stop rule runs on the host over the tokens' bytes, so the sampled tokens come
+   to the host once every `stop_check_interval` steps, not every step; a row that stopped inside
+   an interval keeps decoding until its end and its extra tokens are dropped. Finished rows then
+   leave the batch: the cache rows of the active ones move to the front over the filled
+   positions only, and the context only ever reads rows [0, active).
 
-Sampling: temperature, then top-p, from the logits of the real vocabulary (the padded rows that
-Megatron adds for TP are masked out), with a caller-seeded `torch.Generator`, so every TP rank
-draws the same tokens from the same gathered logits. Under pipeline parallelism the hidden states
-travel stage to stage each step and the last stage broadcasts the sampled tokens to all stages.
-Without `use_kv_cache` every step recomputes the whole sequence (for benchmarks and checks).
+KV budget: a chunk's cache is rows · (L + max_new_tokens) · `kv_cache_bytes_per_position`;
+prompts join a chunk (in order) while it stays within `kv_cache_bytes`, so the whole step never
+has to fit at once. One prompt's G rows must fit.
+
+Sampling (`mcore.sampling`): temperature, then top-p, over this TP rank's vocabulary columns,
+with the caller's seeded generator, so every TP rank draws the same tokens without gathering the
+logits. Under pipeline parallelism the hidden states travel stage to stage each step and the last
+stage broadcasts the sampled tokens to all stages. With one chunk and `stop_check_interval` 1 the
+generator is consumed as it always was; more chunks or a longer interval keep the distribution
+but draw other tokens. Without `use_kv_cache` every step recomputes the whole sequence (for
+benchmarks and checks).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from megatron.core.inference.contexts import StaticInferenceContext
+from megatron.core.models.gpt import GPTModel
 
 from rmt_megatron.config.sections import ModelConfig
-from rmt_megatron.mcore import parallel
+from rmt_megatron.errors import ConfigError
+from rmt_megatron.mcore import parallel, sampling
+from rmt_megatron.mcore.cpu import uses_transformer_engine
 from rmt_megatron.mcore.device import compute_device
 from rmt_megatron.mcore.gpt_model import DTYPES
 from rmt_megatron.method.answer_format import AnswerStop
@@ -47,27 +62,45 @@ class Rollout:
     """True if it stopped on its own (answer closed or EOS); False if cut at max_new_tokens."""
 
 
+def kv_cache_bytes_per_position(model: ModelConfig) -> int:
+    """Bytes of keys and values that one batch row holds per position on the heaviest rank:
+    2 · ⌈layers / PP⌉ · (query groups / TP) · head_dim · bytes(params_dtype)."""
+    pp, tp = model.pipeline_model_parallel_size, model.tensor_model_parallel_size
+    layers = -(-model.num_layers // pp)
+    dtype_bytes = torch.empty((), dtype=DTYPES[model.params_dtype]).element_size()
+    return 2 * layers * (model.query_groups // tp) * model.head_dim * dtype_bytes
+
+
 def _attention_mask(key_pad: torch.Tensor, queries: int) -> torch.Tensor:
     """`[b, 1, queries, keys]` bool, True = hidden: padding keys, and future keys among the
     last `queries` positions."""
     keys = key_pad.shape[1]
-    future = torch.ones(queries, queries, dtype=torch.bool).triu(1)
-    causal = torch.cat([torch.zeros(queries, keys - queries, dtype=torch.bool), future], dim=1)
-    return causal[None, None] | key_pad[:, None, None, :]
+    device = key_pad.device
+    future = torch.ones(queries, queries, dtype=torch.bool, device=device).triu(1)
+    past = torch.zeros(queries, keys - queries, dtype=torch.bool, device=device)
+    return torch.cat([past, future], dim=1)[None, None] | key_pad[:, None, None, :]
 
 
-def _sample(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator
-) -> torch.Tensor:
-    """`logits: [b, V]` fp32 -> `[b]` token ids; temperature 0 is greedy (argmax)."""
-    if temperature == 0:
-        return logits.argmax(dim=-1)
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
-        keep = sorted_probs.cumsum(dim=-1) - sorted_probs < top_p
-        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs * keep)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+@contextlib.contextmanager
+def _vocab_parallel_logits(model: torch.nn.Module) -> Iterator[None]:
+    """Inside, the output layer of every `GPTModel` in `model` returns this TP rank's vocabulary
+    columns. megatron-core's GPTModel insists on gathering the logits whenever it runs with an
+    inference context (an assertion on `runtime_gather_output`); a forward pre-hook turns the
+    gather off where it happens, in the output layer's call."""
+
+    def keep_shard(module, args, kwargs):
+        return args, {**kwargs, "runtime_gather_output": False}
+
+    handles = [
+        module.output_layer.register_forward_pre_hook(keep_shard, with_kwargs=True)
+        for module in model.modules()
+        if isinstance(module, GPTModel) and module.post_process
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def _on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
@@ -79,11 +112,27 @@ def _on_device(generator: torch.Generator, device: torch.device) -> torch.Genera
     return torch.Generator(device=device).manual_seed(seed)
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one `generate` call samples (the caller's settings)."""
+
+    group_size: int
+    max_new_tokens: int
+    temperature: float
+    top_p: float
+    generator: torch.Generator
+    use_kv_cache: bool
+
+
 class RolloutEngine:
     """Generates rollouts from `model` (this rank's stage; eval mode is set while sampling).
 
     vocab_size: the tokenizer's (logits past it are Megatron's padding). token_bytes: maps ids to
-    their bytes, for the answer stop. eos_id: stops a row."""
+    their bytes, for the answer stop. eos_id: stops a row. kv_cache_bytes: the KV budget of one
+    chunk on this rank (None: the whole call is one chunk); kv_bytes_per_position: what one row
+    holds per position (`kv_cache_bytes_per_position`). stop_check_interval: decoding steps
+    between looks at the stop rule. equal_length_chunks: chunks hold prompts of one length (what
+    Transformer Engine's attention needs; the default where the model is built from TE)."""
 
     def __init__(
         self,
@@ -93,16 +142,43 @@ class RolloutEngine:
         token_bytes: Callable[[Sequence[int]], list[bytes]],
         hidden_size: int,
         params_dtype: torch.dtype = torch.float32,
+        *,
+        kv_cache_bytes: int | None = None,
+        kv_bytes_per_position: int = 0,
+        stop_check_interval: int = 1,
+        equal_length_chunks: bool | None = None,
     ) -> None:
+        if stop_check_interval < 1:
+            raise ValueError(f"stop_check_interval must be >= 1, got {stop_check_interval}")
+        if kv_cache_bytes is not None and kv_bytes_per_position < 1:
+            raise ValueError("a KV budget needs kv_bytes_per_position")
         self.model = model
         self.vocab_size = vocab_size
         self.eos_id = eos_id
         self.token_bytes = token_bytes
         self.hidden_size = hidden_size
         self.params_dtype = params_dtype
+        self.kv_cache_bytes = kv_cache_bytes
+        self.kv_bytes_per_position = kv_bytes_per_position
+        self.stop_check_interval = stop_check_interval
+        self.equal_length_chunks = (
+            uses_transformer_engine() if equal_length_chunks is None else equal_length_chunks
+        )
+        self.peak_kv_cache_bytes = 0
+        """The largest chunk's cache allocated so far on this rank (for benchmarks)."""
+        self.cache_bytes_moved = 0
+        """Bytes the cache compaction has copied so far on this rank (for benchmarks)."""
 
     @classmethod
-    def for_model(cls, model, tokenizer: Tokenizer, config: ModelConfig) -> RolloutEngine:
+    def for_model(
+        cls,
+        model,
+        tokenizer: Tokenizer,
+        config: ModelConfig,
+        *,
+        kv_cache_bytes: int | None = None,
+        stop_check_interval: int = 1,
+    ) -> RolloutEngine:
         """An engine over `model` (this rank's stage) that samples `tokenizer`'s vocabulary."""
         return cls(
             model,
@@ -111,6 +187,9 @@ class RolloutEngine:
             tokenizer.token_bytes,
             config.hidden_size,
             DTYPES[config.params_dtype],
+            kv_cache_bytes=kv_cache_bytes,
+            kv_bytes_per_position=kv_cache_bytes_per_position(config),
+            stop_check_interval=stop_check_interval,
         )
 
     @torch.no_grad()
@@ -126,22 +205,71 @@ class RolloutEngine:
         use_kv_cache: bool = True,
     ) -> list[Rollout]:
         """`group_size` rollouts per prompt, prompt-major: rollout i answers prompt i // G."""
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            return self._generate(
-                prompts, group_size, max_new_tokens, temperature, top_p, generator, use_kv_cache
-            )
-        finally:
-            self.model.train(was_training)
-
-    def _generate(
-        self, prompts, group_size, max_new_tokens, temperature, top_p, generator, use_kv_cache
-    ) -> list[Rollout]:
         if not prompts or any(len(p) == 0 for p in prompts):
             raise ValueError("every prompt needs at least one token")
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+        how = Sampling(
+            group_size,
+            max_new_tokens,
+            temperature,
+            top_p,
+            _on_device(generator, compute_device()),
+            use_kv_cache,
+        )
+        was_training = self.model.training
+        self.model.eval()
+        rollouts: list[Rollout] = []
+        try:
+            with _vocab_parallel_logits(self.model):
+                for chunk in self.chunks(prompts, group_size, max_new_tokens):
+                    rollouts += self._generate_chunk([prompts[i] for i in chunk], chunk, how)
+        finally:
+            self.model.train(was_training)
+        return sorted(rollouts, key=lambda r: r.prompt_index)  # stable: G samples keep order
+
+    def chunks(
+        self, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int
+    ) -> list[list[int]]:
+        """Prompt indices of each chunk: in order (by length first with equal-length chunks),
+        each chunk's cache within `kv_cache_bytes`. The same on every rank."""
+        order = range(len(prompts))
+        if self.equal_length_chunks:
+            order = sorted(order, key=lambda i: len(prompts[i]))
+        chunks: list[list[int]] = []
+        for index in order:
+            chunk = chunks[-1] if chunks else None
+            if chunk is not None and self._joins(chunk, index, prompts, group_size, max_new_tokens):
+                chunk.append(index)
+                continue
+            if self.kv_cache_bytes is not None:
+                alone = group_size * (len(prompts[index]) + max_new_tokens)
+                if alone * self.kv_bytes_per_position > self.kv_cache_bytes:
+                    raise ConfigError(
+                        f"the rollout KV budget of {self.kv_cache_bytes / 2**30:.3g} GiB per "
+                        f"rank does not hold one prompt's {group_size} rollouts of "
+                        f"{len(prompts[index])} + {max_new_tokens} tokens "
+                        f"({alone * self.kv_bytes_per_position / 2**30:.3g} GiB): raise "
+                        "--rmt-rollout-kv-cache-gib, or lower --rmt-group-size or "
+                        "--rmt-max-prompt-length"
+                    )
+            chunks.append([index])
+        return chunks
+
+    def _joins(self, chunk, index, prompts, group_size, max_new_tokens) -> bool:
+        if self.equal_length_chunks and len(prompts[index]) != len(prompts[chunk[0]]):
+            return False
+        if self.kv_cache_bytes is None:
+            return True
+        length = max(len(prompts[i]) for i in (*chunk, index)) + max_new_tokens
+        rows = (len(chunk) + 1) * group_size
+        return rows * length * self.kv_bytes_per_position <= self.kv_cache_bytes
+
+    def _generate_chunk(
+        self, prompts: list[Sequence[int]], indices: list[int], how: Sampling
+    ) -> list[Rollout]:
+        device = compute_device()
+        group_size = how.group_size
         length = max(len(p) for p in prompts)
         batch = len(prompts) * group_size
         tokens = torch.full((len(prompts), length), self.eos_id, dtype=torch.long)
@@ -149,8 +277,15 @@ class RolloutEngine:
         for row, prompt in enumerate(prompts):
             tokens[row, length - len(prompt) :] = torch.tensor(list(prompt))
             key_pad[row, length - len(prompt) :] = False
+        tokens, key_pad = tokens.to(device), key_pad.to(device)
 
-        context = StaticInferenceContext(batch, length + max_new_tokens) if use_kv_cache else None
+        context = None
+        if how.use_kv_cache:
+            context = StaticInferenceContext(batch, length + how.max_new_tokens)
+            self.peak_kv_cache_bytes = max(
+                self.peak_kv_cache_bytes,
+                batch * (length + how.max_new_tokens) * self.kv_bytes_per_position,
+            )
         logits = self._forward(tokens, _attention_mask(key_pad, length), context)
         if context is not None:
             self._expand_cache(context, len(prompts), group_size)
@@ -159,59 +294,89 @@ class RolloutEngine:
         key_pad = key_pad.repeat_interleave(group_size, dim=0)
         tokens = tokens.repeat_interleave(group_size, dim=0)
 
-        generator = _on_device(generator, compute_device())
-        active = torch.arange(batch)  # row ids of the batch slots still generating
+        active = list(range(batch))  # the rows of the batch slots still decoding
         generated: list[list[int]] = [[] for _ in range(batch)]
         stops = [AnswerStop() for _ in range(batch)]
         finished = [False] * batch
-        for step in range(max_new_tokens):
-            sampled = self._next_tokens(logits, len(active), temperature, top_p, generator)
-            keep = []
-            for slot, (row, token) in enumerate(
-                zip(active.tolist(), sampled.tolist(), strict=True)
-            ):
+        pending: list[torch.Tensor] = []  # tokens sampled since the last stop check
+        for step in range(how.max_new_tokens):
+            sampled = self._next_tokens(logits, len(active), how)
+            pending.append(sampled)
+            last = step == how.max_new_tokens - 1
+            keep = list(range(len(active)))
+            if len(pending) == self.stop_check_interval or last:
+                keep = self._check_stops(
+                    torch.stack(pending, 1), active, generated, stops, finished
+                )
+                pending = []
+            if not keep or last:
+                break
+            if len(keep) < len(active):
+                active = [active[slot] for slot in keep]
+                kept = torch.tensor(keep, device=device)
+                sampled, key_pad = sampled[kept], key_pad[kept]
+                if context is not None:
+                    self._compact_cache(context, kept)
+                else:
+                    tokens = tokens[kept]
+            fed = torch.zeros(len(active), 1, dtype=torch.bool, device=device)
+            key_pad = torch.cat([key_pad, fed], dim=1)
+            if context is not None:
+                logits = self._forward(sampled[:, None], _attention_mask(key_pad, 1), context)
+            else:
+                tokens = torch.cat([tokens, sampled[:, None]], dim=1)
+                logits = self._forward(tokens, _attention_mask(key_pad, tokens.shape[1]), None)
+        return [
+            Rollout(indices[row // group_size], generated[row], finished[row])
+            for row in range(batch)
+        ]
+
+    def _check_stops(self, block, active, generated, stops, finished) -> list[int]:
+        """Feed `block: [slots, k]` (the tokens of the last k steps, one host transfer) to each
+        active row's stop rule; a row takes tokens up to and including the one that stops it.
+        Returns the slots still decoding."""
+        keep = []
+        for slot, (row, row_tokens) in enumerate(zip(active, block.tolist(), strict=True)):
+            for token in row_tokens:
                 generated[row].append(token)
                 finished[row] = token == self.eos_id or stops[row].feed(
                     self.token_bytes([token])[0]
                 )
-                if not finished[row]:
-                    keep.append(slot)
-            if not keep or step == max_new_tokens - 1:
-                break
-            keep = torch.tensor(keep)
-            active = active[keep]
-            key_pad = torch.cat([key_pad[keep], torch.zeros(len(keep), 1, dtype=torch.bool)], 1)
-            if context is not None:
-                if len(keep) < len(sampled):  # a row finished: close the gap it leaves
-                    self._compact_cache(context, keep)
-                logits = self._forward(sampled[keep][:, None], _attention_mask(key_pad, 1), context)
-            else:
-                tokens = torch.cat([tokens[keep], sampled[keep][:, None]], dim=1)
-                logits = self._forward(tokens, _attention_mask(key_pad, tokens.shape[1]), None)
-        return [Rollout(row // group_size, generated[row], finished[row]) for row in range(batch)]
+                if finished[row]:
+                    break
+            if not finished[row]:
+                keep.append(slot)
+        return keep
 
-    def _next_tokens(
-        self,
-        logits: torch.Tensor | None,
-        rows: int,
-        temperature: float,
-        top_p: float,
-        generator: torch.Generator,
-    ) -> torch.Tensor:
-        """Sample on the last stage and share the tokens with every pipeline stage."""
+    def _next_tokens(self, logits: torch.Tensor | None, rows: int, how: Sampling) -> torch.Tensor:
+        """`[rows]` on the compute device: sampled on the last stage from this TP rank's
+        vocabulary columns, shared with every pipeline stage."""
+        device = compute_device()
         if logits is not None:
-            logits = logits.float()
-            logits[:, self.vocab_size :] = float("-inf")
-            tokens = _sample(logits, temperature, top_p, generator)
+            shard = logits.shape[1]
+            start = (
+                parallel.tensor_parallel_rank() * shard
+                if parallel.tensor_parallel_size() > 1
+                else 0
+            )
+            tokens = sampling.sample(
+                logits,
+                vocab_start=start,
+                vocab_size=self.vocab_size,
+                temperature=how.temperature,
+                top_p=how.top_p,
+                generator=how.generator,
+            )
         else:
-            tokens = torch.empty(rows, dtype=torch.long, device=compute_device())
-        return parallel.broadcast_from_last_stage(tokens).cpu()
+            tokens = torch.empty(rows, dtype=torch.long, device=device)
+        return parallel.broadcast_from_last_stage(tokens)
 
     def _forward(
         self, tokens: torch.Tensor, mask: torch.Tensor, context: StaticInferenceContext | None
     ) -> torch.Tensor | None:
-        """Run this stage on `tokens: [b, s]`; last-position logits `[b, V]` on the last stage,
-        None on the others (which pass their hidden states on)."""
+        """Run this stage on `tokens: [b, s]`; last-position logits `[b, V/TP]` (this TP rank's
+        vocabulary columns) on the last stage, None on the others (which pass their hidden states
+        on)."""
         rows, fed = tokens.shape
         device = compute_device()
         if not parallel.is_first_stage():
@@ -220,13 +385,13 @@ class RolloutEngine:
             )
             self.model.set_input_tensor(parallel.receive_from_previous_stage(hidden))
         offset = 0 if context is None else context.sequence_len_offset
-        positions = torch.arange(offset, offset + fed)[None].expand(rows, fed)
+        positions = torch.arange(offset, offset + fed, device=device)[None].expand(rows, fed)
         output = self.model(
             tokens.to(device),
-            positions.to(device),
+            positions,
             mask.to(device),
             inference_context=context,
-            runtime_gather_output=True,
+            runtime_gather_output=True,  # megatron-core insists; _vocab_parallel_logits undoes it
         )
         if context is not None:
             context.sequence_len_offset += fed
@@ -243,12 +408,13 @@ class RolloutEngine:
                     group_size, dim=1
                 )
 
-    @staticmethod
-    def _compact_cache(context: StaticInferenceContext, keep: torch.Tensor) -> None:
+    def _compact_cache(self, context: StaticInferenceContext, keep: torch.Tensor) -> None:
         """Move the cache rows of the batch slots in `keep` to the front, in order, over the
         positions filled so far (`[max_len, batch, groups, head_dim]` per layer; positions past
         `sequence_len_offset` hold nothing yet and are not read)."""
         filled = context.sequence_len_offset
         for key, value in context.key_value_memory_dict.values():
             for memory in (key, value):
-                memory[:filled, : len(keep)] = memory[:filled, keep]
+                moved = memory[:filled, keep]
+                memory[:filled, : len(keep)] = moved
+                self.cache_bytes_moved += moved.numel() * moved.element_size()

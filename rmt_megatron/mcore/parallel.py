@@ -179,17 +179,25 @@ def tensor_parallel_rank() -> int:
     return parallel_state.get_tensor_model_parallel_rank()
 
 
-def tensor_parallel_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
-    """`tensor` summed in place over the tensor-parallel ranks (unchanged without TP); the
-    tensor must live on the collective's device (a gradient in a backward pass does)."""
-    if parallel_state.get_tensor_model_parallel_world_size() > 1:
-        dist.all_reduce(tensor, group=tensor_parallel_group())
+def tensor_parallel_size() -> int:
+    """Ranks in this rank's tensor-parallel group (1 where no model-parallel groups exist)."""
+    if not parallel_state.model_parallel_is_initialized():
+        return 1
+    return parallel_state.get_tensor_model_parallel_world_size()
+
+
+def tensor_parallel_all_reduce(tensor: torch.Tensor, op=dist.ReduceOp.SUM) -> torch.Tensor:
+    """`tensor` reduced (summed by default) in place over the tensor-parallel ranks (unchanged
+    without TP); the tensor must live on the collective's device (a gradient in a backward pass
+    does)."""
+    if tensor_parallel_size() > 1:
+        dist.all_reduce(tensor, op=op, group=tensor_parallel_group())
     return tensor
 
 
 def tensor_parallel_all_gather(tensor: torch.Tensor) -> list[torch.Tensor]:
     """Every tensor-parallel rank's `tensor`, in rank order (one piece without TP)."""
-    size = parallel_state.get_tensor_model_parallel_world_size()
+    size = tensor_parallel_size()
     if size == 1:
         return [tensor]
     pieces = [torch.empty_like(tensor) for _ in range(size)]

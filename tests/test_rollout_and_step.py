@@ -42,7 +42,7 @@ def _generate(directory, tp, pp, use_kv_cache, temperature, prompts=PROMPTS, opt
     result = [(r.prompt_index, r.tokens, r.finished) for r in rollouts]
     if options is None:
         return result
-    return result, engine.peak_kv_cache_bytes, engine.chunks(prompts, 2, 10)
+    return result, engine.peak_kv_cache_bytes, engine.chunks(prompts, 2, 10, engine.kv_budget())
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +166,7 @@ def test_a_budget_that_cannot_hold_one_prompt_s_group_is_refused():
         None, 10, 1, lambda ids: [b"x"] * len(ids), 8, kv_cache_bytes=100, kv_bytes_per_position=1
     )
     with pytest.raises(ConfigError, match="--rmt-rollout-kv-cache-gib"):
-        engine.chunks([[1, 2, 3]], group_size=8, max_new_tokens=10)
+        engine.chunks([[1, 2, 3]], group_size=8, max_new_tokens=10, budget=100)
 
 
 @pytest.mark.parametrize(("tp", "pp"), [(2, 1), (1, 2)])

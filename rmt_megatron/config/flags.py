@@ -92,6 +92,8 @@ RMT_FLAGS = (
     Flag("--rmt-top-p", "rollout", "top_p"),
     Flag("--rmt-max-response-length", "rollout", "max_response_length"),
     Flag("--rmt-max-prompt-length", "rollout", "max_prompt_length"),
+    Flag("--rmt-rollout-kv-cache-gib", "rollout", "kv_cache_gib"),
+    Flag("--rmt-stop-check-interval", "rollout", "stop_check_interval"),
 )
 """Flags added by `add_rmt_args`."""
 
@@ -121,7 +123,7 @@ def _add_flag(group: argparse._ArgumentGroup, spec: Flag, defaults: RMTConfig) -
     section_cls = SECTIONS[spec.section]
     hint = typing.get_type_hints(section_cls)[spec.field]
     default = getattr(getattr(defaults, spec.section), spec.field)
-    help_text = field_docs(section_cls)[spec.field]
+    help_text = field_docs(section_cls)[spec.field].replace("%", "%%")  # argparse formats help
     if spec.switch_value is not None:
         const = spec.switch_value
         group.add_argument(

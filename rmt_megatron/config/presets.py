@@ -58,7 +58,9 @@ def tiny_cpu() -> RMTConfig:
 
 def qwen3_14b() -> RMTConfig:
     """Qwen3-14B (40 layers, 5120 wide, GQA 40/8, qk-norm, vocab 151936) with the paper's RMT
-    hyperparameters: B_0 = 800, γ = 0.2, G = 8, 128 prompts per step, lr 1e-6, λ = 0.1."""
+    hyperparameters: B_0 = 800, γ = 0.2, G = 8, 128 prompts per step, lr 1e-6, λ = 0.1. Laid out
+    for 8×H100 nodes at TP 8: on one node the step's rollouts run in three chunks under the
+    default KV budget (docs/memory.md); stops are checked every 16 decoding steps."""
     return RMTConfig(
         model=ModelConfig(
             num_layers=40,
@@ -77,6 +79,7 @@ def qwen3_14b() -> RMTConfig:
             params_dtype="bfloat16",
             tensor_model_parallel_size=8,
         ),
+        rollout=RolloutConfig(stop_check_interval=16),
         train=TrainConfig(
             train_iters=1000, lr=1e-6, micro_batch_size=1, save_interval=100, eval_interval=100
         ),

@@ -321,7 +321,33 @@ class RolloutConfig:
     max_prompt_length: int = 4096
     """Prompts are left-truncated to this many tokens (the most recent context is kept)."""
 
+    kv_cache_gib: float | None = None
+    """KV cache of one rollout chunk on one rank, in GiB: a step's rollouts run in chunks of
+    prompts whose cache fits it, one chunk after another. None: on a GPU, the room the memory
+    plan leaves for rollouts (90% of the GPU's memory less what is allocated when they start); on
+    a CPU, no limit (one chunk)."""
+
+    stop_check_interval: int = 1
+    """Decoding steps between looks at the stop rule (EOS, the closed answer): the sampled tokens
+    reach the host once per interval instead of every step, and a row that stopped inside one
+    decodes to its end (those tokens are dropped). 1 stops rows at once and is the only value
+    that draws, for a seed, the tokens of a single-chunk run; on a GPU 16 saves most host
+    synchronisations."""
+
     def __post_init__(self) -> None:
+        require(
+            self.kv_cache_gib is None
+            or (math.isfinite(self.kv_cache_gib) and self.kv_cache_gib > 0),
+            "rollout.kv_cache_gib",
+            self.kv_cache_gib,
+            "give a positive size in GiB, or leave it out for the default",
+        )
+        require(
+            self.stop_check_interval >= 1,
+            "rollout.stop_check_interval",
+            self.stop_check_interval,
+            "check the stop rule at least every decoding step: give an interval >= 1",
+        )
         require(
             self.prompts_per_step >= 1,
             "rollout.prompts_per_step",

@@ -26,3 +26,18 @@ def to_compute_device(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         name: value.to(device, non_blocking=True) if isinstance(value, torch.Tensor) else value
         for name, value in batch.items()
     }
+
+
+MEMORY_RESERVE = 0.10
+"""Share of a GPU's memory kept free for what neither the memory plan nor the rollout budget
+counts (CUDA context, NCCL buffers, allocator fragmentation, logits): a rank fits when its peak is
+within the rest."""
+
+
+def free_memory_room() -> int | None:
+    """Bytes this rank can still allocate within (1 − MEMORY_RESERVE) of its GPU's memory, over
+    what torch holds now; None on a CPU (no limit is imposed there)."""
+    if cpu_only():
+        return None
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    return max(0, int((1 - MEMORY_RESERVE) * total) - torch.cuda.memory_allocated())

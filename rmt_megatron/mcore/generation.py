@@ -42,11 +42,11 @@ import torch
 from megatron.core.inference.contexts import StaticInferenceContext
 from megatron.core.models.gpt import GPTModel
 
-from rmt_megatron.config.sections import ModelConfig
+from rmt_megatron.config.sections import ModelConfig, RolloutConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore import parallel, sampling
 from rmt_megatron.mcore.cpu import uses_transformer_engine
-from rmt_megatron.mcore.device import compute_device
+from rmt_megatron.mcore.device import compute_device, free_memory_room
 from rmt_megatron.mcore.gpt_model import DTYPES
 from rmt_megatron.method.answer_format import AnswerStop
 from rmt_megatron.method.tokenizer import Tokenizer
@@ -129,10 +129,12 @@ class RolloutEngine:
 
     vocab_size: the tokenizer's (logits past it are Megatron's padding). token_bytes: maps ids to
     their bytes, for the answer stop. eos_id: stops a row. kv_cache_bytes: the KV budget of one
-    chunk on this rank (None: the whole call is one chunk); kv_bytes_per_position: what one row
-    holds per position (`kv_cache_bytes_per_position`). stop_check_interval: decoding steps
-    between looks at the stop rule. equal_length_chunks: chunks hold prompts of one length (what
-    Transformer Engine's attention needs; the default where the model is built from TE)."""
+    chunk on this rank; None: the room `device.free_memory_room` finds at each call (the
+    smallest over the model-parallel group, so every rank cuts the same chunks), which is no
+    limit on a CPU. kv_bytes_per_position: what one row holds per position
+    (`kv_cache_bytes_per_position`). stop_check_interval: decoding steps between looks at the
+    stop rule. equal_length_chunks: chunks hold prompts of one length (what Transformer Engine's
+    attention needs; the default where the model is built from TE)."""
 
     def __init__(
         self,
@@ -144,14 +146,14 @@ class RolloutEngine:
         params_dtype: torch.dtype = torch.float32,
         *,
         kv_cache_bytes: int | None = None,
-        kv_bytes_per_position: int = 0,
+        kv_bytes_per_position: int = 1,
         stop_check_interval: int = 1,
         equal_length_chunks: bool | None = None,
     ) -> None:
         if stop_check_interval < 1:
             raise ValueError(f"stop_check_interval must be >= 1, got {stop_check_interval}")
-        if kv_cache_bytes is not None and kv_bytes_per_position < 1:
-            raise ValueError("a KV budget needs kv_bytes_per_position")
+        if kv_bytes_per_position < 1:
+            raise ValueError("the KV budget needs kv_bytes_per_position >= 1")
         self.model = model
         self.vocab_size = vocab_size
         self.eos_id = eos_id
@@ -171,15 +173,11 @@ class RolloutEngine:
 
     @classmethod
     def for_model(
-        cls,
-        model,
-        tokenizer: Tokenizer,
-        config: ModelConfig,
-        *,
-        kv_cache_bytes: int | None = None,
-        stop_check_interval: int = 1,
+        cls, model, tokenizer: Tokenizer, config: ModelConfig, rollout: RolloutConfig
     ) -> RolloutEngine:
-        """An engine over `model` (this rank's stage) that samples `tokenizer`'s vocabulary."""
+        """An engine over `model` (this rank's stage) that samples `tokenizer`'s vocabulary, with
+        `rollout`'s KV budget and stop-check interval."""
+        budget = rollout.kv_cache_gib
         return cls(
             model,
             tokenizer.vocab_size,
@@ -187,10 +185,18 @@ class RolloutEngine:
             tokenizer.token_bytes,
             config.hidden_size,
             DTYPES[config.params_dtype],
-            kv_cache_bytes=kv_cache_bytes,
+            kv_cache_bytes=None if budget is None else int(budget * 2**30),
             kv_bytes_per_position=kv_cache_bytes_per_position(config),
-            stop_check_interval=stop_check_interval,
+            stop_check_interval=rollout.stop_check_interval,
         )
+
+    def kv_budget(self) -> int | None:
+        """This call's KV budget of one chunk on this rank, the same on every rank of the model
+        replica; None for no limit."""
+        if self.kv_cache_bytes is not None:
+            return self.kv_cache_bytes
+        room = free_memory_room()
+        return None if room is None else parallel.model_parallel_min(room)
 
     @torch.no_grad()
     def generate(
@@ -222,31 +228,38 @@ class RolloutEngine:
         rollouts: list[Rollout] = []
         try:
             with _vocab_parallel_logits(self.model):
-                for chunk in self.chunks(prompts, group_size, max_new_tokens):
+                budget = self.kv_budget()
+                for chunk in self.chunks(prompts, group_size, max_new_tokens, budget):
                     rollouts += self._generate_chunk([prompts[i] for i in chunk], chunk, how)
         finally:
             self.model.train(was_training)
         return sorted(rollouts, key=lambda r: r.prompt_index)  # stable: G samples keep order
 
     def chunks(
-        self, prompts: Sequence[Sequence[int]], group_size: int, max_new_tokens: int
+        self,
+        prompts: Sequence[Sequence[int]],
+        group_size: int,
+        max_new_tokens: int,
+        budget: int | None,
     ) -> list[list[int]]:
         """Prompt indices of each chunk: in order (by length first with equal-length chunks),
-        each chunk's cache within `kv_cache_bytes`. The same on every rank."""
+        each chunk's cache within `budget` bytes (None: no limit). The same on every rank."""
         order = range(len(prompts))
         if self.equal_length_chunks:
             order = sorted(order, key=lambda i: len(prompts[i]))
         chunks: list[list[int]] = []
         for index in order:
             chunk = chunks[-1] if chunks else None
-            if chunk is not None and self._joins(chunk, index, prompts, group_size, max_new_tokens):
+            if chunk is not None and self._joins(
+                chunk, index, prompts, group_size, max_new_tokens, budget
+            ):
                 chunk.append(index)
                 continue
-            if self.kv_cache_bytes is not None:
+            if budget is not None:
                 alone = group_size * (len(prompts[index]) + max_new_tokens)
-                if alone * self.kv_bytes_per_position > self.kv_cache_bytes:
+                if alone * self.kv_bytes_per_position > budget:
                     raise ConfigError(
-                        f"the rollout KV budget of {self.kv_cache_bytes / 2**30:.3g} GiB per "
+                        f"the rollout KV budget of {budget / 2**30:.3g} GiB per "
                         f"rank does not hold one prompt's {group_size} rollouts of "
                         f"{len(prompts[index])} + {max_new_tokens} tokens "
                         f"({alone * self.kv_bytes_per_position / 2**30:.3g} GiB): raise "
@@ -256,14 +269,14 @@ class RolloutEngine:
             chunks.append([index])
         return chunks
 
-    def _joins(self, chunk, index, prompts, group_size, max_new_tokens) -> bool:
+    def _joins(self, chunk, index, prompts, group_size, max_new_tokens, budget) -> bool:
         if self.equal_length_chunks and len(prompts[index]) != len(prompts[chunk[0]]):
             return False
-        if self.kv_cache_bytes is None:
+        if budget is None:
             return True
         length = max(len(prompts[i]) for i in (*chunk, index)) + max_new_tokens
         rows = (len(chunk) + 1) * group_size
-        return rows * length * self.kv_bytes_per_position <= self.kv_cache_bytes
+        return rows * length * self.kv_bytes_per_position <= budget
 
     def _generate_chunk(
         self, prompts: list[Sequence[int]], indices: list[int], how: Sampling

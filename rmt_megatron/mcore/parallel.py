@@ -170,6 +170,16 @@ def all_gather_object(value) -> list:
     return _gather_objects(value, dist.get_world_size() if dist.is_initialized() else 1)
 
 
+def model_parallel_min(value: int) -> int:
+    """The smallest `value` over this rank's model-parallel group (its TP × PP ranks, which run
+    the same rollouts in lockstep); `value` itself without one."""
+    if not dist.is_initialized() or not parallel_state.model_parallel_is_initialized():
+        return value
+    smallest = torch.tensor([value], dtype=torch.long)
+    group = parallel_state.get_model_parallel_group()
+    return int(_all_reduce(smallest, op=dist.ReduceOp.MIN, group=group).item())
+
+
 def tensor_parallel_group():
     """This rank's tensor-parallel group (vocab-parallel ops take it as `tp_group`)."""
     return parallel_state.get_tensor_model_parallel_group()

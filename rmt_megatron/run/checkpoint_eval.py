@@ -155,7 +155,7 @@ def evaluate_model(
         positions = held_out_positions(
             prefix, documents, score, tokenizer, config, data.eval_positions, data.eval_seed
         )
-        engine = RolloutEngine.for_model(model, tokenizer, config.model)
+        engine = RolloutEngine.for_model(model, tokenizer, config.model, config.rollout)
         report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)
     report.update(
         checkpoint=str(model_path),

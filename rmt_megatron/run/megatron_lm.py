@@ -138,7 +138,7 @@ class StepStream:
             if config.loss.rl_weight > 0
             else None
         )
-        engine = RolloutEngine.for_model(module, self.tokenizer, config.model)
+        engine = RolloutEngine.for_model(module, self.tokenizer, config.model, config.rollout)
         builder = StepBatchBuilder(
             config,
             engine,

@@ -15,16 +15,18 @@ For each pipeline stage (the heaviest rank of each), in bytes:
   `5·a·s/h` term is the attention scores, which megatron-core's local layers materialise and
   flash attention does not) times the layers of the stage and the micro-batches in flight (PP on
   the first stage under 1F1B, one on the last);
-- the rollout KV cache: what `mcore.generation` allocates for one step's rollouts at once,
-  `StaticInferenceContext(rows, length)` with rows = (prompts per step / DP) · G and length = the
-  longest prompt plus the rollout cap at the initial budget B_0 (`rollout_token_cap`), holding
-  K and V of `groups / TP` heads per layer of the stage in params_dtype.
+- the rollout KV cache of one step, rows · length · `kv_cache_bytes_per_position` with rows =
+  (prompts per step / DP) · G and length = the longest prompt plus the rollout cap at the
+  initial budget B_0 (`rollout_token_cap`), and what `mcore.generation` holds of it at once: the
+  whole step, or chunks within the KV budget (`--rmt-rollout-kv-cache-gib`; by default the room
+  that weights, gradients and optimizer state leave within 90% of the GPU, which the engine
+  measures the same way when its rollouts start).
 
 Weights, gradients and optimizer state live through the whole run; the rollout cache and the
 training activations are not alive at the same time (rollouts, then the backward), so the peak is
-the persistent part plus the larger of the two. Everything else (the CUDA context, NCCL buffers,
-fragmentation, logits of the loss) is left out: a rank fits when its peak is within 90% of the
-GPU's memory (`RESERVE`).
+the persistent part plus the larger of the activations and the chunk. Everything else (the CUDA
+context, NCCL buffers, fragmentation, logits of the loss) is left out: a rank fits when its peak
+is within 90% of the GPU's memory (`RESERVE`).
 """
 
 from __future__ import annotations
@@ -35,16 +37,15 @@ from rmt_megatron.cli import command
 from rmt_megatron.config.flags import config_from_args, pretrain_parser
 from rmt_megatron.config.sections import ModelConfig, RMTConfig
 from rmt_megatron.errors import ConfigError
+from rmt_megatron.mcore.device import MEMORY_RESERVE
+from rmt_megatron.mcore.generation import kv_cache_bytes_per_position
 from rmt_megatron.mcore.gpt_model import padded_vocab_size
 from rmt_megatron.method.budget import rollout_token_cap
 from rmt_megatron.run.step_builder import ANSWER_ALLOWANCE
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 2**30
-RESERVE = 0.10
-"""Share of a GPU's memory a plan keeps free for what it does not count (CUDA context, NCCL
-buffers, allocator fragmentation, the loss's logits): a rank fits when its peak is within the
-rest."""
+RESERVE = MEMORY_RESERVE
 
 
 def layer_parameters(model: ModelConfig) -> int:
@@ -105,11 +106,22 @@ class StagePlan:
     activations: int
     activations_recomputed: int
     rollout_kv_cache: int
+    """The cache of all of one step's rollouts on this rank."""
+    rollout_kv_chunk: int
+    """The cache held at once: the whole step's, or less under the KV budget
+    (`--rmt-rollout-kv-cache-gib`, by default the room the persistent memory leaves)."""
+
+    @property
+    def persistent(self) -> int:
+        return self.weights + self.gradients + self.optimizer
+
+    @property
+    def rollout_chunks(self) -> int:
+        return -(-self.rollout_kv_cache // self.rollout_kv_chunk) if self.rollout_kv_chunk else 0
 
     def peak(self, recompute: bool) -> int:
-        persistent = self.weights + self.gradients + self.optimizer
         active = self.activations_recomputed if recompute else self.activations
-        return persistent + max(active, self.rollout_kv_cache)
+        return self.persistent + max(active, self.rollout_kv_chunk)
 
 
 def data_parallel_size(config: RMTConfig, layout: Layout) -> int:
@@ -156,14 +168,18 @@ def plan(config: RMTConfig, vocab_size: int, layout: Layout) -> list[StagePlan]:
     pp = model.pipeline_model_parallel_size
     layers = model.num_layers // pp
     rows, length = rollout_rows_and_length(config, dp)
-    heads = model.query_groups // model.tensor_model_parallel_size  # the config checks it divides
-    kv = layers * 2 * rows * length * heads * model.head_dim * dtype
+    kv = rows * length * kv_cache_bytes_per_position(model)
     stages = []
     for stage in range(pp):
         params = stage_parameters(model, vocab_size, stage)
         unsharded = params * (8 + (4 if dtype < 4 else 0))
         optimizer = -(-unsharded // dp) if layout.distributed_optimizer else unsharded
         in_flight = pp - stage  # 1F1B: the first stage holds PP micro-batches
+        step_kv = kv if config.loss.rl_weight > 0 else 0
+        room = int((1 - RESERVE) * layout.gpu_memory_gib * GIB) - (
+            params * dtype + params * 4 + optimizer
+        )
+        budget = room if config.rollout.kv_cache_gib is None else config.rollout.kv_cache_gib * GIB
         stages.append(
             StagePlan(
                 stage=stage,
@@ -176,7 +192,8 @@ def plan(config: RMTConfig, vocab_size: int, layout: Layout) -> list[StagePlan]:
                 activations_recomputed=layers
                 * in_flight
                 * activation_bytes_per_layer(config, True),
-                rollout_kv_cache=kv if config.loss.rl_weight > 0 else 0,
+                rollout_kv_cache=step_kv,
+                rollout_kv_chunk=min(step_kv, max(0, int(budget))),
             )
         )
     return stages
@@ -197,8 +214,8 @@ def report(config: RMTConfig, vocab_size: int, layout: Layout) -> list[str]:
         "",
         "| stage | parameters | weights | grads | optimizer (unsharded) | "
         "activations (recompute) | "
-        "rollout KV | peak (recompute) | fits |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "rollout KV of a step | held at once (chunks) | peak (recompute) | fits |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     limit = (1 - RESERVE) * layout.gpu_memory_gib * GIB
     for s in plan(config, vocab_size, layout):
@@ -209,13 +226,16 @@ def report(config: RMTConfig, vocab_size: int, layout: Layout) -> list[str]:
             f"{s.gradients / GIB:.1f} | {s.optimizer / GIB:.1f} "
             f"({s.optimizer_unsharded / GIB:.1f}) | {s.activations / GIB:.1f} "
             f"({s.activations_recomputed / GIB:.1f}) | {s.rollout_kv_cache / GIB:.1f} | "
+            f"{s.rollout_kv_chunk / GIB:.1f} ({s.rollout_chunks}) | "
             f"{peak / GIB:.1f} ({peak_recomputed / GIB:.1f}) | {fits} |"
         )
     lines.append("")
     lines.append(
         "GiB per rank; optimizer as used (without the distributed optimizer); activations and "
-        f"peak without (with) full recomputation; fits: peak within {1 - RESERVE:.0%} of the "
-        "GPU's memory."
+        "peak without (with) full recomputation; rollouts hold one chunk's KV at a time, at most "
+        "the budget (--rmt-rollout-kv-cache-gib, by default the room left after the weights, "
+        f"gradients and optimizer state); fits: peak within {1 - RESERVE:.0%} of the GPU's "
+        "memory."
     )
     return lines
 

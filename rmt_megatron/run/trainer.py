@@ -142,7 +142,9 @@ class Run:
         score = (
             scorer.pool_scores(self.data.train_prefix, config.train.save) if scores_train else None
         )
-        self.engine = RolloutEngine.for_model(self.state.module, tokenizer, config.model)
+        self.engine = RolloutEngine.for_model(
+            self.state.module, tokenizer, config.model, config.rollout
+        )
         self.builder = StepBatchBuilder(
             config,
             self.engine,

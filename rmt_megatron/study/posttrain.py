@@ -233,7 +233,7 @@ def post_train(load: Path, settings: PostTrainSettings) -> dict:
         state: TrainingState = build_training(model, train, vocab, initialize=False)
         load_checkpoint(load, state.module, step=step, restore_rng=False, require_state=False)
         state.weights_loaded()
-        engine = RolloutEngine.for_model(state.module, tokenizer, model)
+        engine = RolloutEngine.for_model(state.module, tokenizer, model, recorded.rollout)
         forward_step = make_forward_step(LossConfig(rl_weight=1.0, ntp_weight=0.0))
 
         def phase(name: str) -> None:

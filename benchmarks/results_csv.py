@@ -1,15 +1,18 @@
 """Where every benchmark puts its measurements: one CSV per benchmark under
-benchmarks/results/, written whole (a temporary file, then a rename) and printed."""
+benchmarks/results/ (or the folder `BENCHMARK_RESULTS` names: `gpu_check.sh --dry` keeps its
+trial figures out of the repository), written whole (a temporary file, then a rename) and
+printed."""
 
 from __future__ import annotations
 
 import csv
 import io
+import os
 from pathlib import Path
 
 from rmt_megatron.files import atomic_write
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("BENCHMARK_RESULTS", Path(__file__).resolve().parent / "results"))
 
 
 def write_results(name: str, rows: list[dict], fields: list[str] | None = None) -> Path:

@@ -83,7 +83,7 @@ def main() -> None:
             tokenizer.eos_id,
             show_progress=False,
         )
-        engine = RolloutEngine.for_model(state.module, tokenizer, config.model)
+        engine = RolloutEngine.for_model(state.module, tokenizer, config.model, config.rollout)
         builder = StepBatchBuilder(
             config,
             engine,

@@ -170,6 +170,8 @@ class RolloutEngine:
         """The largest chunk's cache allocated so far on this rank (for benchmarks)."""
         self.cache_bytes_moved = 0
         """Bytes the cache compaction has copied so far on this rank (for benchmarks)."""
+        self.decoding_steps = 0
+        """Batched decoding steps run so far (for benchmarks)."""
 
     @classmethod
     def for_model(
@@ -313,6 +315,7 @@ class RolloutEngine:
         finished = [False] * batch
         pending: list[torch.Tensor] = []  # tokens sampled since the last stop check
         for step in range(how.max_new_tokens):
+            self.decoding_steps += 1
             sampled = self._next_tokens(logits, len(active), how)
             pending.append(sampled)
             last = step == how.max_new_tokens - 1

@@ -8,6 +8,7 @@ from rmt_megatron.method.packing import (
     collate,
     ntp_batches,
     ntp_sequence,
+    pack_rows,
     rl_sequence,
     token_weights,
 )
@@ -53,6 +54,25 @@ def test_collate_pads_rows_and_the_last_micro_batch():
     assert batches[1]["tokens"][1].tolist() == [9, 9, 9]
     assert not batches[1]["rl_mask"][1].any() and not batches[1]["ntp_mask"][1].any()
     assert batches[0]["position_ids"].tolist() == [[0, 1, 2], [0, 1, 2]]
+
+
+def test_packed_rows_keep_each_sequence_s_labels_positions_and_own_segment():
+    rl = rl_sequence([1, 2], [3, 4], 0.5)  # 4 tokens
+    ntp = ntp_sequence([5, 6, 7], rl_positions=[2])  # 3 tokens
+    short = rl_sequence([8], [9], -1.0)  # 2 tokens
+    assert pack_rows([short, ntp, rl], 7) == [[rl, ntp], [short]]  # longest first, first fit
+    (batch,) = collate([short, ntp, rl], 2, 6, 0, 1.0, 2.0, pack=True)
+    assert batch["tokens"].tolist() == [[1, 2, 3, 4, 5, 6], [8, 9, 0, 0, 0, 0]]
+    assert batch["labels"].tolist() == [[2, 3, 4, 5, 6, 7], [9, 0, 0, 0, 0, 0]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1], [0, 1, 2, 3, 4, 5]]
+    assert batch["segments"].tolist() == [[0, 0, 0, 0, 1, 1], [0, 0, -1, -1, -1, -1]]
+    # label 3 would predict the NTP document's first token from the RL response: no loss
+    assert batch["rl_mask"].tolist()[0] == [False, True, True, False, False, False]
+    # the document's token 7 (position 2) is an RL position: label 5 is out of the NTP loss
+    assert batch["ntp_mask"].tolist()[0] == [False, False, False, False, True, False]
+    assert batch["advantages"].tolist()[1][:2] == [-1.0, 0.0]
+    assert batch["loss_weight"].tolist()[0] == [0.0, 1.0, 1.0, 0.0, 2.0, 0.0]
+    assert "segments" not in collate([rl], 1, 3, 0, 1.0, 1.0)[0]
 
 
 def test_collate_rejects_sequences_longer_than_the_window():

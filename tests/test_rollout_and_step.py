@@ -176,7 +176,7 @@ def test_rollouts_are_identical_under_tensor_and_pipeline_parallelism(checkpoint
         assert ranks_result == reference
 
 
-def _train(directory, tp, pp, steps, fused=False):
+def _train(directory, tp, pp, steps, fused=False, pack=False):
     from rmt_megatron.mcore import parallel
     from rmt_megatron.mcore.checkpoint import load_checkpoint
     from rmt_megatron.mcore.forward_step import make_forward_step
@@ -194,19 +194,20 @@ def _train(directory, tp, pp, steps, fused=False):
     weights = token_weights(
         sum(s.rl_tokens for s in sequences), sum(s.ntp_tokens for s in sequences), 1.0, 0.1
     )
-    micro = collate(sequences, 2, 16, 0, *weights)
+    micro = collate(sequences, 2, 32 if pack else 16, 0, *weights, pack=pack)
     results = []
     with parallel.process_group(config, seed=1):
         state = build_training(config, TrainConfig(train_iters=10, lr=1e-2), VOCAB)
         load_checkpoint(directory, state.module)
         forward_step = make_forward_step(LossConfig(fused_output_layer=fused))
         for _ in range(steps):
-            out = train_step(state, forward_step, micro, 16)
+            out = train_step(state, forward_step, micro, micro[0]["tokens"].shape[1])
             results.append(
                 (
                     report_mean(out.reports, "loss_rl"),
                     report_mean(out.reports, "loss_ntp"),
                     out.grad_norm,
+                    len(micro),
                 )
             )
     return results
@@ -221,11 +222,25 @@ def test_training_steps_match_the_single_process_run(checkpoint, tp, pp, fused):
     reference = run_ranks(1, _train, checkpoint, 1, 1, 3)[0]
     results = run_ranks(tp * pp, _train, checkpoint, tp, pp, 3, fused)
     last_stage = results[-1]
-    for (rl, ntp, norm), (rl_ref, ntp_ref, norm_ref) in zip(last_stage, reference, strict=True):
+    for (rl, ntp, norm, _), (rl_ref, ntp_ref, norm_ref, _) in zip(
+        last_stage, reference, strict=True
+    ):
         assert ntp == pytest.approx(ntp_ref, rel=1e-5)
         assert rl == pytest.approx(rl_ref, abs=1e-6)
         assert norm == pytest.approx(norm_ref, rel=1e-4)
     assert reference[2][1] < reference[0][1]  # the NTP loss goes down
+
+
+def test_packed_rows_train_the_steps_of_one_sequence_per_row(checkpoint):
+    """Six sequences of 11-14 tokens in three rows of 32 (each attending only to itself) instead
+    of six of 16: the same losses and gradients, step after step."""
+    padded = run_ranks(1, _train, checkpoint, 1, 1, 3)[0]
+    packed = run_ranks(1, _train, checkpoint, 1, 1, 3, False, True)[0]
+    assert [p[3] for p in padded] == [3] * 3 and [p[3] for p in packed] == [2] * 3
+    for (rl, ntp, norm, _), (rl_ref, ntp_ref, norm_ref, _) in zip(packed, padded, strict=True):
+        assert ntp == pytest.approx(ntp_ref, rel=1e-5)
+        assert rl == pytest.approx(rl_ref, abs=1e-6)
+        assert norm == pytest.approx(norm_ref, rel=1e-4)
 
 
 def test_dual_loss_gradient_in_megatron_matches_the_reference_objective(checkpoint):

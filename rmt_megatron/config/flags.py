@@ -86,6 +86,7 @@ RMT_FLAGS = (
     Flag("--rmt-advantage-eps", "loss", "advantage_eps"),
     Flag("--rmt-filter-zero-variance-groups", "loss", "filter_zero_variance_groups"),
     Flag("--rmt-fused-output-layer", "loss", "fused_output_layer"),
+    Flag("--rmt-pack-sequences", "loss", "pack_sequences"),
     Flag("--rmt-prompts-per-step", "rollout", "prompts_per_step"),
     Flag("--rmt-group-size", "rollout", "group_size"),
     Flag("--rmt-temperature", "rollout", "temperature"),

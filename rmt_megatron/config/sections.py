@@ -270,6 +270,12 @@ class LossConfig:
     forming the [tokens, vocabulary] logits (kernels.linear_token_objective): the same loss and
     gradients in far less memory on a large vocabulary."""
 
+    pack_sequences: bool = False
+    """Pack the step's training sequences several to a row (first fit, longest first, rows as
+    long as the model's seq_length), each attending only to itself, instead of one per row padded
+    to the step's longest: the same losses over fewer padded tokens. Needs megatron-core's local
+    layers (an attention mask per row)."""
+
     def __post_init__(self) -> None:
         for name in ("ntp_weight", "rl_weight", "kl_beta", "entropy_coeff"):
             value = getattr(self, name)

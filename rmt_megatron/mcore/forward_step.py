@@ -42,6 +42,7 @@ from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
 from rmt_megatron.mcore import parallel
+from rmt_megatron.mcore.cpu import uses_transformer_engine
 from rmt_megatron.mcore.device import to_compute_device
 from rmt_megatron.method.dual_loss import TokenRoles, masked_token_losses
 
@@ -52,6 +53,18 @@ REPORT_PREFIX = "report/"
 def causal_mask(seq_length: int, device: torch.device | None = None) -> torch.Tensor:
     """`[1, 1, s, s]` bool, True where attention is not allowed (future keys)."""
     return torch.ones(1, 1, seq_length, seq_length, dtype=torch.bool, device=device).triu(1)
+
+
+def attention_mask(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The micro-batch's mask, True = hidden: causal `[1, 1, s, s]`; for packed rows (a
+    `segments` key, `packing.collate`) `[b, 1, s, s]`, also hiding every other sequence of the
+    row."""
+    tokens = batch["tokens"]
+    causal = causal_mask(tokens.shape[1], tokens.device)
+    if "segments" not in batch:
+        return causal
+    segments = batch["segments"]
+    return causal | (segments[:, None, :, None] != segments[:, None, None, :])
 
 
 def dual_loss_func(batch: dict[str, torch.Tensor], loss_config: LossConfig, output: torch.Tensor):
@@ -167,6 +180,13 @@ def require_supported(loss_config: LossConfig) -> None:
             "without a reference model; use --rmt-kl-beta 0",
             field="loss.kl_beta",
         )
+    if loss_config.pack_sequences and uses_transformer_engine():
+        raise ConfigError(
+            "loss.pack_sequences=True needs an attention that takes a mask per row "
+            "(megatron-core's local layers); with Transformer Engine's layers packed (THD) "
+            "sequences are not built yet: leave out --rmt-pack-sequences",
+            field="loss.pack_sequences",
+        )
 
 
 def make_forward_step(loss_config: LossConfig) -> Callable:
@@ -176,7 +196,7 @@ def make_forward_step(loss_config: LossConfig) -> Callable:
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
         batch = to_compute_device(next(data_iterator))
         tokens = batch["tokens"]
-        inputs = (tokens, batch["position_ids"], causal_mask(tokens.shape[1], tokens.device))
+        inputs = (tokens, batch["position_ids"], attention_mask(batch))
         if not (loss_config.fused_output_layer and unwrap_model(model).post_process):
             return model(*inputs), partial(dual_loss_func, batch, loss_config)
         with hidden_states_out(model) as used:

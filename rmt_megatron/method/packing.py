@@ -18,6 +18,17 @@ is the prediction of token j+1. A micro-batch is a dict of `[b, s]` tensors (bat
 with N_RL, N_NTP the step's token counts over all data-parallel ranks and T = N_RL + N_NTP.
 Megatron divides the summed gradient by T (per-token loss mode), which leaves exactly
 ∇(w_RL·L_RL + λ·L_NTP) with each term a token mean over the whole step.
+
+Packed (`pack=True`): several sequences share a row, placed first-fit in decreasing length order,
+one after another; the label that would predict the next sequence's first token carries no loss
+(it is in neither mask), `position_ids` restart at 0 for each sequence, and one more key,
+
+    segments                       int64 (which sequence of the row an input belongs to, from 0;
+                                          -1 for padding)
+
+tells the forward step to let a token attend only to earlier tokens of its own sequence. Each
+token then sees what it sees alone in a padded row, so the losses are those of the padded layout
+(up to the rounding of RoPE's angles at other absolute positions), over fewer rows.
 """
 
 from __future__ import annotations
@@ -75,51 +86,85 @@ def collate(
     pad_id: int,
     rl_token_weight: float,
     ntp_token_weight: float,
+    pack: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """Micro-batches of `micro_batch_size` rows, each padded to `seq_length` labels (sequences
-    have at most `seq_length + 1` tokens). The last micro-batch is filled up with padding rows
-    that carry no loss, so every micro-batch has one shape (pipeline stages exchange fixed
-    shapes)."""
+    have at most `seq_length + 1` tokens): one sequence a row, or with `pack` as many as fit
+    (module docstring). The last micro-batch is filled up with padding rows that carry no loss,
+    so every micro-batch has one shape (pipeline stages exchange fixed shapes)."""
     too_long = [len(s.tokens) for s in sequences if len(s.tokens) > seq_length + 1]
     if too_long:
         raise ValueError(
             f"a sequence of {max(too_long)} tokens does not fit seq_length="
             f"{seq_length}: raise --seq-length or shorten prompts/responses"
         )
+    rows = pack_rows(sequences, seq_length + 1) if pack else [[s] for s in sequences]
     batches = []
-    for start in range(0, len(sequences), micro_batch_size):
-        chunk = sequences[start : start + micro_batch_size]
-        rows = micro_batch_size
-        tokens = torch.full((rows, seq_length + 1), pad_id, dtype=torch.long)
-        rl_mask = torch.zeros(rows, seq_length, dtype=torch.bool)
-        ntp_mask = torch.zeros(rows, seq_length, dtype=torch.bool)
-        advantages = torch.zeros(rows, seq_length)
-        for row, sequence in enumerate(chunk):
+    for start in range(0, len(rows), micro_batch_size):
+        batch = _micro_batch(
+            rows[start : start + micro_batch_size], micro_batch_size, seq_length, pad_id
+        )
+        if not pack:
+            del batch["segments"]
+        rl_mask, ntp_mask = batch["rl_mask"], batch["ntp_mask"]
+        batch["loss_weight"] = (rl_mask * rl_token_weight + ntp_mask * ntp_token_weight).float()
+        batches.append(batch)
+    return batches
+
+
+def pack_rows(sequences: Sequence[TrainingSequence], capacity: int) -> list[list[TrainingSequence]]:
+    """`sequences` grouped into rows of at most `capacity` tokens: first fit, longest first
+    (ties in their given order)."""
+    rows: list[list[TrainingSequence]] = []
+    room: list[int] = []
+    for sequence in sorted(sequences, key=lambda s: -len(s.tokens)):
+        row = next((i for i, free in enumerate(room) if free >= len(sequence.tokens)), None)
+        if row is None:
+            rows.append([])
+            room.append(capacity)
+            row = len(rows) - 1
+        rows[row].append(sequence)
+        room[row] -= len(sequence.tokens)
+    return rows
+
+
+def _micro_batch(
+    rows: Sequence[Sequence[TrainingSequence]], size: int, seq_length: int, pad_id: int
+) -> dict[str, torch.Tensor]:
+    """The tensors of one micro-batch of `size` rows (missing rows are padding), without
+    `loss_weight`."""
+    tokens = torch.full((size, seq_length + 1), pad_id, dtype=torch.long)
+    positions = torch.arange(seq_length + 1).repeat(size, 1)  # padding keeps counting
+    segments = torch.full((size, seq_length + 1), -1, dtype=torch.long)
+    rl_mask = torch.zeros(size, seq_length, dtype=torch.bool)
+    ntp_mask = torch.zeros(size, seq_length, dtype=torch.bool)
+    advantages = torch.zeros(size, seq_length)
+    for row, packed in enumerate(rows):
+        start = 0
+        for segment, sequence in enumerate(packed):
             length = len(sequence.tokens)
-            tokens[row, :length] = torch.tensor(sequence.tokens)
+            end = start + length
+            tokens[row, start:end] = torch.tensor(sequence.tokens)
+            positions[row, start:end] = torch.arange(length)
+            segments[row, start:end] = segment
             if sequence.rl_from is not None:
-                rl_mask[row, sequence.rl_from : length - 1] = True
-                advantages[row, sequence.rl_from : length - 1] = sequence.advantage
+                rl_mask[row, start + sequence.rl_from : end - 1] = True
+                advantages[row, start + sequence.rl_from : end - 1] = sequence.advantage
             else:
-                ntp_mask[row, : length - 1] = True
+                ntp_mask[row, start : end - 1] = True
                 for pos in sequence.excluded:
                     if 1 <= pos < length:
-                        ntp_mask[row, pos - 1] = False
-        weight = rl_mask * rl_token_weight + ntp_mask * ntp_token_weight
-        batches.append(
-            {
-                "tokens": tokens[:, :-1].contiguous(),
-                "labels": tokens[:, 1:].contiguous(),
-                "position_ids": torch.arange(seq_length)[None]
-                .expand(rows, seq_length)
-                .contiguous(),
-                "rl_mask": rl_mask,
-                "ntp_mask": ntp_mask,
-                "advantages": advantages,
-                "loss_weight": weight.float(),
-            }
-        )
-    return batches
+                        ntp_mask[row, start + pos - 1] = False
+            start = end
+    return {
+        "tokens": tokens[:, :-1].contiguous(),
+        "labels": tokens[:, 1:].contiguous(),
+        "position_ids": positions[:, :-1].contiguous(),
+        "segments": segments[:, :-1].contiguous(),
+        "rl_mask": rl_mask,
+        "ntp_mask": ntp_mask,
+        "advantages": advantages,
+    }
 
 
 def token_weights(

@@ -31,6 +31,7 @@ from rmt_megatron.method.packing import (
     TrainingSequence,
     collate,
     ntp_sequence,
+    pack_rows,
     rl_sequence,
     token_weights,
 )
@@ -241,8 +242,12 @@ class StepBatchBuilder:
         if not sequences:  # every group filtered out: still join the collective step
             sequences = [TrainingSequence([self.tokenizer.eos_id] * 2, excluded={1})]
         width = max(len(s.tokens) for s in sequences) - 1
+        pack = config.loss.pack_sequences
+        if pack:  # rows as long as the model's, trimmed to the fullest row
+            rows = pack_rows(sequences, max(width, config.model.seq_length) + 1)
+            width = max(sum(len(s.tokens) for s in row) for row in rows) - 1
         micro = collate(
-            sequences, config.train.micro_batch_size, width, self.tokenizer.eos_id, *weights
+            sequences, config.train.micro_batch_size, width, self.tokenizer.eos_id, *weights, pack
         )
         return StepBatches(
             micro, width, stats, budget, probs, int(counts.sum()), rollout_tokens, rollout_seconds

@@ -49,6 +49,12 @@ from rmt_megatron.run.resume import ResumePlan, plan_resume
 from rmt_megatron.run.step_builder import StepBatchBuilder
 
 
+def _rows(micro_batches: list[dict[str, torch.Tensor]]) -> int:
+    """Rows of the step's micro-batches, padding rows included: times seq_length, the positions
+    the step's forward passes run over (the `input_tokens` metric, against `loss_tokens`)."""
+    return sum(batch["tokens"].shape[0] for batch in micro_batches)
+
+
 @dataclass
 class RunData:
     tokenizer: Tokenizer
@@ -236,6 +242,11 @@ class Run:
                 ),
                 "train_tokens_per_s": batches.loss_tokens / max(train_seconds, 1e-9),
                 "loss_tokens": batches.loss_tokens,
+                "input_tokens": float(
+                    parallel.data_parallel_all_reduce(
+                        torch.tensor(float(batches.seq_length * _rows(batches.micro_batches)))
+                    )
+                ),
                 "rollout_tokens": float(
                     parallel.data_parallel_all_reduce(torch.tensor(float(batches.rollout_tokens)))
                 ),

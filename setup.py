@@ -1,7 +1,7 @@
 """Install rmt_megatron.
 
-`kernels/` sits at the top of the repository but installs as `rmt_megatron.kernels` (never as a
-top-level `kernels`, which is another project's name on PyPI).
+The vocabulary kernels are the subpackage `rmt_megatron.kernels`: never a top-level `kernels`,
+which is another project's name on PyPI (Hugging Face's, which transformers imports).
 """
 
 from pathlib import Path
@@ -9,7 +9,6 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 RMT_PACKAGES = ["rmt_megatron", *(f"rmt_megatron.{name}" for name in find_packages("rmt_megatron"))]
-KERNEL_PACKAGES = ["rmt_megatron.kernels"]
 
 setup(
     name="rmt_megatron",
@@ -20,8 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=RMT_PACKAGES + KERNEL_PACKAGES,
-    package_dir={"rmt_megatron.kernels": "kernels"},
+    packages=RMT_PACKAGES,
     install_requires=[
         "torch>=2.6",
         # The two tested stacks (README, "Python 3.12 and the newest megatron-core"): 0.16.x is

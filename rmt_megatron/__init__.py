@@ -10,17 +10,6 @@ where each fact lives: docs/architecture.md.
 Importing this package imports neither megatron-core, Transformer Engine nor apex.
 """
 
-import importlib.util
-
-if importlib.util.find_spec("rmt_megatron.kernels") is None:
-    # the kernels live in the repository's top-level kernels/, which an install maps into the
-    # package; a checkout's own rmt_megatron/ shadows a regular install of it
-    raise ImportError(
-        f"rmt_megatron.kernels is missing beside {__path__[0]}: this is a source checkout's "
-        "package without its install. Install the checkout in place (pip install -e .), or run "
-        "from outside the checkout so that the installed package is imported."
-    )
-
 from rmt_megatron.config.presets import PRESETS, apply_method, get_preset
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError

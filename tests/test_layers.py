@@ -9,12 +9,12 @@
     run                  the training run: trainer, step builder, difficulty, evaluation
     study                the science tooling: replication, its reports, post-training
 
-A module may import its own layer and the layers above it in this list (and `kernels`, which
-sits beside them and imports only torch); relative imports are resolved and held to the same
-rule. Entry-point shims at the package top (`rmt_megatron.evaluate`, ...) may import anything.
-A folder of the package that the list does not name is an error, and so is a module that
-imports `megatron.core.parallel_state` anywhere but `mcore/parallel.py`. The table in
-docs/architecture.md names the same folders.
+A module may import its own layer and the layers above it in this list (and `kernels`, the
+leaf folder of the vocabulary kernels, which imports only torch); relative imports are resolved
+and held to the same rule. Entry-point shims at the package top (`rmt_megatron.evaluate`, ...)
+may import anything. A folder of the package that the list does not name is an error, and so is
+a module that imports `megatron.core.parallel_state` anywhere but `mcore/parallel.py`. The table
+in docs/architecture.md names the same folders.
 """
 
 import ast
@@ -30,8 +30,8 @@ PACKAGE = ROOT / "rmt_megatron"
 ORDER = ["leaves", "config", "method", "mcore", "model_io", "builtin", "run", "study"]
 LEAVES = {"errors", "files", "cli", "kernels"}
 PARALLEL_STATE_HOME = "rmt_megatron.mcore.parallel"
-FOLDERS = {name for name in ORDER if name != "leaves"}
-"""The package's sub-folders, one a layer."""
+FOLDERS = {name for name in ORDER if name != "leaves"} | {"kernels"}
+"""The package's sub-folders: one a layer, and the kernels' leaf folder."""
 
 
 def _layer(module: str) -> str | None:
@@ -88,8 +88,6 @@ def _modules():
     for path in sorted(PACKAGE.rglob("*.py")):
         name = ".".join(("rmt_megatron", *path.relative_to(PACKAGE).with_suffix("").parts))
         yield name.removesuffix(".__init__"), path
-    for path in sorted((ROOT / "kernels").glob("*.py")):
-        yield f"rmt_megatron.kernels.{path.stem}", path
 
 
 MODULES = dict(_modules())

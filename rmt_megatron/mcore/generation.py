@@ -258,13 +258,13 @@ class RolloutEngine:
                 chunk.append(index)
                 continue
             if budget is not None:
-                alone = group_size * (len(prompts[index]) + max_new_tokens)
-                if alone * self.kv_bytes_per_position > budget:
+                alone = self.cache_bytes(1, group_size, len(prompts[index]) + max_new_tokens)
+                if alone > budget:
                     raise ConfigError(
                         f"the rollout KV budget of {budget / 2**30:.3g} GiB per "
                         f"rank does not hold one prompt's {group_size} rollouts of "
                         f"{len(prompts[index])} + {max_new_tokens} tokens "
-                        f"({alone * self.kv_bytes_per_position / 2**30:.3g} GiB): raise "
+                        f"({alone / 2**30:.3g} GiB): raise "
                         "--rmt-rollout-kv-cache-gib, or lower --rmt-group-size or "
                         "--rmt-max-prompt-length"
                     )
@@ -277,8 +277,12 @@ class RolloutEngine:
         if budget is None:
             return True
         length = max(len(prompts[i]) for i in (*chunk, index)) + max_new_tokens
-        rows = (len(chunk) + 1) * group_size
-        return rows * length * self.kv_bytes_per_position <= budget
+        return self.cache_bytes(len(chunk) + 1, group_size, length) <= budget
+
+    def cache_bytes(self, prompts: int, group_size: int, positions: int) -> int:
+        """The KV cache of a chunk of `prompts` prompts, `group_size` rows each, `positions`
+        long (the longest prompt plus the new tokens), on this rank."""
+        return prompts * group_size * positions * self.kv_bytes_per_position
 
     def _generate_chunk(
         self, prompts: list[Sequence[int]], indices: list[int], how: Sampling
@@ -299,7 +303,7 @@ class RolloutEngine:
             context = StaticInferenceContext(batch, length + how.max_new_tokens)
             self.peak_kv_cache_bytes = max(
                 self.peak_kv_cache_bytes,
-                batch * (length + how.max_new_tokens) * self.kv_bytes_per_position,
+                self.cache_bytes(len(prompts), group_size, length + how.max_new_tokens),
             )
         logits = self._forward(tokens, _attention_mask(key_pad, length), context)
         if context is not None:
@@ -369,15 +373,9 @@ class RolloutEngine:
         vocabulary columns, shared with every pipeline stage."""
         device = compute_device()
         if logits is not None:
-            shard = logits.shape[1]
-            start = (
-                parallel.tensor_parallel_rank() * shard
-                if parallel.tensor_parallel_size() > 1
-                else 0
-            )
             tokens = sampling.sample(
                 logits,
-                vocab_start=start,
+                vocab_start=parallel.tensor_parallel_rank() * logits.shape[1],
                 vocab_size=self.vocab_size,
                 temperature=how.temperature,
                 top_p=how.top_p,

@@ -186,6 +186,9 @@ def tensor_parallel_group():
 
 
 def tensor_parallel_rank() -> int:
+    """This rank's index in its tensor-parallel group (0 where no model-parallel groups exist)."""
+    if not parallel_state.model_parallel_is_initialized():
+        return 0
     return parallel_state.get_tensor_model_parallel_rank()
 
 

@@ -90,22 +90,37 @@ def collate(
 ) -> list[dict[str, torch.Tensor]]:
     """Micro-batches of `micro_batch_size` rows, each padded to `seq_length` labels (sequences
     have at most `seq_length + 1` tokens): one sequence a row, or with `pack` as many as fit
-    (module docstring). The last micro-batch is filled up with padding rows that carry no loss,
-    so every micro-batch has one shape (pipeline stages exchange fixed shapes)."""
-    too_long = [len(s.tokens) for s in sequences if len(s.tokens) > seq_length + 1]
+    (`pack_rows`; module docstring). The last micro-batch is filled up with padding rows that
+    carry no loss, so every micro-batch has one shape (pipeline stages exchange fixed shapes)."""
+    rows = pack_rows(sequences, seq_length + 1) if pack else [[s] for s in sequences]
+    return collate_rows(
+        rows, micro_batch_size, seq_length, pad_id, rl_token_weight, ntp_token_weight
+    )
+
+
+def collate_rows(
+    rows: Sequence[Sequence[TrainingSequence]],
+    micro_batch_size: int,
+    seq_length: int,
+    pad_id: int,
+    rl_token_weight: float,
+    ntp_token_weight: float,
+) -> list[dict[str, torch.Tensor]]:
+    """`collate` of sequences already laid out in rows (one or several a row). A micro-batch
+    with a row of several sequences carries `segments`."""
+    lengths = [sum(len(s.tokens) for s in row) for row in rows]
+    too_long = [n for n in lengths if n > seq_length + 1]  # pack_rows overfills only a lone one
     if too_long:
         raise ValueError(
             f"a sequence of {max(too_long)} tokens does not fit seq_length="
             f"{seq_length}: raise --seq-length or shorten prompts/responses"
         )
-    rows = pack_rows(sequences, seq_length + 1) if pack else [[s] for s in sequences]
     batches = []
     for start in range(0, len(rows), micro_batch_size):
-        batch = _micro_batch(
-            rows[start : start + micro_batch_size], micro_batch_size, seq_length, pad_id
-        )
-        if not pack:
-            del batch["segments"]
+        chunk = rows[start : start + micro_batch_size]
+        batch = _micro_batch(chunk, micro_batch_size, seq_length, pad_id)
+        if all(len(row) == 1 for row in chunk):
+            del batch["segments"]  # one sequence a row: the causal mask is all it needs
         rl_mask, ntp_mask = batch["rl_mask"], batch["ntp_mask"]
         batch["loss_weight"] = (rl_mask * rl_token_weight + ntp_mask * ntp_token_weight).float()
         batches.append(batch)

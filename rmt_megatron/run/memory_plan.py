@@ -26,7 +26,7 @@ Weights, gradients and optimizer state live through the whole run; the rollout c
 training activations are not alive at the same time (rollouts, then the backward), so the peak is
 the persistent part plus the larger of the activations and the chunk. Everything else (the CUDA
 context, NCCL buffers, fragmentation, logits of the loss) is left out: a rank fits when its peak
-is within 90% of the GPU's memory (`RESERVE`).
+is within 90% of the GPU's memory (`device.MEMORY_RESERVE`).
 """
 
 from __future__ import annotations
@@ -45,7 +45,6 @@ from rmt_megatron.run.step_builder import ANSWER_ALLOWANCE
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 GIB = 2**30
-RESERVE = MEMORY_RESERVE
 
 
 def layer_parameters(model: ModelConfig) -> int:
@@ -91,6 +90,11 @@ class Layout:
     @property
     def world(self) -> int:
         return self.nodes * self.gpus_per_node
+
+    @property
+    def usable_bytes(self) -> int:
+        """A GPU's memory less the MEMORY_RESERVE the plan does not count."""
+        return int((1 - MEMORY_RESERVE) * self.gpu_memory_gib * GIB)
 
 
 @dataclass(frozen=True)
@@ -175,17 +179,16 @@ def plan(config: RMTConfig, vocab_size: int, layout: Layout) -> list[StagePlan]:
         unsharded = params * (8 + (4 if dtype < 4 else 0))
         optimizer = -(-unsharded // dp) if layout.distributed_optimizer else unsharded
         in_flight = pp - stage  # 1F1B: the first stage holds PP micro-batches
+        weights, gradients = params * dtype, params * 4
         step_kv = kv if config.loss.rl_weight > 0 else 0
-        room = int((1 - RESERVE) * layout.gpu_memory_gib * GIB) - (
-            params * dtype + params * 4 + optimizer
-        )
+        room = layout.usable_bytes - (weights + gradients + optimizer)
         budget = room if config.rollout.kv_cache_gib is None else config.rollout.kv_cache_gib * GIB
         stages.append(
             StagePlan(
                 stage=stage,
                 parameters=params,
-                weights=params * dtype,
-                gradients=params * 4,
+                weights=weights,
+                gradients=gradients,
                 optimizer=optimizer,
                 optimizer_unsharded=unsharded,
                 activations=layers * in_flight * activation_bytes_per_layer(config, False),
@@ -217,7 +220,7 @@ def report(config: RMTConfig, vocab_size: int, layout: Layout) -> list[str]:
         "rollout KV of a step | held at once (chunks) | peak (recompute) | fits |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    limit = (1 - RESERVE) * layout.gpu_memory_gib * GIB
+    limit = layout.usable_bytes
     for s in plan(config, vocab_size, layout):
         peak, peak_recomputed = s.peak(False), s.peak(True)
         fits = "yes" if peak <= limit else ("with recompute" if peak_recomputed <= limit else "NO")
@@ -234,7 +237,7 @@ def report(config: RMTConfig, vocab_size: int, layout: Layout) -> list[str]:
         "GiB per rank; optimizer as used (without the distributed optimizer); activations and "
         "peak without (with) full recomputation; rollouts hold one chunk's KV at a time, at most "
         "the budget (--rmt-rollout-kv-cache-gib, by default the room left after the weights, "
-        f"gradients and optimizer state); fits: peak within {1 - RESERVE:.0%} of the GPU's "
+        f"gradients and optimizer state); fits: peak within {1 - MEMORY_RESERVE:.0%} of the GPU's "
         "memory."
     )
     return lines

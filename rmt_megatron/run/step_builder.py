@@ -29,7 +29,7 @@ from rmt_megatron.method.curriculum import CurriculumSampler, assign_tiers, tier
 from rmt_megatron.method.group_scores import score_groups
 from rmt_megatron.method.packing import (
     TrainingSequence,
-    collate,
+    collate_rows,
     ntp_sequence,
     pack_rows,
     rl_sequence,
@@ -241,13 +241,14 @@ class StepBatchBuilder:
         )
         if not sequences:  # every group filtered out: still join the collective step
             sequences = [TrainingSequence([self.tokenizer.eos_id] * 2, excluded={1})]
-        width = max(len(s.tokens) for s in sequences) - 1
-        pack = config.loss.pack_sequences
-        if pack:  # rows as long as the model's, trimmed to the fullest row
-            rows = pack_rows(sequences, max(width, config.model.seq_length) + 1)
-            width = max(sum(len(s.tokens) for s in row) for row in rows) - 1
-        micro = collate(
-            sequences, config.train.micro_batch_size, width, self.tokenizer.eos_id, *weights, pack
+        if config.loss.pack_sequences:  # rows as long as the model's (or the longest sequence)
+            longest = max(len(s.tokens) for s in sequences)
+            rows = pack_rows(sequences, max(longest, config.model.seq_length + 1))
+        else:
+            rows = [[s] for s in sequences]
+        width = max(sum(len(s.tokens) for s in row) for row in rows) - 1  # the fullest row
+        micro = collate_rows(
+            rows, config.train.micro_batch_size, width, self.tokenizer.eos_id, *weights
         )
         return StepBatches(
             micro, width, stats, budget, probs, int(counts.sum()), rollout_tokens, rollout_seconds

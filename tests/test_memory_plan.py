@@ -69,3 +69,6 @@ def test_the_plan_command_prints_the_table_and_refuses_a_bad_layout(capsys):
     assert "do not split into TP 8" in capsys.readouterr().err
     assert main(["--nodes", "1"]) == 1  # the tiny preset takes the tokenizer's vocabulary
     assert "give --vocab-size" in capsys.readouterr().err
+    assert main(["--nodes", "1", "--gpus-per-node", "1", "--vocab-size", "1000"]) == 0
+    tiny = capsys.readouterr().out.splitlines()[4]  # a ~1M-parameter model's sizes, not zeros
+    assert tiny.startswith("| 0 | 919 K | 0.0034 |") and "| 0.0 |" not in tiny

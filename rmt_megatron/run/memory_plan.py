@@ -202,6 +202,20 @@ def plan(config: RMTConfig, vocab_size: int, layout: Layout) -> list[StagePlan]:
     return stages
 
 
+def _count(parameters: int) -> str:
+    """14.77 B, 1.20 M, 950 K: a parameter count to three figures."""
+    for scale, unit in ((1e9, "B"), (1e6, "M"), (1e3, "K")):
+        if parameters >= scale:
+            return f"{parameters / scale:.3g} {unit}"
+    return str(parameters)
+
+
+def _gib(size: int | float) -> str:
+    """GiB to one decimal, or to two significant figures below 1 GiB (a small model's sizes
+    would all read 0.0)."""
+    return f"{size / GIB:.1f}" if size >= GIB else f"{size / GIB:.2g}"
+
+
 def report(config: RMTConfig, vocab_size: int, layout: Layout) -> list[str]:
     """The plan as a Markdown table, one row per stage, with what does not fit flagged."""
     model = config.model
@@ -225,12 +239,12 @@ def report(config: RMTConfig, vocab_size: int, layout: Layout) -> list[str]:
         peak, peak_recomputed = s.peak(False), s.peak(True)
         fits = "yes" if peak <= limit else ("with recompute" if peak_recomputed <= limit else "NO")
         lines.append(
-            f"| {s.stage} | {s.parameters / 1e9:.2f} B | {s.weights / GIB:.1f} | "
-            f"{s.gradients / GIB:.1f} | {s.optimizer / GIB:.1f} "
-            f"({s.optimizer_unsharded / GIB:.1f}) | {s.activations / GIB:.1f} "
-            f"({s.activations_recomputed / GIB:.1f}) | {s.rollout_kv_cache / GIB:.1f} | "
-            f"{s.rollout_kv_chunk / GIB:.1f} ({s.rollout_chunks}) | "
-            f"{peak / GIB:.1f} ({peak_recomputed / GIB:.1f}) | {fits} |"
+            f"| {s.stage} | {_count(s.parameters)} | {_gib(s.weights)} | "
+            f"{_gib(s.gradients)} | {_gib(s.optimizer)} "
+            f"({_gib(s.optimizer_unsharded)}) | {_gib(s.activations)} "
+            f"({_gib(s.activations_recomputed)}) | {_gib(s.rollout_kv_cache)} | "
+            f"{_gib(s.rollout_kv_chunk)} ({s.rollout_chunks}) | "
+            f"{_gib(peak)} ({_gib(peak_recomputed)}) | {fits} |"
         )
     lines.append("")
     lines.append(

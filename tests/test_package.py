@@ -29,3 +29,16 @@ def test_the_install_path_pins_the_cpu_torch_and_setup_keeps_a_range():
     assert "torch==2.13.0" in constraints
     setup = (ROOT / "setup.py").read_text()
     assert '"torch>=2.6"' in setup and "torch==" not in setup
+
+
+def test_no_tracked_file_points_at_a_temporary_path():
+    """The repository explains itself: no tracked file (the shipped checkpoint's pickled metadata
+    included) names a path in the temporary directory of the machine that wrote it."""
+    needle = b"/" + b"tmp/"  # spelled in two pieces so that this file does not hold it
+    tracked = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.split(b"\0")
+    offenders = [
+        name.decode() for name in tracked if name and needle in (ROOT / name.decode()).read_bytes()
+    ]
+    assert offenders == []

@@ -6,9 +6,11 @@
 #      Engine's layers where TE is installed), 4 steps straight and 2 + 2 resumed, equal bitwise
 #      (resume_check.py);
 #   4. the rollout engine's padding and chunking checks, the Transformer Engine one included
-#      where TE is installed (pytest);
+#      where TE is installed, and megatron-core's dynamic engine against the model's argmax
+#      where flash-attn is installed (pytest);
 #   5. rollouts of a random-weight ~1.2B Llama-shape model: tokens/s, and peak memory against the
-#      plan's prediction (rollout_scale.py); megatron-core's dynamic engine is reported unbuilt.
+#      plan's prediction, with our engine and megatron-core's dynamic engine side by side (the
+#      latter's row says why not where flash-attn is missing) (rollout_scale.py).
 # Prepare here, then run there with the wheels carried (CONTRIBUTING.md, "On a GPU"):
 #   run: bash benchmarks/gpu_check.sh        (carry: wheels; timeout ~480 s)
 # Everything lands in $OUT (or benchmarks/results when run by hand).
@@ -63,9 +65,10 @@ timeout 210 "$python" benchmarks/resume_check.py "$(mktemp -d)" "${train_flags[@
     | tail -8 | tee "$out/resume_check.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || fail resume_check
 
-stage "4. rollout padding and chunks (Transformer Engine where installed)"
+stage "4. rollout padding and chunks (Transformer Engine, flash-attn where installed)"
 timeout 150 "$python" -m pytest -q -p no:cacheprovider tests/test_rollout_and_step.py \
-    -k "padding or equal_length or transformer_engine or chunk or compacted or stops" 2>&1 \
+    -k "padding or equal_length or transformer_engine or chunk or compacted or stops or dynamic" \
+    2>&1 \
     | tail -5 | tee "$out/rollout_checks.txt"
 [ "${PIPESTATUS[0]}" = 0 ] || fail rollout_checks
 

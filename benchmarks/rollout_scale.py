@@ -6,10 +6,12 @@
 Random weights and random prompt tokens (no tokenizer, no stop token is likely: every row runs to
 `--new-tokens`), `--prompts` × `--group-size` rollouts at temperature 1, with our engine
 (`mcore.generation`) under its KV budget (`--kv-cache-gib`, default: the room left on the
-device) and `--stop-check-interval`. Reports generated tokens/s and, on a GPU, the peak memory
-torch allocated against the prediction: the weights plus the largest chunk's KV cache
-(`kv_cache_bytes_per_position`, what `python -m rmt_megatron.plan` counts). megatron-core's
-dynamic engine is not built into rmt_megatron: its row says so and holds no figure.
+device) and `--stop-check-interval`, then with megatron-core's dynamic engine
+(`mcore.dynamic_generation`) in a KV buffer of the same size, where it can run (CUDA and
+flash-attn; elsewhere its row says why not and holds no figure). Reports generated tokens/s and,
+on a GPU, the peak memory torch allocated against the prediction: the weights plus the largest
+chunk's KV cache (`kv_cache_bytes_per_position`, what `python -m rmt_megatron.plan` counts), or
+plus the dynamic engine's whole buffer.
 Writes benchmarks/results/rollout_scale_<device>.csv and prints it.
 """
 
@@ -24,6 +26,7 @@ from results_csv import write_results
 
 from rmt_megatron.config.sections import ModelConfig
 from rmt_megatron.mcore import parallel
+from rmt_megatron.mcore.dynamic_generation import DynamicRolloutEngine, unavailable_reason
 from rmt_megatron.mcore.generation import RolloutEngine, kv_cache_bytes_per_position
 from rmt_megatron.mcore.gpt_model import DTYPES, build_gpt_model
 
@@ -113,18 +116,41 @@ def main() -> None:
             top_p=1.0,
             generator=generator,
         )
-        engine.generate(prompts[:1].tolist(), **settings)  # warm-up, not reported
-        if on_gpu:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        budget = engine.kv_budget()
+        timed = measure(engine, prompts.tolist(), settings, on_gpu)
+        budget = engine.kv_budget()  # what the timed call found (memory is back to where it was)
         chunks = engine.chunks(prompts.tolist(), args.group_size, args.new_tokens, budget)
-        started = time.perf_counter()
-        rollouts = engine.generate(prompts.tolist(), **settings)
-        if on_gpu:
-            torch.cuda.synchronize()
-        seconds = time.perf_counter() - started
-    generated = sum(len(r.tokens) for r in rollouts)
+        rows = [
+            {
+                "engine": "rmt_megatron static",
+                **timed,
+                "chunks": len(chunks),
+                "peak_kv_bytes": engine.peak_kv_cache_bytes,
+                "predicted_peak_bytes": weights + engine.peak_kv_cache_bytes,
+                "note": "" if on_gpu else "no GPU: peak memory not measured",
+            }
+        ]
+        unavailable = unavailable_reason()
+        if unavailable is None:
+            buffer = budget
+            dynamic = DynamicRolloutEngine(
+                model,
+                vocab,
+                eos_id=0,
+                token_bytes=lambda ids: [b"x"] * len(ids),
+                max_sequence_length=args.prompt_length + args.new_tokens,
+                kv_cache_bytes=buffer,
+            )
+            rows.append(
+                {
+                    "engine": "megatron-core dynamic",
+                    **measure(dynamic, prompts.tolist(), settings, on_gpu),
+                    "peak_kv_bytes": buffer,
+                    "predicted_peak_bytes": weights + (buffer or 0),
+                    "note": "KV buffer allocated whole",
+                }
+            )
+        else:
+            rows.append({"engine": "megatron-core dynamic", "note": f"not run: {unavailable}"})
     common = {
         "device": device,
         "size": args.size,
@@ -136,26 +162,29 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "stop_check_interval": args.stop_check_interval,
     }
-    rows = [
-        {
-            "engine": "rmt_megatron static",
-            **common,
-            "chunks": len(chunks),
-            "generated_tokens": generated,
-            "seconds": round(seconds, 3),
-            "tokens_per_s": round(generated / seconds, 1),
-            "peak_kv_bytes": engine.peak_kv_cache_bytes,
-            "predicted_peak_bytes": weights + engine.peak_kv_cache_bytes,
-            "measured_peak_bytes": torch.cuda.max_memory_allocated() if on_gpu else "",
-            "note": "" if on_gpu else "no GPU: peak memory not measured",
-        },
-        {
-            "engine": "megatron-core dynamic",
-            **common,
-            "note": "not built into rmt_megatron: unmeasured",
-        },
-    ]
+    rows = [{**common, **row} for row in rows]
     write_results(f"rollout_scale_{device.replace(' ', '_')}_{args.size}.csv", rows, FIELDS)
+
+
+def measure(engine, prompts: list[list[int]], settings: dict, on_gpu: bool) -> dict:
+    """One warm-up call on the first prompt, then all of `prompts` timed: generated tokens,
+    seconds, tokens/s, and on a GPU the peak memory torch allocated during the timed call."""
+    engine.generate(prompts[:1], **settings)
+    if on_gpu:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    rollouts = engine.generate(prompts, **settings)
+    if on_gpu:
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    generated = sum(len(r.tokens) for r in rollouts)
+    return {
+        "generated_tokens": generated,
+        "seconds": round(seconds, 3),
+        "tokens_per_s": round(generated / seconds, 1),
+        "measured_peak_bytes": torch.cuda.max_memory_allocated() if on_gpu else "",
+    }
 
 
 if __name__ == "__main__":

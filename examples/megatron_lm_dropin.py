@@ -25,9 +25,9 @@ from rmt_megatron.config.flags import add_megatron_args, config_from_args
 from rmt_megatron.dropin import add_rmt_args, configure, forward_step  # RMT
 from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
-from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training
+from rmt_megatron.mcore.rollout_engines import build_rollout_engine
 from rmt_megatron.model_io.tokenizers import SentencePieceTokenizer
 from rmt_megatron.run.difficulty import score_difficulty
 from rmt_megatron.run.step_builder import StepBatchBuilder
@@ -83,7 +83,7 @@ def main() -> None:
             tokenizer.eos_id,
             show_progress=False,
         )
-        engine = RolloutEngine.for_model(state.module, tokenizer, config.model, config.rollout)
+        engine = build_rollout_engine(state.module, tokenizer, config.model, config.rollout)
         builder = StepBatchBuilder(
             config,
             engine,

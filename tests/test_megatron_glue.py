@@ -309,3 +309,23 @@ def test_a_damaged_or_missing_metadata_file_is_named(tmp_path):
     metadata.unlink()
     with pytest.raises(CheckpointError, match=r"\.metadata is missing"):
         check_metadata(directory)
+
+
+def test_packed_rows_are_refused_by_the_layers_the_model_holds_not_by_what_is_installed():
+    """Megatron-LM picks the layers with --transformer-impl: the forward step looks at the model
+    it is given (a stand-in holding a layer from megatron-core's TE extension, or not)."""
+    from rmt_megatron.config.sections import LossConfig
+    from rmt_megatron.errors import ConfigError
+    from rmt_megatron.mcore.cpu import built_with_transformer_engine
+    from rmt_megatron.mcore.forward_step import make_forward_step
+
+    te_layer = type("TELinear", (torch.nn.Module,), {})
+    te_layer.__module__ = "megatron.core.extensions.transformer_engine"
+    with_te = torch.nn.Sequential(torch.nn.Linear(2, 2), te_layer())
+    local = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    assert built_with_transformer_engine(with_te) and not built_with_transformer_engine(local)
+    step = make_forward_step(LossConfig(pack_sequences=True))
+    with pytest.raises(ConfigError, match="--rmt-pack-sequences"):
+        step(iter([]), with_te)
+    with pytest.raises(StopIteration):  # past the check: the (empty) data is read
+        make_forward_step(LossConfig(pack_sequences=True))(iter([]), local)

@@ -1,11 +1,14 @@
 """The rollout engine and the RMT optimizer step on a small random model, across layouts."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from helpers import VOCAB, layout, save_small_model
 from ranks import run_ranks
 
 from rmt_megatron.config.sections import LossConfig, TrainConfig
+from rmt_megatron.mcore import dynamic_generation
 from rmt_megatron.mcore.cpu import uses_transformer_engine
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15]]
@@ -145,6 +148,53 @@ def _greedy_batched_and_alone(prompts):
 def test_under_transformer_engine_prompts_continue_as_if_alone():
     batched, alone = run_ranks(1, _greedy_batched_and_alone, UNEVEN)[0]
     assert batched == alone
+
+
+def _greedy_dynamic_rollouts_and_their_logits(prompts):
+    """On one rank, a fresh bf16 model's greedy rollouts of `prompts` from megatron-core's dynamic
+    engine, and for each the model's logits (no cache) at the positions that chose its tokens."""
+    from rmt_megatron.mcore import parallel
+    from rmt_megatron.mcore.dynamic_generation import DynamicRolloutEngine
+    from rmt_megatron.mcore.gpt_model import build_gpt_model
+
+    config = replace(layout(), params_dtype="bfloat16")
+    with parallel.process_group(config, seed=3):
+        model = build_gpt_model(config, VOCAB)
+        engine = DynamicRolloutEngine(
+            model, VOCAB - 6, 1, lambda ids: [b"x"] * len(ids), 64, kv_cache_bytes=2**28
+        )
+        rollouts = engine.generate(
+            prompts,
+            group_size=2,
+            max_new_tokens=8,
+            temperature=0.0,
+            top_p=1.0,
+            generator=torch.Generator().manual_seed(0),
+        )
+        model.eval()
+        checked = []
+        with torch.no_grad():
+            for rollout in rollouts:
+                prompt = prompts[rollout.prompt_index]
+                tokens = torch.tensor([[*prompt, *rollout.tokens]], device="cuda")
+                positions = torch.arange(tokens.shape[1], device="cuda")[None]
+                logits = model(tokens, positions, None)[0, len(prompt) - 1 : -1, : VOCAB - 6]
+                checked.append((rollout.tokens, logits.float().cpu()))
+    return checked
+
+
+@pytest.mark.skipif(
+    dynamic_generation.unavailable_reason() is not None,
+    reason="megatron-core's dynamic engine needs a CUDA device and flash-attn; the checks up to "
+    "the engine call are tests/test_dynamic_generation.py",
+)
+def test_the_dynamic_engine_s_greedy_tokens_are_the_model_s_argmax():
+    """Each greedy token of the dynamic engine is the argmax of the model's own logits at its
+    position, up to bf16 rounding: flash-attn and the local attention round differently, so a
+    near-tie may go either way; 0.05 is a few bf16 steps at these logits' magnitudes (< 8)."""
+    for tokens, logits in run_ranks(1, _greedy_dynamic_rollouts_and_their_logits, UNEVEN)[0]:
+        chosen = logits[torch.arange(len(tokens)), torch.tensor(tokens)]
+        assert bool((chosen >= logits.max(dim=1).values - 0.05).all())
 
 
 @pytest.mark.parametrize("interval", [3, 10])

@@ -95,6 +95,7 @@ RMT_FLAGS = (
     Flag("--rmt-max-prompt-length", "rollout", "max_prompt_length"),
     Flag("--rmt-rollout-kv-cache-gib", "rollout", "kv_cache_gib"),
     Flag("--rmt-stop-check-interval", "rollout", "stop_check_interval"),
+    Flag("--rmt-rollout-engine", "rollout", "engine"),
 )
 """Flags added by `add_rmt_args`."""
 

@@ -333,6 +333,11 @@ class RolloutConfig:
     plan leaves for rollouts (90% of the GPU's memory less what is allocated when they start); on
     a CPU, no limit (one chunk)."""
 
+    engine: Literal["rmt", "mcore-dynamic"] = "rmt"
+    """Which engine samples the rollouts: "rmt" (`mcore.generation`: runs everywhere, chunks
+    under the KV budget) or "mcore-dynamic" (megatron-core's dynamic engine: paged KV cache and
+    continuous batching in a buffer of the KV budget; needs a CUDA device and flash-attn)."""
+
     stop_check_interval: int = 1
     """Decoding steps between looks at the stop rule (EOS, the closed answer): the sampled tokens
     reach the host once per interval instead of every step, and a row that stopped inside one

@@ -68,6 +68,15 @@ def uses_transformer_engine() -> bool:
     return not cpu_only() and importlib.util.find_spec("transformer_engine") is not None
 
 
+def built_with_transformer_engine(model: torch.nn.Module) -> bool:
+    """Whether `model` holds Transformer Engine's layers (megatron-core's TE extension), however
+    it was built: ours by `uses_transformer_engine`, Megatron-LM's by `--transformer-impl`."""
+    return any(
+        type(module).__module__.startswith("megatron.core.extensions.transformer_engine")
+        for module in model.modules()
+    )
+
+
 def backends_line() -> str:
     """One line saying where megatron-core runs, which layers it builds and which optional fused
     backends it lacks (its own import warnings about them are silenced in `rmt_megatron.mcore`)."""

@@ -42,7 +42,7 @@ from rmt_megatron.config.sections import LossConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.kernels import linear_token_objective, token_logprob_entropy
 from rmt_megatron.mcore import parallel
-from rmt_megatron.mcore.cpu import uses_transformer_engine
+from rmt_megatron.mcore.cpu import built_with_transformer_engine
 from rmt_megatron.mcore.device import to_compute_device
 from rmt_megatron.method.dual_loss import TokenRoles, masked_token_losses
 
@@ -180,7 +180,12 @@ def require_supported(loss_config: LossConfig) -> None:
             "without a reference model; use --rmt-kl-beta 0",
             field="loss.kl_beta",
         )
-    if loss_config.pack_sequences and uses_transformer_engine():
+
+
+def require_maskable(loss_config: LossConfig, transformer_engine: bool) -> None:
+    """Refuse packed rows where the model's attention ignores our masks: `transformer_engine`
+    says whether the model is (or will be) built from Transformer Engine's layers."""
+    if loss_config.pack_sequences and transformer_engine:
         raise ConfigError(
             "loss.pack_sequences=True needs an attention that takes a mask per row "
             "(megatron-core's local layers); with Transformer Engine's layers packed (THD) "
@@ -190,10 +195,15 @@ def require_supported(loss_config: LossConfig) -> None:
 
 
 def make_forward_step(loss_config: LossConfig) -> Callable:
-    """`forward_step(data_iterator, model)` computing the RMT dual loss."""
+    """`forward_step(data_iterator, model)` computing the RMT dual loss. The first call checks
+    that `model`'s attention takes the packed rows' masks (`require_maskable`)."""
     require_supported(loss_config)
+    checked: list[torch.nn.Module] = []
 
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
+        if not checked:
+            require_maskable(loss_config, built_with_transformer_engine(model))
+            checked.append(model)
         batch = to_compute_device(next(data_iterator))
         tokens = batch["tokens"]
         inputs = (tokens, batch["position_ids"], attention_mask(batch))

@@ -45,7 +45,7 @@ from megatron.core.models.gpt import GPTModel
 from rmt_megatron.config.sections import ModelConfig, RolloutConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore import parallel, sampling
-from rmt_megatron.mcore.cpu import uses_transformer_engine
+from rmt_megatron.mcore.cpu import built_with_transformer_engine
 from rmt_megatron.mcore.device import compute_device, free_memory_room
 from rmt_megatron.mcore.gpt_model import DTYPES
 from rmt_megatron.method.answer_format import AnswerStop
@@ -60,6 +60,27 @@ class Rollout:
     tokens: list[int]
     finished: bool
     """True if it stopped on its own (answer closed or EOS); False if cut at max_new_tokens."""
+
+
+class RowStop:
+    """One rollout's stop rule: it ends at EOS or once its `\\boxed{...}` after `</think>`
+    closes (`AnswerStop`, over the tokens' bytes)."""
+
+    def __init__(self, eos_id: int, token_bytes: Callable[[Sequence[int]], list[bytes]]) -> None:
+        self.eos_id = eos_id
+        self.token_bytes = token_bytes
+        self.answer = AnswerStop()
+        self.stopped = False
+
+    def take(self, tokens: Sequence[int], into: list[int]) -> bool:
+        """Append `tokens` to `into` up to and including the one that stops the row (none once
+        it has stopped); returns whether it has stopped."""
+        for token in tokens:
+            if self.stopped:
+                break
+            into.append(token)
+            self.stopped = token == self.eos_id or self.answer.feed(self.token_bytes([token])[0])
+        return self.stopped
 
 
 def kv_cache_bytes_per_position(model: ModelConfig) -> int:
@@ -134,7 +155,7 @@ class RolloutEngine:
     limit on a CPU. kv_bytes_per_position: what one row holds per position
     (`kv_cache_bytes_per_position`). stop_check_interval: decoding steps between looks at the
     stop rule. equal_length_chunks: chunks hold prompts of one length (what Transformer Engine's
-    attention needs; the default where the model is built from TE)."""
+    attention needs; the default where `model` holds TE's layers)."""
 
     def __init__(
         self,
@@ -164,7 +185,9 @@ class RolloutEngine:
         self.kv_bytes_per_position = kv_bytes_per_position
         self.stop_check_interval = stop_check_interval
         self.equal_length_chunks = (
-            uses_transformer_engine() if equal_length_chunks is None else equal_length_chunks
+            model is not None and built_with_transformer_engine(model)
+            if equal_length_chunks is None
+            else equal_length_chunks
         )
         self.peak_kv_cache_bytes = 0
         """The largest chunk's cache allocated so far on this rank (for benchmarks)."""
@@ -315,7 +338,7 @@ class RolloutEngine:
 
         active = list(range(batch))  # the rows of the batch slots still decoding
         generated: list[list[int]] = [[] for _ in range(batch)]
-        stops = [AnswerStop() for _ in range(batch)]
+        stops = [RowStop(self.eos_id, self.token_bytes) for _ in range(batch)]
         finished = [False] * batch
         pending: list[torch.Tensor] = []  # tokens sampled since the last stop check
         for step in range(how.max_new_tokens):
@@ -353,17 +376,10 @@ class RolloutEngine:
 
     def _check_stops(self, block, active, generated, stops, finished) -> list[int]:
         """Feed `block: [slots, k]` (the tokens of the last k steps, one host transfer) to each
-        active row's stop rule; a row takes tokens up to and including the one that stops it.
-        Returns the slots still decoding."""
+        active row's stop rule. Returns the slots still decoding."""
         keep = []
         for slot, (row, row_tokens) in enumerate(zip(active, block.tolist(), strict=True)):
-            for token in row_tokens:
-                generated[row].append(token)
-                finished[row] = token == self.eos_id or stops[row].feed(
-                    self.token_bytes([token])[0]
-                )
-                if finished[row]:
-                    break
+            finished[row] = stops[row].take(row_tokens, generated[row])
             if not finished[row]:
                 keep.append(slot)
         return keep

@@ -33,8 +33,8 @@ from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import parallel
-from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
+from rmt_megatron.mcore.rollout_engines import build_rollout_engine
 from rmt_megatron.method.tokenizer import Tokenizer
 from rmt_megatron.model_io.checkpoints import load_tokenizer
 from rmt_megatron.model_io.own_checkpoint import (
@@ -155,7 +155,7 @@ def evaluate_model(
         positions = held_out_positions(
             prefix, documents, score, tokenizer, config, data.eval_positions, data.eval_seed
         )
-        engine = RolloutEngine.for_model(model, tokenizer, config.model, config.rollout)
+        engine = build_rollout_engine(model, tokenizer, config.model, config.rollout)
         report = evaluate(model, engine, tokenizer, documents, positions, config, budget, 0)
     report.update(
         checkpoint=str(model_path),

@@ -32,8 +32,8 @@ from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
 from rmt_megatron.errors import DatasetError
 from rmt_megatron.files import atomic_write
 from rmt_megatron.mcore import parallel
-from rmt_megatron.mcore.generation import RolloutEngine
 from rmt_megatron.mcore.indexed_dataset import document_lengths
+from rmt_megatron.mcore.rollout_engines import AnyRolloutEngine
 from rmt_megatron.mcore.teacher_forcing import argmax_statistic, forward_statistics
 from rmt_megatron.method.prompt import build_prompt
 from rmt_megatron.method.rewards import score_rollout
@@ -142,7 +142,7 @@ def read_eval_reports(save: str | Path) -> list[dict]:
 
 def evaluate(
     model,
-    engine: RolloutEngine,
+    engine: AnyRolloutEngine,
     tokenizer: Tokenizer,
     documents: list[np.ndarray],
     positions: list[EvalPosition],

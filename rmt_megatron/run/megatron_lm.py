@@ -32,10 +32,10 @@ from rmt_megatron.config.flags import config_from_args
 from rmt_megatron.config.sections import RMTConfig
 from rmt_megatron.errors import ConfigError, RMTError
 from rmt_megatron.mcore import dropin, parallel
-from rmt_megatron.mcore.forward_step import REPORT_PREFIX, require_supported
-from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.forward_step import REPORT_PREFIX, require_maskable, require_supported
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.mcore.megatron_lm import bare_model, megatron_lm_args, microbatches_per_step
+from rmt_megatron.mcore.rollout_engines import build_rollout_engine, require_runnable
 from rmt_megatron.method.group_scores import STEP_STATS
 from rmt_megatron.method.packing import TrainingSequence, collate
 from rmt_megatron.model_io.preprocess import check_tokenizer
@@ -95,6 +95,8 @@ def check_megatron_lm_args(args: argparse.Namespace) -> RMTConfig:
     namespace.test_data_path = None
     config = config_from_args(namespace)
     require_supported(config.loss)
+    require_maskable(config.loss, args.transformer_impl == "transformer_engine")
+    require_runnable(config.rollout)
     return config
 
 
@@ -138,7 +140,7 @@ class StepStream:
             if config.loss.rl_weight > 0
             else None
         )
-        engine = RolloutEngine.for_model(module, self.tokenizer, config.model, config.rollout)
+        engine = build_rollout_engine(module, self.tokenizer, config.model, config.rollout)
         builder = StepBatchBuilder(
             config,
             engine,

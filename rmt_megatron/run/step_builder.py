@@ -125,12 +125,12 @@ class StepBatches:
 class StepBatchBuilder:
     """Builds each step's micro-batches for data-parallel replica `dp_rank` of `dp_size`.
 
-    engine: generates the rollouts (a `RolloutEngine` over this rank's stage of the policy, or
-    anything with its `generate`). train_entropy: the proxy's entropy at every token of
-    `documents` (flat, NaN where unscored); needed to draw RL positions (config.loss.rl_weight >
-    0), unused otherwise. With RL on and None, the builder only serves evaluation (`budget`;
-    --skip-train) and `build` refuses. The step's token counts are summed over the replicas'
-    process group when there is one (`parallel.data_parallel_all_reduce`)."""
+    engine: generates the rollouts (`rollout_engines.build_rollout_engine`'s over this rank's
+    stage of the policy, or anything with its `generate`). train_entropy: the proxy's entropy at
+    every token of `documents` (flat, NaN where unscored); needed to draw RL positions
+    (config.loss.rl_weight > 0), unused otherwise. With RL on and None, the builder only serves
+    evaluation (`budget`; --skip-train) and `build` refuses. The step's token counts are summed
+    over the replicas' process group when there is one (`parallel.data_parallel_all_reduce`)."""
 
     def __init__(
         self,

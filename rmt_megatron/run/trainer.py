@@ -26,10 +26,11 @@ from rmt_megatron.config.sections import TIER_NAMES, RMTConfig
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore import parallel
 from rmt_megatron.mcore.checkpoint import load_checkpoint
-from rmt_megatron.mcore.forward_step import make_forward_step, require_supported
-from rmt_megatron.mcore.generation import RolloutEngine
+from rmt_megatron.mcore.cpu import uses_transformer_engine
+from rmt_megatron.mcore.forward_step import make_forward_step, require_maskable, require_supported
 from rmt_megatron.mcore.indexed_dataset import documents_of, load_indexed_dataset
 from rmt_megatron.mcore.optimizer import build_training, train_step
+from rmt_megatron.mcore.rollout_engines import build_rollout_engine, require_runnable
 from rmt_megatron.method.group_scores import STEP_STATS
 from rmt_megatron.method.tallies import mean_or_nan
 from rmt_megatron.method.tokenizer import Tokenizer
@@ -148,7 +149,7 @@ class Run:
         score = (
             scorer.pool_scores(self.data.train_prefix, config.train.save) if scores_train else None
         )
-        self.engine = RolloutEngine.for_model(
+        self.engine = build_rollout_engine(
             self.state.module, tokenizer, config.model, config.rollout
         )
         self.builder = StepBatchBuilder(
@@ -324,6 +325,8 @@ def run_training(config: RMTConfig) -> dict:
     """Check the config, plan where the run starts, and train inside this rank's process group;
     returns the run's evaluations and metrics (`Run.train`)."""
     require_supported(config.loss)
+    require_maskable(config.loss, uses_transformer_engine())
+    require_runnable(config.rollout)
     plan = plan_resume(with_imported_model(config))
     train = plan.config.train
     with parallel.process_group(plan.config.model, train.seed, train.distributed_timeout_minutes):

@@ -48,8 +48,7 @@ from megatron.core.models.gpt import GPTModel
 
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore import parallel
-from rmt_megatron.mcore.device import free_memory_room
-from rmt_megatron.mcore.generation import Rollout, RowStop
+from rmt_megatron.mcore.generation import Rollout, RowStop, kv_budget
 from rmt_megatron.method.answer_format import decode_bytes
 
 BLOCK_SIZE_TOKENS = 256
@@ -280,9 +279,8 @@ class DynamicRolloutEngine:
             TextGenerationController,
         )
 
-        budget = self.kv_cache_bytes
-        if budget is None:
-            budget = parallel.model_parallel_min(free_memory_room() or 0)
+        budget = kv_budget(self.kv_cache_bytes)
+        assert budget is not None, "a CUDA device always gives a budget"
         gpt = next(m for m in self.model.modules() if isinstance(m, GPTModel))
         arguments = engine_arguments(gpt.config, gpt.vocab_size, budget, self.max_sequence_length)
         context = DynamicInferenceContext(**arguments.context)

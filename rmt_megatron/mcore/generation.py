@@ -92,6 +92,16 @@ def kv_cache_bytes_per_position(model: ModelConfig) -> int:
     return 2 * layers * (model.query_groups // tp) * model.head_dim * dtype_bytes
 
 
+def kv_budget(kv_cache_bytes: int | None) -> int | None:
+    """The rollout KV budget on this rank, the same on every rank of the model replica:
+    `kv_cache_bytes` when given, else the room `device.free_memory_room` finds now (the smallest
+    over the model-parallel group); None for no limit (a CPU)."""
+    if kv_cache_bytes is not None:
+        return kv_cache_bytes
+    room = free_memory_room()
+    return None if room is None else parallel.model_parallel_min(room)
+
+
 def _attention_mask(key_pad: torch.Tensor, queries: int) -> torch.Tensor:
     """`[b, 1, queries, keys]` bool, True = hidden: padding keys, and future keys among the
     last `queries` positions."""
@@ -216,12 +226,8 @@ class RolloutEngine:
         )
 
     def kv_budget(self) -> int | None:
-        """This call's KV budget of one chunk on this rank, the same on every rank of the model
-        replica; None for no limit."""
-        if self.kv_cache_bytes is not None:
-            return self.kv_cache_bytes
-        room = free_memory_room()
-        return None if room is None else parallel.model_parallel_min(room)
+        """This call's KV budget of one chunk on this rank (`kv_budget`)."""
+        return kv_budget(self.kv_cache_bytes)
 
     @torch.no_grad()
     def generate(

@@ -9,6 +9,7 @@ import pytest
 from golden_run import data_args
 from ranks import run_ranks
 
+from rmt_megatron.mcore.dynamic_generation import unavailable_reason
 from rmt_megatron.run import pretrain
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,11 @@ CASES = {
         "budget.decay=1.5 is invalid",
     ),
 }
+if unavailable_reason() is not None:  # a machine without CUDA or flash-attn
+    CASES["a rollout engine this machine cannot run"] = (
+        lambda data, tmp: _run_args(data, "--rmt-rollout-engine", "mcore-dynamic"),
+        "--rmt-rollout-engine mcore-dynamic: it needs",
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -21,7 +21,7 @@ from rmt_megatron.mcore.cpu import backends_line, cpu_only, set_cpu_threads
 from rmt_megatron.mcore.parallel import is_main_rank
 from rmt_megatron.method.budget import budget_at
 from rmt_megatron.method.curriculum import tier_probabilities
-from rmt_megatron.run.trainer import run_training
+from rmt_megatron.run.trainer import check_runnable, run_training
 
 DEFAULT_PRESET = "tiny_cpu"
 """What `python pretrain_rmt.py` runs without --rmt-preset: the built-in CPU default."""
@@ -51,6 +51,7 @@ def schedule_table(config: RMTConfig, rows: int = 11) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     config = config_from_args(args, default_preset=DEFAULT_PRESET)
+    check_runnable(config)  # a setting that cannot run is refused before the banner
     if cpu_only():
         set_cpu_threads()
     if is_main_rank():

@@ -321,12 +321,18 @@ class Run:
         return {"evaluations": evaluations, "metrics": history, "exited_at": exited_at}
 
 
-def run_training(config: RMTConfig) -> dict:
-    """Check the config, plan where the run starts, and train inside this rank's process group;
-    returns the run's evaluations and metrics (`Run.train`)."""
+def check_runnable(config: RMTConfig) -> None:
+    """Refuse, before anything is loaded or built, settings this machine or the step cannot run
+    (`ConfigError`, one line)."""
     require_supported(config.loss)
     require_maskable(config.loss, uses_transformer_engine())
     require_runnable(config.rollout)
+
+
+def run_training(config: RMTConfig) -> dict:
+    """Check the config (`check_runnable`), plan where the run starts, and train inside this
+    rank's process group; returns the run's evaluations and metrics (`Run.train`)."""
+    check_runnable(config)
     plan = plan_resume(with_imported_model(config))
     train = plan.config.train
     with parallel.process_group(plan.config.model, train.seed, train.distributed_timeout_minutes):

@@ -131,21 +131,20 @@ def main() -> None:
         ]
         unavailable = unavailable_reason()
         if unavailable is None:
-            buffer = budget
             dynamic = DynamicRolloutEngine(
                 model,
                 vocab,
                 eos_id=0,
                 token_bytes=lambda ids: [b"x"] * len(ids),
                 max_sequence_length=args.prompt_length + args.new_tokens,
-                kv_cache_bytes=buffer,
+                kv_cache_bytes=budget,
             )
             rows.append(
                 {
                     "engine": "megatron-core dynamic",
                     **measure(dynamic, prompts.tolist(), settings, on_gpu),
-                    "peak_kv_bytes": buffer,
-                    "predicted_peak_bytes": weights + (buffer or 0),
+                    "peak_kv_bytes": budget,
+                    "predicted_peak_bytes": weights + (budget or 0),
                     "note": "KV buffer allocated whole",
                 }
             )

@@ -345,6 +345,11 @@ class RolloutConfig:
     that draws, for a seed, the tokens of a single-chunk run; on a GPU 16 saves most host
     synchronisations."""
 
+    @property
+    def kv_cache_bytes(self) -> int | None:
+        """`kv_cache_gib` in bytes; None for the default."""
+        return None if self.kv_cache_gib is None else int(self.kv_cache_gib * 2**30)
+
     def __post_init__(self) -> None:
         require(
             self.kv_cache_gib is None

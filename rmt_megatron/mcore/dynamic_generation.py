@@ -17,7 +17,7 @@ cut by the same stop rule (`generation.RowStop`):
 - `max_new_tokens`: the request's `num_tokens_to_generate`.
 A request the engine evicts (out of blocks) goes on later as a new request of the same record,
 its prompt extended by what it had generated; the stop rule reads whole records
-(`generated_tokens`), so no token is fed twice or missed.
+(`tokens_after`), so no token is fed twice or missed.
 
 The same results up to sampling: the engine samples from the gathered logits with its own CUDA
 generator (`controller.sampling_rng`), reseeded at each call from the caller's generator (one
@@ -37,9 +37,8 @@ version's arguments; a CPU test binds them to the installed constructors' signat
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,7 @@ from megatron.core.models.gpt import GPTModel
 
 from rmt_megatron.errors import ConfigError
 from rmt_megatron.mcore import parallel
-from rmt_megatron.mcore.generation import Rollout, RowStop, kv_budget
+from rmt_megatron.mcore.generation import Rollout, RowStop, kv_budget, output_layer_hooks
 from rmt_megatron.method.answer_format import decode_bytes
 
 BLOCK_SIZE_TOKENS = 256
@@ -179,27 +178,28 @@ def hide_padding(vocab_size: int) -> Callable:
     return hook
 
 
-@contextlib.contextmanager
-def hidden_vocab_padding(model: torch.nn.Module, vocab_size: int) -> Iterator[None]:
-    """Inside, the output layer of every last-stage `GPTModel` in `model` hides the padding ids
-    (`hide_padding`)."""
-    handles = [
-        module.output_layer.register_forward_hook(hide_padding(vocab_size))
-        for module in model.modules()
-        if isinstance(module, GPTModel) and module.post_process
-    ]
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
+def hidden_vocab_padding(model: torch.nn.Module, vocab_size: int):
+    """Inside (a context manager), the output layer of every last-stage `GPTModel` in `model`
+    hides the padding ids (`hide_padding`)."""
+    return output_layer_hooks(
+        model, lambda layer: layer.register_forward_hook(hide_padding(vocab_size))
+    )
 
 
-def generated_tokens(record) -> list[int]:
-    """All tokens a request has generated, from its `DynamicInferenceRequestRecord`: an evicted
-    request goes on as a new request in the same record (its prompt extended by what it had
-    generated), so its tokens are spread over the record's requests."""
-    return [token for request in record.requests for token in request.generated_tokens]
+def tokens_after(record, count: int) -> list[int]:
+    """The tokens a request generated after its first `count`, from its
+    `DynamicInferenceRequestRecord`: an evicted request goes on as a new request in the same
+    record (its prompt extended by what it had generated), so its tokens are spread over the
+    record's requests, in order. Costs the new tokens, not all of them."""
+    new: list[int] = []
+    for request in record.requests:
+        tokens = request.generated_tokens
+        if count >= len(tokens):
+            count -= len(tokens)
+            continue
+        new += tokens[count:]
+        count = 0
+    return new
 
 
 def drive(
@@ -221,8 +221,8 @@ def drive(
     done: set[int] = set()
 
     def feed(request_id: int, record) -> bool:
-        tokens = generated_tokens(record)
-        new, seen[request_id] = tokens[seen[request_id] :], len(tokens)
+        new = tokens_after(record, seen[request_id])
+        seen[request_id] += len(new)
         return stops[request_id].take(new, taken[request_id])
 
     while engine.has_unfinished_requests():

@@ -198,12 +198,13 @@ def make_forward_step(loss_config: LossConfig) -> Callable:
     """`forward_step(data_iterator, model)` computing the RMT dual loss. The first call checks
     that `model`'s attention takes the packed rows' masks (`require_maskable`)."""
     require_supported(loss_config)
-    checked: list[torch.nn.Module] = []
+    checked = False
 
     def forward_step(data_iterator: Iterator[dict[str, torch.Tensor]], model):
+        nonlocal checked
         if not checked:
             require_maskable(loss_config, built_with_transformer_engine(model))
-            checked.append(model)
+            checked = True
         batch = to_compute_device(next(data_iterator))
         tokens = batch["tokens"]
         inputs = (tokens, batch["position_ids"], attention_mask(batch))

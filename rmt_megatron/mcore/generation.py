@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from megatron.core.inference.contexts import StaticInferenceContext
 from megatron.core.models.gpt import GPTModel
+from torch.utils.hooks import RemovableHandle
 
 from rmt_megatron.config.sections import ModelConfig, RolloutConfig
 from rmt_megatron.errors import ConfigError
@@ -113,17 +114,13 @@ def _attention_mask(key_pad: torch.Tensor, queries: int) -> torch.Tensor:
 
 
 @contextlib.contextmanager
-def _vocab_parallel_logits(model: torch.nn.Module) -> Iterator[None]:
-    """Inside, the output layer of every `GPTModel` in `model` returns this TP rank's vocabulary
-    columns. megatron-core's GPTModel insists on gathering the logits whenever it runs with an
-    inference context (an assertion on `runtime_gather_output`); a forward pre-hook turns the
-    gather off where it happens, in the output layer's call."""
-
-    def keep_shard(module, args, kwargs):
-        return args, {**kwargs, "runtime_gather_output": False}
-
+def output_layer_hooks(
+    model: torch.nn.Module, attach: Callable[[torch.nn.Module], RemovableHandle]
+) -> Iterator[None]:
+    """Inside, the hook `attach(output_layer)` registers stays on the output layer of every
+    last-stage `GPTModel` in `model`; it is removed on the way out."""
     handles = [
-        module.output_layer.register_forward_pre_hook(keep_shard, with_kwargs=True)
+        attach(module.output_layer)
         for module in model.modules()
         if isinstance(module, GPTModel) and module.post_process
     ]
@@ -132,6 +129,20 @@ def _vocab_parallel_logits(model: torch.nn.Module) -> Iterator[None]:
     finally:
         for handle in handles:
             handle.remove()
+
+
+def _vocab_parallel_logits(model: torch.nn.Module):
+    """Inside (a context manager), the output layer of every `GPTModel` in `model` returns this
+    TP rank's vocabulary columns. megatron-core's GPTModel insists on gathering the logits
+    whenever it runs with an inference context (an assertion on `runtime_gather_output`); a
+    forward pre-hook turns the gather off where it happens, in the output layer's call."""
+
+    def keep_shard(module, args, kwargs):
+        return args, {**kwargs, "runtime_gather_output": False}
+
+    return output_layer_hooks(
+        model, lambda layer: layer.register_forward_pre_hook(keep_shard, with_kwargs=True)
+    )
 
 
 def _on_device(generator: torch.Generator, device: torch.device) -> torch.Generator:
@@ -212,7 +223,6 @@ class RolloutEngine:
     ) -> RolloutEngine:
         """An engine over `model` (this rank's stage) that samples `tokenizer`'s vocabulary, with
         `rollout`'s KV budget and stop-check interval."""
-        budget = rollout.kv_cache_gib
         return cls(
             model,
             tokenizer.vocab_size,
@@ -220,7 +230,7 @@ class RolloutEngine:
             tokenizer.token_bytes,
             config.hidden_size,
             DTYPES[config.params_dtype],
-            kv_cache_bytes=None if budget is None else int(budget * 2**30),
+            kv_cache_bytes=rollout.kv_cache_bytes,
             kv_bytes_per_position=kv_cache_bytes_per_position(config),
             stop_check_interval=rollout.stop_check_interval,
         )

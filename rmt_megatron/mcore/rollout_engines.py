@@ -20,14 +20,13 @@ def build_rollout_engine(
     """`rollout.engine`'s engine over `model`, with `rollout`'s KV budget (and, for ours, its
     stop-check interval). The dynamic engine raises a `ConfigError` where it cannot run."""
     if rollout.engine == "mcore-dynamic":
-        budget = rollout.kv_cache_gib
         return DynamicRolloutEngine(
             model,
             tokenizer.vocab_size,
             tokenizer.eos_id,
             tokenizer.token_bytes,
             rollout.max_prompt_length + rollout.max_response_length,
-            kv_cache_bytes=None if budget is None else int(budget * 2**30),
+            kv_cache_bytes=rollout.kv_cache_bytes,
         )
     return RolloutEngine.for_model(model, tokenizer, config, rollout)
 

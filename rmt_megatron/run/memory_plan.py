@@ -182,7 +182,7 @@ def plan(config: RMTConfig, vocab_size: int, layout: Layout) -> list[StagePlan]:
         weights, gradients = params * dtype, params * 4
         step_kv = kv if config.loss.rl_weight > 0 else 0
         room = layout.usable_bytes - (weights + gradients + optimizer)
-        budget = room if config.rollout.kv_cache_gib is None else config.rollout.kv_cache_gib * GIB
+        budget = room if config.rollout.kv_cache_bytes is None else config.rollout.kv_cache_bytes
         stages.append(
             StagePlan(
                 stage=stage,
